@@ -1,0 +1,10 @@
+"""diag: why is my training failing, and what do I change?
+
+The core package imports no jax, torch or textual; adapters and the TUI load them when used.
+"""
+
+__version__ = "0.1.0"
+
+from diag.trace import Trace, TraceWriter, load_trace  # noqa: E402
+
+__all__ = ["Trace", "TraceWriter", "load_trace", "__version__"]

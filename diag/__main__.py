@@ -1,0 +1,3 @@
+from diag.cli import run
+
+run()

@@ -1,0 +1,153 @@
+"""Append trace records to a JSONL file, safely from several threads.
+
+Records are buffered and written as whole lines, so a reader (or a TUI tailing the file) never sees
+half a record except for the very last line of a process killed mid-write. The buffer is flushed
+every ``flush_every`` records, every ``flush_seconds`` seconds (checked on each write, and by the
+background thread when ``background=True``), and on ``close()``.
+
+Multi-process runs write one shard per process: ``TraceWriter.for_process("runs/exp1", index)``
+writes ``runs/exp1/run.p{index}.jsonl``; ``diag`` commands given the folder merge the shards.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Iterable
+
+from diag.trace.records import Header, _Record
+
+
+def encode_record(record: _Record) -> bytes:
+    """One record as a JSON line (non-finite floats as "NaN"/"Infinity" strings, nulls dropped)."""
+    return record.model_dump_json(by_alias=True, exclude_none=True).encode() + b"\n"
+
+
+class TraceWriter:
+    """Thread-safe, buffered JSONL writer of trace records.
+
+    Args:
+      path: the ``.jsonl`` file to append to (parent folders are created).
+      flush_every: write the buffer out after this many records.
+      flush_seconds: write the buffer out when the oldest buffered record is this old.
+      background: run a daemon thread that flushes on the ``flush_seconds`` clock even when the
+        training loop is not writing (for example during a long evaluation).
+      fsync: also ``os.fsync`` on every flush (survives a machine crash, costs a disk round trip).
+
+    Example:
+      >>> import tempfile, os
+      >>> from diag.trace.records import Header, Step
+      >>> path = os.path.join(tempfile.mkdtemp(), "run.jsonl")
+      >>> with TraceWriter(path) as w:
+      ...     w.write(Header(run_id="demo", framework="jax"))
+      ...     w.write(Step(step=0, loss=2.3))
+      >>> sum(1 for _ in open(path))
+      2
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        flush_every: int = 100,
+        flush_seconds: float = 2.0,
+        background: bool = False,
+        fsync: bool = False,
+    ):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.flush_every = max(1, flush_every)
+        self.flush_seconds = flush_seconds
+        self.fsync = fsync
+        self._file = open(self.path, "ab")
+        self._buffer: list[bytes] = []
+        self._oldest: float | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+        self.records_written = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        if background:
+            self._thread = threading.Thread(target=self._flush_periodically, name="diag-trace-writer", daemon=True)
+            self._thread.start()
+
+    @classmethod
+    def for_process(cls, folder: str | os.PathLike, process_index: int, *, stem: str = "run", **kwargs):
+        """The shard writer of one process of a multi-process run."""
+        return cls(Path(folder) / f"{stem}.p{process_index}.jsonl", **kwargs)
+
+    def write(self, record: _Record) -> None:
+        self.write_encoded(encode_record(record))
+
+    def write_many(self, records: Iterable[_Record]) -> None:
+        for record in records:
+            self.write(record)
+
+    def write_encoded(self, line: bytes) -> None:
+        """Append an already encoded line (adapters that build JSON themselves use this)."""
+        with self._lock:
+            if self._closed:
+                raise ValueError(f"trace writer for {self.path} is closed")
+            self._buffer.append(line)
+            self.records_written += 1
+            now = time.monotonic()
+            if self._oldest is None:
+                self._oldest = now
+            if len(self._buffer) >= self.flush_every or now - self._oldest >= self.flush_seconds:
+                self._flush_locked()
+
+    def flush(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self._flush_locked()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+        with self._lock:
+            if self._closed:
+                return
+            self._flush_locked()
+            self._file.close()
+            self._closed = True
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __enter__(self) -> "TraceWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _flush_locked(self) -> None:
+        if self._buffer:
+            # One write call of whole lines: a concurrent reader sees complete records or nothing.
+            self._file.write(b"".join(self._buffer))
+            self._buffer.clear()
+        self._oldest = None
+        self._file.flush()
+        if self.fsync:
+            os.fsync(self._file.fileno())
+
+    def _flush_periodically(self) -> None:
+        while not self._stop.wait(self.flush_seconds / 2):
+            with self._lock:
+                if self._closed:
+                    return
+                if self._oldest is not None and time.monotonic() - self._oldest >= self.flush_seconds:
+                    self._flush_locked()
+
+
+def write_trace(path: str | os.PathLike, records: Iterable[_Record]) -> Path:
+    """Write a whole trace at once (tests, importers, examples)."""
+    with TraceWriter(path, flush_every=10_000) as writer:
+        writer.write_many(records)
+    return Path(path)
+
+
+__all__ = ["TraceWriter", "encode_record", "write_trace", "Header"]
