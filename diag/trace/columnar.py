@@ -23,8 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from diag.errors import Problem
-from diag.trace.reader import ReadResult, read_records
-from diag.trace.records import Check, Data, Eval, Header, Step, _Event
+from diag.trace.records import Check, Data, Eval, Header
 
 STEP_SCALARS = (
     "epoch", "time", "step_time", "data_wait_time", "loss", "lr", "grad_norm", "update_norm",
@@ -50,11 +49,16 @@ class Series:
 
 @dataclass(frozen=True)
 class LayerMatrix:
-    """A per-layer statistic: ``values[i, j]`` is layer j at ``steps[i]``."""
+    """A per-layer statistic: ``values[i, j]`` is layer j at ``steps[i]``.
+
+    ``measured[i, j]`` is False where the adapter wrote null (the statistic does not apply to that
+    layer, e.g. a zero fraction of the output layer); those entries hold NaN in ``values``.
+    """
 
     steps: np.ndarray
     values: np.ndarray
     layer_names: tuple[str, ...]
+    measured: np.ndarray
 
 
 @dataclass
@@ -68,13 +72,13 @@ class Trace:
     present: dict[str, np.ndarray]
     layer_columns: dict[str, np.ndarray]
     layer_present: dict[str, np.ndarray]
+    layer_measured: dict[str, np.ndarray] = field(default_factory=dict)
     evals: list[Eval] = field(default_factory=list)
     data: list[Data] = field(default_factory=list)
     checks: list[Check] = field(default_factory=list)
     events: list = field(default_factory=list)
     headers: list[Header] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
-    # Step records of the rare case that adapters could not fold into columns (kept for tools).
     _eval_cache: dict = field(default_factory=dict, repr=False)
 
     # ------------------------------------------------------------------ accessors
@@ -117,7 +121,10 @@ class Trace:
 
     def layer_matrix(self, name: str) -> LayerMatrix:
         mask = self.layer_present[name]
-        return LayerMatrix(self.steps[mask], self.layer_columns[name][mask], self.layer_names)
+        values = self.layer_columns[name][mask]
+        measured = self.layer_measured.get(name)
+        measured = np.ones(values.shape, dtype=bool) if measured is None else measured[mask]
+        return LayerMatrix(self.steps[mask], values, self.layer_names, measured)
 
     def layer_series(self, name: str, layer: str | int) -> Series:
         index = layer if isinstance(layer, int) else self.layer_names.index(layer)
@@ -169,114 +176,9 @@ class Trace:
 def load_trace(path: str | Path) -> Trace:
     """Load a trace file or folder of shards into a columnar ``Trace``.
 
-    Bad records are skipped and listed in ``Trace.problems``; see ``diag.trace.reader``.
+    Bad records are skipped and listed in ``Trace.problems`` (see ``diag.trace.reader``); a
+    trace with nothing usable raises ``DiagInputError``.
     """
-    return from_read_result(read_records(path))
+    from diag.trace.reader import read_into
 
-
-def from_read_result(result: ReadResult) -> Trace:
-    headers = [r for r in result.records if isinstance(r, Header)]
-    headers.sort(key=lambda h: h.process_index)
-    header = headers[0] if headers else None
-    step_records = [r for r in result.records if isinstance(r, Step)]
-    problems = list(result.problems)
-    if header is None and result.records:
-        problems.append(Problem(result.path, "no header record: layer names and run facts are unknown",
-                                severity="warning"))
-    step_records = _ordered_unique_steps(step_records, len(headers) > 1)
-    steps = np.fromiter((s.step for s in step_records), dtype=np.int64, count=len(step_records))
-    columns, present = _scalar_columns(step_records)
-    layer_columns, layer_present = _layer_columns(step_records, header, result.path, problems)
-    return Trace(
-        path=result.path,
-        header=header,
-        steps=steps,
-        columns=columns,
-        present=present,
-        layer_columns=layer_columns,
-        layer_present=layer_present,
-        evals=[r for r in result.records if isinstance(r, Eval)],
-        data=[r for r in result.records if isinstance(r, Data)],
-        checks=[r for r in result.records if isinstance(r, Check)],
-        events=[r for r in result.records if isinstance(r, _Event)],
-        headers=headers,
-        problems=problems,
-    )
-
-
-def _ordered_unique_steps(records: list[Step], several_shards: bool) -> list[Step]:
-    """Steps ascending; when shards repeat a step, the first shard's (lowest process) record wins.
-
-    Global statistics are written once (by process 0), so the first record is the complete one.
-    """
-    if all(records[i].step < records[i + 1].step for i in range(len(records) - 1)):
-        return records
-    by_step: dict[int, Step] = {}
-    for record in records:
-        # A later record of the same step from the same shard is a restart's re-recording: it wins.
-        if record.step not in by_step or not several_shards:
-            by_step[record.step] = record
-    return [by_step[s] for s in sorted(by_step)]
-
-
-def _scalar_columns(records: list[Step]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    n = len(records)
-    columns: dict[str, np.ndarray] = {}
-    present: dict[str, np.ndarray] = {}
-
-    def add(name: str, values: list) -> None:
-        mask = np.fromiter((v is not None for v in values), dtype=bool, count=n)
-        if not mask.any():
-            return
-        column = np.fromiter((np.nan if v is None else float(v) for v in values), dtype=np.float64, count=n)
-        columns[name] = column
-        present[name] = mask
-
-    for name in STEP_SCALARS:
-        add(name, [getattr(r, name) for r in records])
-    for group in ("input", "labels"):
-        parts = [getattr(r, group) for r in records]
-        if any(p is not None for p in parts):
-            for name in BATCH_FIELDS:
-                add(f"{group}.{name}", [None if p is None else getattr(p, name) for p in parts])
-    metric_names = sorted({m for r in records for m in r.metrics})
-    for name in metric_names:
-        add(f"metrics.{name}", [r.metrics.get(name) for r in records])
-    return columns, present
-
-
-def _layer_columns(records: list[Step], header: Header | None, path: str, problems: list[Problem]):
-    n = len(records)
-    width = len(header.layers) if header is not None and header.layers else None
-    columns: dict[str, np.ndarray] = {}
-    present: dict[str, np.ndarray] = {}
-    for group, names in LAYER_GROUPS.items():
-        parts = [getattr(r, group) for r in records]
-        if all(p is None for p in parts):
-            continue
-        for name in names:
-            rows = [None if p is None else getattr(p, name) for p in parts]
-            mask = np.fromiter((row is not None for row in rows), dtype=bool, count=n)
-            if not mask.any():
-                continue
-            lengths = {len(row) for row in rows if row is not None}
-            expected = width if width is not None else max(lengths)
-            if lengths != {expected}:
-                bad = next(i for i, row in enumerate(rows) if row is not None and len(row) != expected)
-                problems.append(Problem(
-                    path, f"{group}.{name} has {len(rows[bad])} values at step {records[bad].step} but the "
-                    f"header lists {expected} layers; those rows are ignored", field=f"{group}.{name}",
-                ))
-                for i, row in enumerate(rows):
-                    if row is not None and len(row) != expected:
-                        rows[i] = None
-                        mask[i] = False
-            matrix = np.full((n, expected), np.nan, dtype=np.float64)
-            filled = [row for row in rows if row is not None]
-            if filled:
-                block = np.array(filled, dtype=object)
-                block[block == None] = np.nan  # noqa: E711 - elementwise comparison on an object array
-                matrix[mask] = block.astype(np.float64)
-            columns[f"{group}.{name}"] = matrix
-            present[f"{group}.{name}"] = mask
-    return columns, present
+    return read_into(path).build()

@@ -3,213 +3,220 @@
 The reader never trusts the file. Each bad record is reported with its line, field and reason and
 the valid records around it are kept; a torn last line (a run killed mid-write) is the normal end
 of a crashed run and only warns. Only inputs that hold nothing usable raise ``DiagInputError``.
+
+Files are read line by line and each record goes straight into a ``TraceBuilder``, so loading a
+large trace never holds the whole file or all of its records in memory.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
-from pydantic import TypeAdapter, ValidationError
 
 from diag.errors import DiagInputError, Problem
-from diag.trace.records import SCHEMA_NAME, SCHEMA_VERSION, Header, Record
+from diag.trace.builder import TraceBuilder, count_lines
+from diag.trace.records import SCHEMA_NAME, SCHEMA_VERSION, RECORD_KINDS, Header
 
-_RECORD = TypeAdapter(Record)
 SHARD_SUFFIXES = (".jsonl", ".json")
+_DOCUMENT_LIMIT = 256 << 20  # a single JSON document larger than this is read as JSONL
+
+
+def loads(text: bytes):
+    """Parse one JSON value; also accepts the bare NaN/Infinity tokens other writers emit."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
+
+
+def read_into(path: str | os.PathLike, builder: TraceBuilder | None = None) -> TraceBuilder:
+    """Feed every record of a trace file or folder of shards into a builder (a new one by default)."""
+    p = Path(path)
+    if not p.exists():
+        raise DiagInputError(Problem(str(p), "no such file or folder"),
+                             hint="pass the path of a trace (.jsonl or .json) or a folder of shards")
+    if p.is_dir():
+        shards = sorted((f for f in p.iterdir() if f.is_file() and f.name.endswith(SHARD_SUFFIXES)),
+                        key=_natural_key)
+        if not shards:
+            raise DiagInputError(Problem(str(p), "folder holds no trace shards"),
+                                 hint="expected files like run.p0.jsonl, run.p1.jsonl")
+        builder = builder or TraceBuilder(str(p), capacity=sum(count_lines(s) for s in shards))
+        for rank, shard in enumerate(shards):
+            builder.start_shard(str(shard), rank)
+            _read_file(shard, builder, allow_empty=True)
+        if builder.records == 0:
+            raise DiagInputError(Problem(str(p), "no valid records in any shard"))
+        return builder
+    builder = builder or TraceBuilder(str(p), capacity=count_lines(p))
+    builder.start_shard(str(p), 0)
+    _read_file(p, builder, allow_empty=False)
+    return builder
+
+
+def _read_file(path: Path, builder: TraceBuilder, *, allow_empty: bool) -> None:
+    before = builder.records
+    problems_before = len(builder.problems)
+    try:
+        size = path.stat().st_size
+        handle = open(path, "rb")
+    except OSError as e:
+        raise DiagInputError(Problem(str(path), f"cannot read: {e.strerror or e}")) from None
+    with handle:
+        head = handle.read(1 << 16)
+        if not head.strip():
+            if allow_empty:
+                builder.problems.append(Problem(str(path), "empty shard", severity="warning"))
+                return
+            raise DiagInputError(Problem(str(path), "the trace is empty"),
+                                 hint="a trace holds at least a header record, one JSON object per line")
+        handle.seek(0)
+        document = _as_document(path, head, handle, size)
+        if document is not None:
+            _read_document(path, document, builder)
+        else:
+            handle.seek(0)
+            _read_lines(path, handle, builder)
+    if builder.records == before and not allow_empty:
+        new = builder.problems[problems_before:]
+        first = next((p for p in new if p.severity == "error"), None)
+        detail = f" (first problem: {first.field + ': ' if first and first.field else ''}{first.message})" if first else ""
+        raise DiagInputError(
+            Problem(str(path), f"no valid trace records{detail}", line=first.line if first else None),
+            hint="each line must be a JSON object whose 'kind' is one of " + ", ".join(RECORD_KINDS),
+        )
+
+
+def _as_document(path: Path, head: bytes, handle, size: int):
+    """The parsed value when the whole file is one JSON document of records, else None."""
+    stripped = head.lstrip()
+    if stripped[:1] == b"[":
+        pass
+    elif stripped[:1] == b"{":
+        # A JSONL file also starts with '{': only a {"records": [...]} document is read whole.
+        if b'"records"' not in stripped[:4096]:
+            return None
+    else:
+        return None
+    if size > _DOCUMENT_LIMIT:
+        return None
+    try:
+        value = loads(handle.read())
+    except ValueError:
+        return None
+    if isinstance(value, list) or (isinstance(value, dict) and "records" in value):
+        return value
+    return None
+
+
+def _read_document(path: Path, document, builder: TraceBuilder) -> None:
+    records = document if isinstance(document, list) else document.get("records")
+    if not isinstance(records, list):
+        raise DiagInputError(Problem(str(path), "'records' must be a list of record objects", field="records"))
+    for index, raw in enumerate(records):
+        _check_header(path, raw, index + 1)
+        builder.feed(raw, index + 1, where=f"records[{index}]")
+
+
+def _read_lines(path: Path, handle, builder: TraceBuilder) -> None:
+    number = 0
+    pending: tuple[int, bytes] | None = None
+    for line in handle:
+        number += 1
+        if pending is not None:
+            _feed_line(path, builder, *pending, torn=False)
+            pending = None
+        if not line.endswith(b"\n"):
+            pending = (number, line)  # the last line: it may be torn
+            continue
+        if line.strip():
+            _feed_line(path, builder, number, line, torn=False)
+    if pending is not None and pending[1].strip():
+        _feed_line(path, builder, *pending, torn=True)
+
+
+def _feed_line(path: Path, builder: TraceBuilder, number: int, line: bytes, *, torn: bool) -> None:
+    try:
+        raw = loads(line)
+    except ValueError as e:
+        if torn:
+            builder.problems.append(Problem(
+                str(path), "last line is incomplete (the run was probably killed mid-write); "
+                f"read the {builder.records} records before it", line=number, severity="warning"))
+        else:
+            builder.problems.append(Problem(str(path), f"not valid JSON ({_first_line(e)}); line skipped",
+                                            line=number))
+        return
+    _check_header(path, raw, number)
+    builder.feed(raw, number)
+
+
+def _check_header(path: Path, raw, number: int) -> None:
+    """A header of another format or major version stops the read: nothing after it can be trusted."""
+    if not isinstance(raw, dict) or raw.get("kind") != "header":
+        return
+    version = raw.get("schema", SCHEMA_VERSION)
+    if version == SCHEMA_VERSION:
+        return
+    name, _, _major = str(version).partition("/")
+    if name != SCHEMA_NAME:
+        raise DiagInputError(Problem(str(path), f"not a diag trace: schema is {version!r}", line=number,
+                                     field="schema"), hint=f"expected {SCHEMA_VERSION!r}")
+    raise DiagInputError(
+        Problem(str(path), f"trace format {version!r} is not supported by this diag (it reads {SCHEMA_VERSION!r})",
+                line=number, field="schema"),
+        hint="upgrade diag (pip install -U diag) or re-record the run with this version",
+    )
+
+
+def _first_line(error: Exception) -> str:
+    return str(error).splitlines()[0] if str(error) else type(error).__name__
+
+
+def _natural_key(path: Path):
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name)]
+
+
+# ---------------------------------------------------------------------- record lists
 
 
 @dataclass
 class ReadResult:
-    """Valid records in file order, each with the line it came from, and what was wrong."""
+    """Valid records in file order with the line each came from, and what was wrong (small traces)."""
 
     path: str
     records: list = field(default_factory=list)
     lines: list[int] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
 
-    @property
-    def errors(self) -> list[Problem]:
-        return [p for p in self.problems if p.severity == "error"]
 
-    @property
-    def warnings(self) -> list[Problem]:
-        return [p for p in self.problems if p.severity == "warning"]
+class _RecordList(TraceBuilder):
+    """A builder that also keeps every validated record as a model (tests, importers, tools)."""
+
+    def __init__(self, path: str):
+        super().__init__(path)
+        self.kept: list = []
+        self.kept_lines: list[int] = []
+
+    def _fast_step(self, raw: dict) -> bool:
+        return False  # always validate into a model
+
+    def add_record(self, record, number: int | None = None) -> None:
+        super().add_record(record, number)
+        self.kept.append(record)
+        self.kept_lines.append(number or 0)
 
 
 def read_records(path: str | os.PathLike) -> ReadResult:
-    """Read every record of a trace file or a folder of shards (merged in shard order)."""
-    p = Path(path)
-    if not p.exists():
-        raise DiagInputError(Problem(str(p), "no such file or folder"), hint="pass the path of a trace (.jsonl/.json)")
-    if p.is_dir():
-        return _read_folder(p)
-    return _read_file(p)
+    """Every valid record of a trace as pydantic models, with problems (for small traces)."""
+    builder = read_into(path, _RecordList(str(path)))
+    return ReadResult(path=str(path), records=builder.kept, lines=builder.kept_lines,
+                      problems=builder.problems)
 
 
-def _read_folder(folder: Path) -> ReadResult:
-    shards = sorted(f for f in folder.iterdir() if f.is_file() and f.name.endswith(SHARD_SUFFIXES))
-    if not shards:
-        raise DiagInputError(
-            Problem(str(folder), "folder holds no trace shards"), hint="expected files like run.p0.jsonl, run.p1.jsonl"
-        )
-    merged = ReadResult(path=str(folder))
-    for shard in shards:
-        part = _read_file(shard, allow_empty=True)
-        merged.records.extend(part.records)
-        merged.lines.extend(part.lines)
-        merged.problems.extend(part.problems)
-    if not merged.records:
-        raise DiagInputError(Problem(str(folder), "no valid records in any shard"))
-    return merged
-
-
-def _read_file(path: Path, *, allow_empty: bool = False) -> ReadResult:
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise DiagInputError(Problem(str(path), f"cannot read: {e.strerror or e}")) from None
-    result = ReadResult(path=str(path))
-    if not data.strip():
-        if allow_empty:
-            result.problems.append(Problem(str(path), "empty shard", severity="warning"))
-            return result
-        raise DiagInputError(
-            Problem(str(path), "the trace is empty"), hint="a trace holds at least a header record"
-        )
-    document = _as_document(data)
-    if document is not None:
-        _read_document(path, document, result)
-    else:
-        _read_jsonl(path, data, result)
-    _check_schema_version(path, result)
-    if not result.records and not allow_empty:
-        first = result.errors[0] if result.errors else Problem(str(path), "no records")
-        raise DiagInputError(
-            Problem(str(path), f"no valid trace records (first problem: {first.message})", line=first.line,
-                    field=first.field),
-            hint="each line must be a JSON object with a 'kind' of " + ", ".join(
-                ("header", "step", "eval", "data", "check", "event")),
-        )
-    return result
-
-
-def _as_document(data: bytes):
-    """The parsed value when the whole file is one JSON document of records, else None."""
-    head = data.lstrip()[:1]
-    if head not in (b"[", b"{"):
-        return None
-    try:
-        value = _loads(data)
-    except ValueError:
-        return None  # several JSON values: JSONL
-    if isinstance(value, list) or (isinstance(value, dict) and "records" in value):
-        return value
-    return None
-
-
-def _loads(text: bytes):
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:
-        # Python's json accepts the bare NaN/Infinity tokens that other writers emit.
-        return json.loads(text)
-
-
-def _read_document(path: Path, document, result: ReadResult) -> None:
-    records = document if isinstance(document, list) else document.get("records")
-    if not isinstance(records, list):
-        raise DiagInputError(Problem(str(path), "'records' must be a list of record objects", field="records"))
-    for index, raw in enumerate(records):
-        _validate(path, raw, index + 1, result, where=f"records[{index}]")
-
-
-def _read_jsonl(path: Path, data: bytes, result: ReadResult) -> None:
-    lines = data.split(b"\n")
-    torn_candidate = len(lines) - 1 if not data.endswith(b"\n") else -1
-    for index, line in enumerate(lines):
-        if not line.strip():
-            continue
-        number = index + 1
-        try:
-            raw = _loads(line)
-        except ValueError as e:
-            if index == torn_candidate:
-                result.problems.append(
-                    Problem(str(path), "last line is incomplete (the run was probably killed mid-write); "
-                            f"read the {len(result.records)} records before it", line=number, severity="warning")
-                )
-            else:
-                result.problems.append(Problem(str(path), f"not valid JSON ({_short(e)}); line skipped", line=number))
-            continue
-        _validate(path, raw, number, result)
-
-
-def _validate(path: Path, raw, number: int, result: ReadResult, where: str | None = None) -> None:
-    if not isinstance(raw, dict):
-        result.problems.append(
-            Problem(str(path), f"expected a JSON object, got {type(raw).__name__}; skipped", line=number,
-                    field=where)
-        )
-        return
-    try:
-        record = _RECORD.validate_python(raw)
-    except ValidationError as e:
-        for err in e.errors(include_url=False)[:5]:
-            loc = [str(part) for part in err["loc"]]
-            if loc and loc[0] == raw.get("kind"):
-                loc = loc[1:]  # drop the union tag pydantic puts first
-            if loc and loc[0] == raw.get("event"):
-                loc = loc[1:]
-            name = ".".join(loc) or "kind"
-            if where:
-                name = f"{where}.{name}"
-            message = _explain_error(err, raw)
-            result.problems.append(Problem(str(path), f"{message}; record skipped", line=number, field=name))
-        return
-    result.records.append(record)
-    result.lines.append(number)
-
-
-def _explain_error(err: dict, raw: dict) -> str:
-    kind = err["type"]
-    if kind == "union_tag_invalid" or kind == "union_tag_not_found":
-        tag = "event" if raw.get("kind") == "event" else "kind"
-        allowed = err.get("ctx", {}).get("expected_tags", "")
-        got = raw.get(tag)
-        if got is None:
-            return f"missing '{tag}'; expected one of {allowed}"
-        return f"unknown {tag} {got!r}; expected one of {allowed}"
-    if kind == "extra_forbidden":
-        return "unknown field (check its spelling against `diag schema`)"
-    if kind == "missing":
-        return "required field is missing"
-    return f"{err['msg']} (got {_short(err.get('input'))})"
-
-
-def _check_schema_version(path: Path, result: ReadResult) -> None:
-    for record, line in zip(result.records, result.lines):
-        if not isinstance(record, Header):
-            continue
-        version = record.schema_version
-        if version == SCHEMA_VERSION:
-            continue
-        name, _, major = version.partition("/")
-        if name != SCHEMA_NAME:
-            raise DiagInputError(
-                Problem(str(path), f"not a diag trace: schema is {version!r}", line=line, field="schema"),
-                hint=f"expected {SCHEMA_VERSION!r}",
-            )
-        raise DiagInputError(
-            Problem(str(path), f"trace format {version!r} is not supported by this diag (reads {SCHEMA_VERSION!r})",
-                    line=line, field="schema"),
-            hint="upgrade diag (pip install -U diag) or re-record the run",
-        )
-
-
-def _short(value, limit: int = 60) -> str:
-    text = repr(value) if not isinstance(value, Exception) else str(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+__all__ = ["ReadResult", "loads", "read_into", "read_records", "Header"]

@@ -1,0 +1,118 @@
+"""Trace-load benchmark: end-to-end load into a columnar Trace vs the bare JSON parse of the same lines.
+
+A generated trace of N steps x L layers (default 100,000 x 64) with three per-layer statistics per
+step (grad norm, param norm, update ratio), plus scalars, written once to a temporary file. Both
+sides run in this process, interleaved (A, B, A, B, ...), and the ratio of medians is printed, since
+absolute times drift on a shared machine. Peak memory of the load (tracemalloc) is compared with the
+size of the columnar arrays it produces.
+
+    python benchmarks/trace_load.py                 # the full size of the issue
+    python benchmarks/trace_load.py --steps 10000   # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import statistics
+import tempfile
+import time
+import tracemalloc
+
+import numpy as np
+import orjson
+
+
+def generate(path: str, steps: int, layers: int, seed: int = 0) -> int:
+    """Write a realistic trace (values with float32 precision, like real adapters) and return its size."""
+    from diag.trace.records import Header, LayerInfo, ParamInfo
+    from diag.trace.writer import encode_record
+
+    rng = np.random.default_rng(seed)
+    header = Header(run_id="bench", framework="flax", layers=[
+        LayerInfo(name=f"blocks/{i}", type="Linear", params=[ParamInfo(name="kernel", shape=[256, 256], dtype="float32")])
+        for i in range(layers)
+    ])
+    with open(path, "wb") as f:
+        f.write(encode_record(header))
+        chunk = 1000
+        for start in range(0, steps, chunk):
+            n = min(chunk, steps - start)
+            g = rng.lognormal(0, 1, (n, layers)).astype(np.float32)
+            p = rng.lognormal(3, 0.1, (n, layers)).astype(np.float32)
+            u = (g / p * 1e-3).astype(np.float32)
+            lines = []
+            for i in range(n):
+                step = start + i
+                record = {
+                    "kind": "step", "step": step, "loss": float(np.float32(2.3 / (1 + step / 1000))),
+                    "lr": 1e-3, "grad_norm": float(g[i].sum()),
+                    "layers": {"grad_norm": g[i].tolist(), "param_norm": p[i].tolist(), "update_ratio": u[i].tolist()},
+                }
+                lines.append(orjson.dumps(record))
+            f.write(b"\n".join(lines) + b"\n")
+    return os.path.getsize(path)
+
+
+def bare_parse(path: str) -> int:
+    with open(path, "rb") as f:
+        data = f.read()
+    n = 0
+    for line in data.split(b"\n"):
+        if line:
+            orjson.loads(line)
+            n += 1
+    return n
+
+
+def full_load(path: str):
+    from diag.trace import load_trace
+
+    return load_trace(path)
+
+
+def columnar_bytes(trace) -> int:
+    arrays = [trace.steps, *trace.columns.values(), *trace.present.values(), *trace.layer_columns.values(),
+              *trace.layer_present.values()]
+    return sum(a.nbytes for a in arrays)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=100_000)
+    parser.add_argument("--layers", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "bench.jsonl")
+        t0 = time.perf_counter()
+        size = generate(path, args.steps, args.layers)
+        print(f"trace: {args.steps:,} steps x {args.layers} layers, {size / 1e6:.0f} MB "
+              f"(generated in {time.perf_counter() - t0:.1f} s)")
+        parse_times, load_times = [], []
+        for _ in range(args.repeats):
+            gc.collect()
+            t0 = time.perf_counter(); bare_parse(path); parse_times.append(time.perf_counter() - t0)
+            gc.collect()
+            t0 = time.perf_counter(); trace = full_load(path); load_times.append(time.perf_counter() - t0)
+            del trace
+        parse, load = statistics.median(parse_times), statistics.median(load_times)
+        print(f"bare orjson parse of every line : {parse:6.2f} s (median of {args.repeats})")
+        print(f"load_trace -> columnar Trace    : {load:6.2f} s")
+        print(f"ratio load / bare parse         : {load / parse:6.2f}x   (goal <= 2x)")
+
+        gc.collect()
+        tracemalloc.start()
+        trace = full_load(path)
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        arrays = columnar_bytes(trace)
+        print(f"columnar arrays                 : {arrays / 1e6:6.0f} MB")
+        print(f"peak memory during load         : {peak / 1e6:6.0f} MB")
+        print(f"ratio peak / columnar           : {peak / arrays:6.2f}x   (goal <= 2x)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,33 @@
+"""``diag summary TRACE``: what a trace holds, before any diagnosis."""
+
+from __future__ import annotations
+
+import sys
+
+from diag.cli.common import add_format_argument, load_for_cli, report_problems
+from diag.errors import EXIT_BAD_INPUT, EXIT_OK
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "summary",
+        help="what a trace holds: run, steps, metrics, first non-finite value, evals, events",
+        description="Print the run header, steps recorded, metrics present, the first non-finite "
+        "value (step, metric, layer), eval splits and their last values, and events such as the "
+        "exception a crashed run left. Example: diag summary run.jsonl",
+    )
+    parser.add_argument("trace", help="a .jsonl or .json trace, or a folder of shards")
+    add_format_argument(parser, ("text", "json"))
+    parser.set_defaults(handler=_run)
+
+
+def _run(args) -> int:
+    from diag.summary import render_text, summarize
+
+    trace = load_for_cli(args.trace)
+    summary = summarize(trace)
+    if args.format == "json":
+        sys.stdout.write(summary.model_dump_json(by_alias=True, indent=2) + "\n")
+    else:
+        sys.stdout.write(render_text(summary))
+    return EXIT_BAD_INPUT if report_problems(trace) else EXIT_OK

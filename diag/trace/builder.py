@@ -1,0 +1,398 @@
+"""Build a columnar ``Trace`` from records as they are read, without keeping the records.
+
+Step records are most of any trace (100,000 of them for a long run), so they take a fast path:
+the parsed JSON object is checked against the step schema by hand and copied straight into numpy
+columns. Anything the fast path is not sure about (a non-finite value written as a string, an
+unknown field, a wrong type, a null inside a per-layer array, ...) is handed to the pydantic model,
+which gives the same answer the schema would and the precise error message. The fast path only
+ever accepts what the pydantic model accepts. Other record kinds are few and always go through
+pydantic.
+
+The builder is incremental: ``feed_line`` any number of times, ``build()`` whenever a snapshot is
+wanted (the TUI follows a growing file this way).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from pydantic import TypeAdapter, ValidationError
+
+from diag.errors import Problem
+from diag.trace.records import Check, Data, Eval, Header, Record, Step, _Event
+
+_RECORD = TypeAdapter(Record)
+
+_FLOAT_FIELDS = frozenset({
+    "time", "step_time", "data_wait_time", "loss", "lr", "grad_norm", "update_norm", "param_norm",
+    "loss_scale", "memory_bytes",
+})
+_GROUP_FIELDS = {
+    "layers": frozenset({"grad_norm", "param_norm", "update_norm", "update_ratio", "grad_nonfinite",
+                         "param_nonfinite"}),
+    "activations": frozenset({"mean", "std", "zero_fraction", "saturation_fraction", "nonfinite"}),
+}
+_BATCH_FLOAT_FIELDS = frozenset({"mean", "std", "min", "max", "nonfinite", "label_entropy"})
+_STEP_KEYS = frozenset(Step.model_fields) | {"kind"}
+
+
+class _Column:
+    """A growable float64 column with a presence mask (per row, and per entry once a null is seen)."""
+
+    __slots__ = ("values", "present", "measured")
+
+    def __init__(self, capacity: int, width: int | None = None):
+        shape = (capacity,) if width is None else (capacity, width)
+        self.values = np.full(shape, np.nan, dtype=np.float64)
+        self.present = np.zeros(capacity, dtype=bool)
+        # Allocated on the first null inside a per-layer array: True where a value was measured.
+        self.measured: np.ndarray | None = None
+
+    def grow(self, capacity: int) -> None:
+        old = self.values
+        self.values = np.full((capacity,) + old.shape[1:], np.nan, dtype=np.float64)
+        self.values[: old.shape[0]] = old
+        present = np.zeros(capacity, dtype=bool)
+        present[: self.present.shape[0]] = self.present
+        self.present = present
+        if self.measured is not None:
+            measured = np.ones(self.values.shape, dtype=bool)
+            measured[: old.shape[0]] = self.measured
+            self.measured = measured
+
+    def put_row(self, row: int, values: list) -> None:
+        """Copy one per-layer array into row ``row``; nulls become unmeasured entries."""
+        # numpy would silently turn None into NaN, which reads as a non-finite measurement.
+        if None in values:
+            if self.measured is None:
+                self.measured = np.ones(self.values.shape, dtype=bool)
+            self.measured[row] = [v is not None for v in values]
+        self.values[row] = values
+        self.present[row] = True
+
+
+class TraceBuilder:
+    """Accumulates records of one trace (one file, or several shards fed one after another).
+
+    Args:
+      path: what ``Trace.path`` and problem messages name.
+      capacity: expected number of step records (an upper bound avoids regrowing the columns).
+    """
+
+    def __init__(self, path: str, capacity: int = 1024):
+        self.path = str(path)
+        self._capacity = max(16, capacity)
+        self._rows = 0
+        self._steps = np.zeros(self._capacity, dtype=np.int64)
+        self._order_keys = np.zeros(self._capacity, dtype=np.int64)  # shard rank, for merging
+        self._columns: dict[str, _Column] = {}
+        self._layer_columns: dict[str, _Column] = {}
+        self._width: int | None = None
+        self._shard_rank = 0
+        self._source = self.path
+        self.headers: list[Header] = []
+        self.evals: list[Eval] = []
+        self.data: list[Data] = []
+        self.checks: list[Check] = []
+        self.events: list = []
+        self.problems: list[Problem] = []
+        self.records = 0
+
+    # ------------------------------------------------------------------ feeding
+
+    def start_shard(self, source: str, rank: int) -> None:
+        """Records fed from now on come from another shard (lower rank wins on repeated steps)."""
+        self._source = source
+        self._shard_rank = rank
+
+    def feed(self, raw, number: int, where: str | None = None) -> None:
+        """One parsed JSON value (from line ``number`` of the current source)."""
+        if isinstance(raw, dict) and raw.get("kind") == "step" and self._fast_step(raw):
+            self.records += 1
+            return
+        if not isinstance(raw, dict):
+            self.problems.append(Problem(self._source, f"expected a JSON object, got {type(raw).__name__}; skipped",
+                                         line=number, field=where))
+            return
+        try:
+            record = _RECORD.validate_python(raw)
+        except ValidationError as e:
+            self._report(e, raw, number, where)
+            return
+        self.add_record(record, number)
+
+    def add_record(self, record, number: int | None = None) -> None:
+        self.records += 1
+        if isinstance(record, Step):
+            self._add_step_model(record)
+        elif isinstance(record, Header):
+            self.headers.append(record)
+            if self._width is None and record.layers:
+                self._width = len(record.layers)
+        elif isinstance(record, Eval):
+            self.evals.append(record)
+        elif isinstance(record, Data):
+            self.data.append(record)
+        elif isinstance(record, Check):
+            self.checks.append(record)
+        elif isinstance(record, _Event):
+            self.events.append(record)
+
+    # ------------------------------------------------------------------ fast path
+
+    def _fast_step(self, raw: dict) -> bool:
+        """Copy a plain step record into the columns; False (nothing written) when unsure."""
+        if not raw.keys() <= _STEP_KEYS:
+            return False
+        step = raw.get("step")
+        if type(step) is not int or step < 0:
+            return False
+        scalars = []
+        for key, value in raw.items():
+            if key in _FLOAT_FIELDS:
+                if value is None:
+                    continue
+                if type(value) is not float and type(value) is not int:
+                    return False
+                scalars.append((key, value))
+            elif key == "epoch":
+                if value is not None and (type(value) is not int or value < 0):
+                    return False
+                if value is not None:
+                    scalars.append((key, value))
+            elif key == "skipped":
+                if value is not None and type(value) is not bool:
+                    return False
+                if value is not None:
+                    scalars.append((key, float(value)))
+            elif key in _GROUP_FIELDS or key in ("input", "labels", "metrics"):
+                if value is not None and type(value) is not dict:
+                    return False
+            elif key not in ("kind", "step"):
+                return False  # lists of replicas/groups, memory: the model path handles them
+        for group in ("input", "labels"):
+            part = raw.get(group)
+            if not part:
+                continue
+            for name, value in part.items():
+                if value is None:
+                    continue
+                if name in _BATCH_FLOAT_FIELDS:
+                    if type(value) is not float and type(value) is not int:
+                        return False
+                elif name == "distinct_labels":
+                    if type(value) is not int or value < 0:
+                        return False
+                else:
+                    return False
+                scalars.append((f"{group}.{name}", value))
+        metrics = raw.get("metrics")
+        if metrics:
+            for name, value in metrics.items():
+                if value is None:
+                    continue
+                if type(value) is not float and type(value) is not int:
+                    return False
+                scalars.append((f"metrics.{name}", value))
+        arrays = []
+        for group, allowed in _GROUP_FIELDS.items():
+            part = raw.get(group)
+            if not part:
+                continue
+            if not part.keys() <= allowed:
+                return False
+            for name, values in part.items():
+                if values is None:
+                    continue
+                if type(values) is not list:
+                    return False
+                if self._width is None:
+                    self._width = len(values)
+                if len(values) != self._width:
+                    return False
+                arrays.append((f"{group}.{name}", values))
+        row_index = self._new_row(step)
+        written = []
+        try:
+            # numpy converts each list straight into the column's row; a null or a non-numeric
+            # entry raises, and the row is rolled back for the model path to decide.
+            for name, values in arrays:
+                column = self._column(self._layer_columns, name, self._width)
+                written.append(column)
+                column.put_row(row_index, values)
+        except (TypeError, ValueError, OverflowError):
+            for column in written:
+                column.values[row_index] = np.nan
+                column.present[row_index] = False
+                if column.measured is not None:
+                    column.measured[row_index] = True
+            self._rows -= 1
+            return False
+        for name, value in scalars:
+            column = self._column(self._columns, name, None)
+            column.values[row_index] = value
+            column.present[row_index] = True
+        return True
+
+    # ------------------------------------------------------------------ model path
+
+    def _add_step_model(self, record: Step) -> None:
+        row_index = self._new_row(record.step)
+
+        def put(name: str, value) -> None:
+            if value is None:
+                return
+            column = self._column(self._columns, name, None)
+            column.values[row_index] = float(value)
+            column.present[row_index] = True
+
+        for name in ("epoch", "skipped", *_FLOAT_FIELDS):
+            put(name, getattr(record, name))
+        for group in ("input", "labels"):
+            part = getattr(record, group)
+            if part is not None:
+                for name in (*_BATCH_FLOAT_FIELDS, "distinct_labels"):
+                    put(f"{group}.{name}", getattr(part, name))
+        for name, value in record.metrics.items():
+            put(f"metrics.{name}", value)
+        for i, value in enumerate(record.loss_per_replica or ()):
+            put(f"loss_per_replica.{i}", value)
+        for i, value in enumerate(record.lr_per_group or ()):
+            put(f"lr_per_group.{i}", value)
+        for group in _GROUP_FIELDS:
+            part = getattr(record, group)
+            if part is None:
+                continue
+            for name in _GROUP_FIELDS[group]:
+                values = getattr(part, name)
+                if values is None:
+                    continue
+                if self._width is None:
+                    self._width = len(values)
+                if len(values) != self._width:
+                    self.problems.append(Problem(
+                        self._source, f"{len(values)} values at step {record.step} but the header lists "
+                        f"{self._width} layers; this statistic is ignored for this step", field=f"{group}.{name}"))
+                    continue
+                column = self._column(self._layer_columns, f"{group}.{name}", self._width)
+                column.put_row(row_index, values)
+
+    # ------------------------------------------------------------------ storage
+
+    def _new_row(self, step: int) -> int:
+        if self._rows == self._capacity:
+            self._capacity *= 2
+            for store in (self._columns, self._layer_columns):
+                for column in store.values():
+                    column.grow(self._capacity)
+            steps = np.zeros(self._capacity, dtype=np.int64)
+            steps[: self._rows] = self._steps[: self._rows]
+            self._steps = steps
+            keys = np.zeros(self._capacity, dtype=np.int64)
+            keys[: self._rows] = self._order_keys[: self._rows]
+            self._order_keys = keys
+        row = self._rows
+        self._steps[row] = step
+        self._order_keys[row] = self._shard_rank
+        self._rows += 1
+        return row
+
+    def _column(self, store: dict, name: str, width: int | None) -> _Column:
+        column = store.get(name)
+        if column is None:
+            column = store[name] = _Column(self._capacity, width)
+        return column
+
+    def _report(self, error: ValidationError, raw: dict, number: int, where: str | None) -> None:
+        for err in error.errors(include_url=False)[:5]:
+            loc = [str(part) for part in err["loc"]]
+            if loc and loc[0] == raw.get("kind"):
+                loc = loc[1:]  # pydantic puts the union tag first
+            if loc and loc[0] == raw.get("event"):
+                loc = loc[1:]
+            name = ".".join(loc) or "kind"
+            if where:
+                name = f"{where}.{name}"
+            self.problems.append(Problem(self._source, f"{_explain_error(err, raw)}; record skipped",
+                                         line=number, field=name))
+
+    # ------------------------------------------------------------------ result
+
+    def build(self):
+        """A ``Trace`` of everything fed so far (steps ascending, repeated steps resolved)."""
+        from diag.trace.columnar import Trace
+
+        n = self._rows
+        steps = self._steps[:n]
+        index = None
+        if n > 1 and not bool(np.all(steps[1:] > steps[:-1])):
+            # Repeated steps: across shards the lowest-ranked shard wins (process 0 records the
+            # global statistics); within one shard the later record wins (a resumed run).
+            rows = np.arange(n)
+            order = np.lexsort((-rows, self._order_keys[:n], steps))
+            sorted_steps = steps[order]
+            first = np.ones(n, dtype=bool)
+            first[1:] = sorted_steps[1:] != sorted_steps[:-1]
+            index = order[first]
+            steps = steps[index]
+
+        def take(column: _Column):
+            values, present = column.values[:n], column.present[:n]
+            if index is not None:
+                values, present = values[index], present[index]
+            return values, present
+
+        columns, present, layer_columns, layer_present, layer_measured = {}, {}, {}, {}, {}
+        for name, column in self._columns.items():
+            columns[name], present[name] = take(column)
+        for name, column in self._layer_columns.items():
+            layer_columns[name], layer_present[name] = take(column)
+            if column.measured is not None:
+                measured = column.measured[:n]
+                layer_measured[name] = measured if index is None else measured[index]
+        headers = sorted(self.headers, key=lambda h: h.process_index)
+        header = headers[0] if headers else None
+        problems = list(self.problems)
+        if header is None and self.records:
+            problems.append(Problem(self.path, "no header record: layer names and run facts are unknown",
+                                    severity="warning"))
+        if header is not None and header.layers and self._width not in (None, len(header.layers)):
+            problems.append(Problem(self.path, f"per-layer arrays have {self._width} values but the header "
+                                    f"lists {len(header.layers)} layers", field="layers"))
+        return Trace(
+            path=self.path, header=header, steps=steps, columns=columns, present=present,
+            layer_columns=layer_columns, layer_present=layer_present, layer_measured=layer_measured, evals=list(self.evals),
+            data=list(self.data), checks=list(self.checks), events=list(self.events), headers=headers,
+            problems=problems,
+        )
+
+
+def _explain_error(err: dict, raw: dict) -> str:
+    kind = err["type"]
+    if kind in ("union_tag_invalid", "union_tag_not_found"):
+        tag = "event" if raw.get("kind") == "event" else "kind"
+        allowed = err.get("ctx", {}).get("expected_tags", "")
+        got = raw.get(tag)
+        if got is None:
+            return f"missing '{tag}'; expected one of {allowed}"
+        return f"unknown {tag} {got!r}; expected one of {allowed}"
+    if kind == "extra_forbidden":
+        return "unknown field (check its spelling against `diag schema`)"
+    if kind == "missing":
+        return "required field is missing"
+    return f"{err['msg']} (got {short_repr(err.get('input'))})"
+
+
+def short_repr(value, limit: int = 60) -> str:
+    text = str(value) if isinstance(value, Exception) else repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def count_lines(path: Path) -> int:
+    """Newlines in a file, read in large chunks (a cheap upper bound on its records)."""
+    total = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            total += chunk.count(b"\n")
+    return total + 1

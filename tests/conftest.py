@@ -1,0 +1,17 @@
+"""Shared fixtures: real (small) traces written the way adapters write them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.numpy_training import train_softmax_regression
+
+
+@pytest.fixture(scope="session")
+def real_trace(tmp_path_factory) -> Path:
+    """A trace of a real, healthy training run (numpy softmax regression, 60 steps)."""
+    path = tmp_path_factory.mktemp("real") / "run.jsonl"
+    train_softmax_regression(path, steps=60)
+    return path
