@@ -85,6 +85,10 @@ def _read_file(path: Path, builder: TraceBuilder, *, allow_empty: bool) -> None:
     if builder.records == before and not allow_empty:
         new = builder.problems[problems_before:]
         first = next((p for p in new if p.severity == "error"), None)
+        if first is None and new:
+            raise DiagInputError(
+                Problem(str(path), "the trace holds only an incomplete record (the run was killed before "
+                        "its first complete line was written)", line=new[0].line))
         detail = f" (first problem: {first.field + ': ' if first and first.field else ''}{first.message})" if first else ""
         raise DiagInputError(
             Problem(str(path), f"no valid trace records{detail}", line=first.line if first else None),
