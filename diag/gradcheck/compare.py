@@ -28,7 +28,7 @@ import numpy as np
 DEFAULT_THRESHOLDS = {"float64": 1e-6, "float32": 2e-2}
 # Steps chosen so that rounding (eps * |f| / h) and truncation (h^2 f''') balance for functions of
 # order-one inputs; the step is along a unit direction of the whole leaf.
-DEFAULT_STEPS = {"float64": 1e-5, "float32": 3e-2}
+DEFAULT_STEPS = {"float64": 1e-5, "float32": 3e-3}
 SUPPORTED_DTYPES = tuple(DEFAULT_THRESHOLDS)
 # Machine epsilon, for the finite-difference noise floor.
 EPSILON = {"float64": float(np.finfo(np.float64).eps), "float32": float(np.finfo(np.float32).eps)}

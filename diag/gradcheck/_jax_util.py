@@ -1,0 +1,90 @@
+"""Small JAX helpers shared by the gradient checks: precision, leaf names, casting, scalarizing.
+
+Imported only by the JAX checks (never by ``import diag``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from diag.gradcheck.compare import SUPPORTED_DTYPES
+from diag.errors import DiagInputError
+
+
+def precision(dtype: str):
+    """A context in which ``dtype`` exists: float64 needs x64, enabled only inside the block.
+
+    ``jax.enable_x64`` restores the user's setting on exit, so checking in float64 never flips the
+    global configuration of the program that called the check.
+    """
+    if dtype not in SUPPORTED_DTYPES:
+        raise DiagInputError(
+            f"dtype {dtype!r} is not supported for gradient checks; use one of {', '.join(SUPPORTED_DTYPES)}",
+            hint="finite differences in float16/bfloat16 cannot resolve a gradient; check in float64",
+        )
+    if dtype == "float64":
+        return jax.enable_x64(True)
+    return contextlib.nullcontext()
+
+
+def is_float(x) -> bool:
+    return hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.floating) or isinstance(x, float)
+
+
+def cast_floats(tree, dtype: str):
+    """Every floating leaf of ``tree`` as a ``dtype`` array; other leaves (ints, keys) unchanged."""
+
+    def cast(x):
+        if isinstance(x, float) or (hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.floating)):
+            return jnp.asarray(x, dtype=dtype)
+        return x
+
+    return jax.tree_util.tree_map(cast, tree)
+
+
+def key_name(entry) -> str:
+    for attr in ("key", "idx", "name"):
+        if hasattr(entry, attr):
+            return str(getattr(entry, attr))
+    return str(entry)
+
+
+def leaf_name(path, prefix: str = "") -> str:
+    """``layers/0/kernel`` from a pytree key path (Flax's trailing ``.value`` dropped)."""
+    parts = [key_name(k) for k in path]
+    if parts and parts[-1] in ("value", "raw_value") and type(path[-1]).__name__ == "GetAttrKey":
+        parts = parts[:-1]
+    parts = ([prefix] if prefix else []) + parts
+    return "/".join(parts) if parts else (prefix or "x")
+
+
+def scalarize(out, key):
+    """A scalar from a function's output: itself, or its inner product with a fixed random cotangent.
+
+    A random cotangent checks every output's gradient at once with probability one, which is what
+    ``jax.test_util.check_vjp`` does too.
+    """
+    leaves = jax.tree_util.tree_leaves(out)
+    if len(leaves) == 1 and jnp.ndim(leaves[0]) == 0:
+        return leaves[0]
+    total = 0.0
+    for i, leaf in enumerate(leaves):
+        leaf = jnp.asarray(leaf)
+        if not jnp.issubdtype(leaf.dtype, jnp.floating):
+            continue
+        c = jax.random.normal(jax.random.fold_in(key, i), leaf.shape, leaf.dtype)
+        total = total + jnp.vdot(c, leaf)
+    return total
+
+
+def output_dtype(fn, args) -> str:
+    """The dtype the function's output has (float32 inside a float64 check means it computes in float32)."""
+    out = jax.eval_shape(fn, *args)
+    dts = [np.dtype(o.dtype) for o in jax.tree_util.tree_leaves(out) if jnp.issubdtype(o.dtype, jnp.floating)]
+    if not dts:
+        raise DiagInputError("the function returned no floating-point output to differentiate")
+    return "float32" if any(d.itemsize < 8 for d in dts) else "float64"
