@@ -1,0 +1,1 @@
+"""Committed JSON Schemas (package data)."""
