@@ -1,0 +1,84 @@
+"""Crash capture: the trace keeps the end of a run that dies, is interrupted or is terminated.
+
+* An uncaught exception goes through ``sys.excepthook``: an ``exception`` event (type, message,
+  traceback, last good step, the layer it was raised in) and ``run_end: crashed``.
+* SIGINT and SIGTERM: a ``signal`` event, then the signal is handed on (SIGINT raises
+  ``KeyboardInterrupt`` as usual; SIGTERM with the default action exits with status 143, the
+  shell's code for a terminated process) and ``run_end: interrupted`` is written on the way out.
+  Nothing is written inside the signal handler itself: the training loop may hold the writer's
+  lock at that moment, so the handler only raises and the unwinding code writes.
+* ``atexit``: whatever was not yet written is flushed; a run that ended without ``close()`` gets
+  ``run_end: completed`` (or ``interrupted`` after a signal).
+
+Everything installed is restored by :meth:`CrashCapture.uninstall`.
+"""
+
+from __future__ import annotations
+
+import atexit
+import signal
+import sys
+import threading
+from typing import Callable
+
+_SIGNALS = ("SIGINT", "SIGTERM")
+
+
+class CrashCapture:
+    """Installs and removes the process-wide hooks for one recorder.
+
+    Args:
+      on_exception: called with ``(exc_type, exc, tb)`` for an uncaught exception.
+      on_signal: called with the signal name when SIGINT/SIGTERM arrives (must not write).
+      on_exit: called at interpreter exit.
+    """
+
+    def __init__(self, on_exception: Callable, on_signal: Callable[[str], None], on_exit: Callable[[], None]):
+        self._on_exception = on_exception
+        self._on_signal = on_signal
+        self._on_exit = on_exit
+        self._previous_excepthook = None
+        self._previous_handlers: dict[int, object] = {}
+        self._installed = False
+
+    def install(self, signals: bool = True) -> None:
+        self._previous_excepthook = sys.excepthook
+        sys.excepthook = self._excepthook
+        if signals and threading.current_thread() is threading.main_thread():
+            for name in _SIGNALS:
+                signum = getattr(signal, name)
+                self._previous_handlers[signum] = signal.signal(signum, self._handle_signal)
+        atexit.register(self._on_exit)
+        self._installed = True
+
+    def uninstall(self) -> None:
+        if not self._installed:
+            return
+        self._installed = False
+        if sys.excepthook is self._excepthook:
+            sys.excepthook = self._previous_excepthook
+        if threading.current_thread() is threading.main_thread():
+            for signum, handler in self._previous_handlers.items():
+                if signal.getsignal(signum) is self._handle_signal:
+                    signal.signal(signum, handler)
+        self._previous_handlers.clear()
+        atexit.unregister(self._on_exit)
+
+    def _excepthook(self, exc_type, exc, tb) -> None:
+        try:
+            self._on_exception(exc_type, exc, tb)
+        finally:
+            (self._previous_excepthook or sys.__excepthook__)(exc_type, exc, tb)
+
+    def _handle_signal(self, signum, frame) -> None:
+        self._on_signal(signal.Signals(signum).name)
+        previous = self._previous_handlers.get(signum, signal.SIG_DFL)
+        if callable(previous):
+            previous(signum, frame)
+        elif previous == signal.SIG_IGN:
+            return
+        elif signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        else:
+            # Unwind instead of dying on the spot, so that the exit handlers can write the trace.
+            raise SystemExit(128 + signum)

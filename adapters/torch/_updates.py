@@ -1,0 +1,110 @@
+"""Update norms: how far the optimizer moved each layer, measured as cheaply as is exact.
+
+Three methods, chosen once from the optimizer:
+
+* ``sgd_grad``: plain SGD (no momentum, no weight decay) moves each parameter by exactly
+  ``lr * grad``, so the update norm is ``lr`` times the gradient norm already measured: free.
+* ``sgd_momentum``: SGD with (non-Nesterov) momentum moves each parameter by ``lr * buf`` where
+  ``buf`` is the momentum buffer after the step (weight decay and dampening are already folded into
+  it): one fused norm over the buffers, no copy.
+* ``snapshot``: every other optimizer (Adam, AdamW, RMSprop, ...) and any parameter stored in a
+  low-precision dtype. A fused copy of the parameters before the step, subtracted in place after it.
+  Adam's update could be rebuilt from its moments too, but that costs three or four fused passes
+  with temporaries (no cheaper than the copy) and would miss what rounding did to the parameters,
+  which is exactly what ``bf16_update_stagnation`` looks for: the difference of the parameters is
+  the update that really happened.
+
+All of them run only on the steps that record the costly statistics.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from diag.adapters.torch._stats import grad_layer_sq, per_layer_sq
+
+_FULL_PRECISION = (torch.float32, torch.float64)
+
+
+def choose_method(optimizer: torch.optim.Optimizer, params: list[torch.Tensor]) -> str:
+    """The cheapest exact method for this optimizer (see the module docstring)."""
+    if type(optimizer) is not torch.optim.SGD or any(p.dtype not in _FULL_PRECISION for p in params):
+        return "snapshot"
+    groups = optimizer.param_groups
+    if any(g.get("nesterov") or g.get("differentiable") for g in groups):
+        return "snapshot"
+    if all(g.get("momentum", 0) == 0 and g.get("weight_decay", 0) == 0 for g in groups):
+        return "sgd_grad"
+    if all(g.get("momentum", 0) > 0 for g in groups):
+        return "sgd_momentum"
+    return "snapshot"
+
+
+class UpdateMeter:
+    """Measures per-layer update sums of squares around one optimizer step.
+
+    Args:
+      optimizer: the optimizer being recorded.
+      params: the plan's parameters (forward order).
+      segment: layer index of each parameter (int64 tensor on the parameters' device).
+      num_layers: number of layers.
+    """
+
+    def __init__(self, optimizer, params, segment, num_layers):
+        self.optimizer = optimizer
+        self.params = params
+        self.segment = segment
+        self.num_layers = num_layers
+        self.method = choose_method(optimizer, params)
+        group_of = {id(p): i for i, g in enumerate(optimizer.param_groups) for p in g["params"]}
+        # Parameters the optimizer does not own never move: their learning rate is 0.
+        self._group = [group_of.get(id(p)) for p in params]
+        self._snapshot: list[torch.Tensor] | None = None
+        self._had_grad: list[bool] = []
+
+    def before_step(self) -> None:
+        """Called by the optimizer's step pre-hook on a recording step."""
+        if self.method == "snapshot":
+            # One fused call copies every parameter (no per-tensor clone loop).
+            self._snapshot = torch._foreach_mul(self.params, 1.0)
+        else:
+            self._had_grad = [p.grad is not None for p in self.params]
+
+    def after_step(self) -> torch.Tensor:
+        """Per-layer update sum of squares, called by the step post-hook."""
+        if self.method == "snapshot":
+            snapshot, self._snapshot = self._snapshot, None
+            torch._foreach_sub_(snapshot, self.params)
+            return per_layer_sq(snapshot, self.segment, self.num_layers)
+        lrs = self._param_lrs()
+        if self.method == "sgd_grad":
+            # SGD leaves the gradients in place: the update is lr * grad, gradient by gradient.
+            return grad_layer_sq_scaled(self.params, lrs, self.segment, self.num_layers, self._had_grad)
+        state = self.optimizer.state
+        buffers = [state.get(p, {}).get("momentum_buffer") if had else None for p, had in zip(self.params, self._had_grad)]
+        return _scaled_layer_sq(buffers, lrs, self.segment, self.num_layers)
+
+    def _param_lrs(self) -> torch.Tensor:
+        groups = self.optimizer.param_groups
+        lr = [float(groups[g]["lr"]) if g is not None else 0.0 for g in self._group]
+        return torch.tensor(lr, dtype=torch.float32, device=self.segment.device)
+
+
+def grad_layer_sq_scaled(params, lrs, segment, num_layers, had_grad) -> torch.Tensor:
+    """Per-layer sum of ``(lr * |grad|)^2`` over the parameters that had a gradient at the step."""
+    grads = [p.grad if had else None for p, had in zip(params, had_grad)]
+    return _scaled_layer_sq(grads, lrs, segment, num_layers)
+
+
+def _scaled_layer_sq(tensors, lrs, segment, num_layers) -> torch.Tensor:
+    present = [i for i, t in enumerate(tensors) if t is not None]
+    out = torch.zeros(num_layers, dtype=torch.float32, device=segment.device)
+    if not present:
+        return out
+    index = torch.tensor(present, device=segment.device)
+    norms = torch.stack(torch._foreach_norm([tensors[i] for i in present], 2, dtype=torch.float32))
+    scaled = norms * lrs[index]
+    return out.index_add_(0, segment[index], scaled * scaled)
+
+
+__all__ = ["UpdateMeter", "choose_method", "grad_layer_sq"]

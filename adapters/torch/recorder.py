@@ -1,0 +1,742 @@
+"""The PyTorch recorder: hooks on a module and its optimizer that write a diag trace.
+
+Measured at the optimizer step (a step pre-hook, so accumulated gradients are seen as they are):
+loss, learning rate per parameter group, global and per-layer gradient norms. Every
+``costly_every`` steps also: parameter norms, update norms and update-to-weight ratios (see
+``_updates.py`` for how each optimizer's update is measured) and activation statistics.
+Every step: input batch statistics and the label histogram's entropy, the GradScaler's scale and
+whether the step was skipped. All of a step's numbers are stacked on the device and copied to the
+host once, in :meth:`TorchRecorder.record`.
+
+Forward hooks keep a reference to each layer's output (and to the output of the nonlinearity that
+follows it) until ``record``; no work is done on them except on recording steps, or when a
+non-finite value appears, when they are searched in forward order for its first occurrence.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import sys
+import time
+import traceback
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Iterable, Mapping
+
+import torch
+from torch import nn
+
+from diag.adapters.torch._encode import encode_line, jfloat, jfloats
+from diag.adapters.torch._layers import (
+    SATURATING,
+    ZERO_ACTIVATIONS,
+    LayerPlan,
+    activation_name,
+    dtype_name,
+    find_layers,
+    plan_layers,
+)
+from diag.adapters.torch._lifecycle import CrashCapture
+from diag.adapters.torch._stats import activation_row, batch_stats, grad_layer_sq, label_stats, per_layer_sq
+from diag.adapters.torch._updates import UpdateMeter
+from diag.trace.records import (
+    Eval,
+    ExceptionEvent,
+    Header,
+    LayerInfo,
+    NonFiniteEvent,
+    OptimizerInfo,
+    ParamInfo,
+    RunEndEvent,
+    SignalEvent,
+)
+from diag.trace.writer import TraceWriter
+
+_OPTIMIZER_NAMES = {"SGD": "sgd", "Adam": "adam", "AdamW": "adamw", "RMSprop": "rmsprop", "Adagrad": "adagrad"}
+
+
+class TorchRecorder:
+    """Records a PyTorch training run into a diag trace.
+
+    Args:
+      model: the ``nn.Module`` being trained.
+      optimizer: its optimizer; hooks on its ``step`` measure gradients and updates.
+      path: the ``.jsonl`` trace file, or an open :class:`~diag.trace.TraceWriter`.
+      scaler: the ``torch.amp.GradScaler`` when training with loss scaling.
+      costly_every: record parameter norms, update ratios and activation statistics every this
+        many steps (step 0 included); the cheap statistics are recorded every step.
+      activations: keep forward hooks for activation statistics and non-finite localization.
+      capture_crashes: record uncaught exceptions and SIGINT/SIGTERM and flush the trace on exit.
+      run_id, task, num_classes, loss_kind, batch_size, steps_planned, seed, tags: header fields.
+      flush_every: records buffered before the file is written (also flushed every 2 s).
+
+    Example:
+      >>> import tempfile, os, torch
+      >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+      >>> opt = torch.optim.SGD(model.parameters(), lr=0.1)
+      >>> path = os.path.join(tempfile.mkdtemp(), "run.jsonl")
+      >>> with TorchRecorder(model, opt, path, task="classification", num_classes=3) as rec:
+      ...     for _ in range(3):
+      ...         x, y = torch.randn(16, 4), torch.randint(0, 3, (16,))
+      ...         opt.zero_grad()
+      ...         loss = torch.nn.functional.cross_entropy(model(x), y)
+      ...         loss.backward()
+      ...         opt.step()
+      ...         rec.record(loss, labels=y)
+      >>> from diag.trace import load_trace
+      >>> load_trace(path).layer_names
+      ('0', '2')
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        path: str | os.PathLike | TraceWriter,
+        *,
+        scaler: "torch.amp.GradScaler | None" = None,
+        costly_every: int = 10,
+        activations: bool = True,
+        capture_crashes: bool = True,
+        run_id: str | None = None,
+        task: str | None = None,
+        num_classes: int | None = None,
+        loss_kind: str | None = None,
+        batch_size: int | None = None,
+        steps_planned: int | None = None,
+        seed: int | None = None,
+        tags: Mapping[str, object] | None = None,
+        flush_every: int = 50,
+    ):
+        self.model = model
+        self.optimizer = optimizer
+        self.scaler = scaler if scaler is not None and scaler.is_enabled() else None
+        self.costly_every = max(1, int(costly_every))
+        self.activations = activations
+        self.writer = path if isinstance(path, TraceWriter) else TraceWriter(path, flush_every=flush_every)
+        self._header_fields = dict(
+            run_id=run_id or uuid.uuid4().hex[:12], task=task, num_classes=num_classes, loss_kind=loss_kind,
+            batch_size=batch_size, steps_planned=steps_planned, seed=seed, tags=dict(tags or {}),
+        )
+        self._created_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        self._layers = find_layers(model)
+        self._plan: LayerPlan | None = None
+        self._meter: UpdateMeter | None = None
+        self._segment: torch.Tensor | None = None
+        self._header_written = False
+        self._ended = False
+        self._signal: str | None = None
+        self._autocast_dtype: torch.dtype | None = None
+
+        self.step = 0  # index of the step the next record() describes
+        self.last_good_step: int | None = None
+        self._last_record_time: float | None = None
+        self._nonfinite_reported = False
+        # Filled between two record() calls.
+        self._stepped = False
+        self._pending: dict[str, torch.Tensor] = {}
+        self._input: torch.Tensor | None = None
+        self._scale_used: torch.Tensor | None = None
+        self._outputs: dict[int, torch.Tensor] = {}
+        self._act_outputs: dict[int, torch.Tensor] = {}
+        self._last_layer: int | None = None
+        self._call_order: list[nn.Module] | None = None
+        self._trace_handles: list = []
+
+        self._handles = [
+            model.register_forward_pre_hook(self._on_root_start),
+            model.register_forward_hook(self._on_root_end),
+            optimizer.register_step_pre_hook(self._before_step),
+            optimizer.register_step_post_hook(self._after_step),
+        ]
+        if activations:
+            layer_modules = {id(layer.module): layer.module for layer in self._layers}
+            for module in layer_modules.values():
+                self._handles.append(module.register_forward_hook(self._on_layer_output))
+            seen = set()
+            for module in model.modules():
+                if activation_name(module) is not None and id(module) not in layer_modules and id(module) not in seen:
+                    seen.add(id(module))
+                    self._handles.append(module.register_forward_hook(self._on_activation_output))
+        if self.scaler is not None:
+            self._wrap_scaler(self.scaler)
+        self._crash = None
+        if capture_crashes:
+            self._crash = CrashCapture(self._on_uncaught, self._on_signal, self._on_exit)
+            self._crash.install()
+
+    # ------------------------------------------------------------------ public API
+
+    @property
+    def layer_names(self) -> list[str]:
+        """Layer names in forward order (registration order until the first forward pass)."""
+        return (self._plan or plan_layers(self._layers, None)).names
+
+    @property
+    def update_method(self) -> str:
+        """How update norms are measured: 'sgd_grad', 'sgd_momentum' or 'snapshot'."""
+        self._ensure_plan()
+        return self._meter.method
+
+    def is_costly_step(self, step: int | None = None) -> bool:
+        """Whether ``step`` (default: the next one) records the costly statistics."""
+        return (self.step if step is None else step) % self.costly_every == 0
+
+    def record(
+        self,
+        loss: torch.Tensor | float,
+        inputs: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        *,
+        metrics: Mapping[str, torch.Tensor | float] | None = None,
+        epoch: int | None = None,
+    ) -> None:
+        """Write the step record of the optimizer step that just ran. Call once per step, after
+        ``optimizer.step()`` (and ``scaler.update()``).
+
+        Args:
+          loss: this step's loss (a tensor is fine: it is copied with the other numbers, once).
+          inputs: the input batch; by default the first tensor argument of the model's last
+            training forward call.
+          labels: the labels, for the label-entropy statistic (integer class ids, one-hot or
+            regression targets).
+          metrics: training metrics (tensors or floats), e.g. ``{"accuracy": acc}``.
+          epoch: the epoch, if the loop counts them.
+        """
+        plan = self._ensure_plan()
+        self._ensure_header()
+        step, costly = self.step, self.is_costly_step()
+        now = time.time()
+        perf = time.perf_counter()
+        L = len(plan.layers)
+
+        parts: list[torch.Tensor] = []
+        layout: list[tuple[str, int]] = []
+
+        def add(name: str, tensor: torch.Tensor) -> None:
+            flat = tensor.detach().reshape(-1).float()
+            parts.append(flat)
+            layout.append((name, flat.numel()))
+
+        with torch.no_grad():
+            loss_t = loss if isinstance(loss, torch.Tensor) else torch.tensor(float(loss))
+            add("loss", loss_t.to(self._segment.device))
+            grad_sq = self._pending.pop("grad_sq", None)
+            if grad_sq is None:  # the optimizer did not step (GradScaler skip): grads as they are now
+                grad_sq = grad_layer_sq(plan.params, self._segment, L)
+            add("grad_sq", grad_sq)
+            if "param_sq" in self._pending:
+                add("param_sq", self._pending.pop("param_sq"))
+            if "update_sq" in self._pending:
+                add("update_sq", self._pending.pop("update_sq"))
+            act_mask = None
+            if costly and self.activations:
+                table, act_mask = self._activation_table(plan)
+                if table is not None:
+                    add("act", table)
+            x = inputs if inputs is not None else self._input
+            if isinstance(x, torch.Tensor) and x.numel():
+                add("input", batch_stats(x).to(self._segment.device))
+            label_kind = None
+            if isinstance(labels, torch.Tensor) and labels.numel():
+                label_kind, label_t = label_stats(labels, self._header_fields["num_classes"])
+                add("labels", label_t.to(self._segment.device))
+            if self._scale_used is not None:
+                add("scale", self._scale_used)
+            metric_names = []
+            for name, value in (metrics or {}).items():
+                if isinstance(value, torch.Tensor):
+                    metric_names.append(name)
+                    add("metric", value.to(self._segment.device))
+            values = torch.cat(parts).tolist()  # the one host transfer of this step
+
+        got: dict[str, list[float]] = {}
+        offset = 0
+        metric_values = []
+        for name, size in layout:
+            chunk = values[offset : offset + size]
+            offset += size
+            if name == "metric":
+                metric_values.append(chunk[0])
+            else:
+                got[name] = chunk
+
+        record = self._step_dict(step, now, got, act_mask, label_kind, epoch)
+        if metrics:
+            floats = {k: float(v) for k, v in metrics.items() if not isinstance(v, torch.Tensor)}
+            floats.update(zip(metric_names, metric_values))
+            record["metrics"] = {k: jfloat(v) for k, v in floats.items()}
+        record["step_time"] = None if self._last_record_time is None else perf - self._last_record_time
+        self.writer.write_encoded(encode_line(record))
+
+        finite = math.isfinite(got["loss"][0]) and all(math.isfinite(v) for v in got["grad_sq"])
+        if finite and not record.get("skipped"):
+            self.last_good_step = step
+        if not self._nonfinite_reported and not (finite and _finite(got.get("input", [0.0]))):
+            self._nonfinite_reported = True
+            self.writer.write(self._locate_nonfinite(step, now, got))
+
+        self._outputs.clear()
+        self._act_outputs.clear()
+        self._input = None
+        self._scale_used = None
+        self._stepped = False
+        self._last_record_time = perf
+        self.step += 1
+
+    def log_eval(
+        self,
+        split: str,
+        loss: float | torch.Tensor | None = None,
+        metrics: Mapping[str, float] | None = None,
+        *,
+        examples: int | None = None,
+        step: int | None = None,
+        model_mode: str | None = None,
+    ) -> Eval:
+        """Write an evaluation computed by your own loop; the model's current mode is recorded.
+
+        Args:
+          split: 'val', 'test', 'train_eval', ...
+          loss: mean loss over the split.
+          metrics: e.g. ``{"accuracy": 0.91}``.
+          examples: how many examples were evaluated.
+          step: the training step it belongs to (default: the last recorded step).
+          model_mode: 'train' or 'eval'; default: read from ``model.training``.
+
+        Returns:
+          The :class:`~diag.trace.Eval` record written.
+        """
+        self._ensure_header()
+        record = Eval(
+            step=self._default_step(step),
+            split=split,
+            loss=None if loss is None else float(loss),
+            metrics={k: float(v) for k, v in (metrics or {}).items()},
+            model_mode=model_mode or ("train" if self.model.training else "eval"),
+            examples=examples,
+        )
+        self.writer.write(record)
+        return record
+
+    def evaluate(
+        self,
+        split: str,
+        batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+        loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+        *,
+        mode: str = "eval",
+        accuracy: bool | None = None,
+        step: int | None = None,
+    ) -> Eval:
+        """Evaluate the model on ``batches`` in the given mode, restore its mode, write an eval record.
+
+        Args:
+          split: the split name.
+          batches: ``(inputs, labels)`` pairs.
+          loss_fn: ``loss_fn(outputs, labels)`` returning the batch's mean loss.
+          mode: 'eval' (dropout off, batch-norm running statistics) or 'train'.
+          accuracy: also compute top-1 accuracy (default: when the header's task is classification).
+          step: the training step it belongs to (default: the last recorded step).
+
+        Returns:
+          The :class:`~diag.trace.Eval` record written.
+        """
+        if accuracy is None:
+            accuracy = self._header_fields["task"] == "classification"
+        was_training = self.model.training
+        self.model.train(mode == "train")
+        total_loss = torch.zeros(())
+        correct = torch.zeros(())
+        count = 0
+        try:
+            with torch.no_grad():
+                for x, y in batches:
+                    out = self.model(x)
+                    n = y.shape[0]
+                    total_loss = total_loss + loss_fn(out, y).detach().float().cpu() * n
+                    if accuracy:
+                        correct = correct + (out.argmax(-1) == y).sum().cpu()
+                    count += n
+        finally:
+            self.model.train(was_training)
+        metrics = {"accuracy": float(correct) / max(count, 1)} if accuracy else {}
+        return self.log_eval(split, float(total_loss) / max(count, 1), metrics, examples=count, step=step,
+                             model_mode=mode)
+
+    def evaluate_train_subset(self, inputs: torch.Tensor, labels: torch.Tensor, loss_fn, *,
+                              batch_size: int = 256, step: int | None = None) -> Eval:
+        """Evaluate a fixed train subset in eval mode, as split ``train_eval``.
+
+        Compared with the ``val`` split and the training loss, it separates a train/eval mode
+        mismatch (``train_eval`` as bad as ``val``) from overfitting (``train_eval`` as good as
+        training).
+        """
+        batches = [(inputs[i : i + batch_size], labels[i : i + batch_size]) for i in range(0, len(inputs), batch_size)]
+        return self.evaluate("train_eval", batches, loss_fn, mode="eval", step=step)
+
+    def note(self, message: str, level: str = "info") -> None:
+        """Write a free-form note event (e.g. 'lr schedule changed')."""
+        from diag.trace.records import NoteEvent
+
+        self._ensure_header()
+        self.writer.write(NoteEvent(step=self._default_step(None), time=time.time(), message=message, level=level))
+
+    def close(self, status: str = "completed") -> None:
+        """Write the end of the run, flush, and remove every hook."""
+        if not self._ended:
+            self._end(status)
+        for handle in self._handles + self._trace_handles:
+            handle.remove()
+        self._handles, self._trace_handles = [], []
+        if self.scaler is not None and "scale" in vars(self.scaler):
+            del self.scaler.scale
+        if self._crash is not None:
+            self._crash.uninstall()
+        self.writer.close()
+
+    def __enter__(self) -> "TorchRecorder":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close("completed")
+            return
+        if not self._ended:
+            if issubclass(exc_type, (KeyboardInterrupt, SystemExit)):
+                self._end("interrupted")
+            else:
+                self._write_exception(exc_type, exc, tb)
+                self._end("crashed")
+        self.close()
+
+    # ------------------------------------------------------------------ hooks
+
+    def _on_root_start(self, module, args) -> None:
+        if self._plan is None and self._call_order is None:
+            # First forward pass: learn the order in which layers and activations run.
+            self._call_order = []
+            for sub in module.modules():
+                if sub is not module:
+                    self._trace_handles.append(sub.register_forward_pre_hook(self._on_traced_call))
+            device = next(module.parameters(), torch.empty(0)).device.type
+            if torch.is_autocast_enabled(device):
+                self._autocast_dtype = torch.get_autocast_dtype(device)
+        if torch.is_grad_enabled() and args and isinstance(args[0], torch.Tensor):
+            self._input = args[0]
+
+    def _on_traced_call(self, module, args) -> None:
+        self._call_order.append(module)
+
+    def _on_root_end(self, module, args, output) -> None:
+        if self._trace_handles and self._plan is None:
+            for handle in self._trace_handles:
+                handle.remove()
+            self._trace_handles = []
+            self._ensure_plan()
+
+    def _on_layer_output(self, module, args, output) -> None:
+        if torch.is_grad_enabled() and isinstance(output, torch.Tensor):
+            self._outputs[id(module)] = output
+            self._last_layer = id(module)
+
+    def _on_activation_output(self, module, args, output) -> None:
+        if self._last_layer is not None and torch.is_grad_enabled() and isinstance(output, torch.Tensor):
+            self._act_outputs[self._last_layer] = output
+        self._last_layer = None
+
+    def _before_step(self, optimizer, args, kwargs) -> None:
+        plan = self._ensure_plan()
+        self._stepped = True
+        with torch.no_grad():
+            self._pending["grad_sq"] = grad_layer_sq(plan.params, self._segment, len(plan.layers))
+            if self.is_costly_step():
+                self._pending["param_sq"] = per_layer_sq(plan.params, self._segment, len(plan.layers))
+                self._meter.before_step()
+
+    def _after_step(self, optimizer, args, kwargs) -> None:
+        if self.is_costly_step() and "param_sq" in self._pending:
+            with torch.no_grad():
+                self._pending["update_sq"] = self._meter.after_step()
+
+    def _wrap_scaler(self, scaler) -> None:
+        original = scaler.scale
+
+        def scale(outputs):
+            # The scale this step's backward used; scaler.update() may change it before record().
+            result = original(outputs)
+            if scaler._scale is not None:
+                self._scale_used = scaler._scale.detach().clone()
+            return result
+
+        scaler.scale = scale
+
+    # ------------------------------------------------------------------ crash capture
+
+    def _on_uncaught(self, exc_type, exc, tb) -> None:
+        if self._ended:
+            return
+        if issubclass(exc_type, KeyboardInterrupt):
+            self._end("interrupted")
+        else:
+            self._write_exception(exc_type, exc, tb)
+            self._end("crashed")
+        self.writer.flush()
+
+    def _on_signal(self, name: str) -> None:
+        # Runs inside the signal handler: only remember it, the unwinding code writes.
+        self._signal = name
+
+    def _on_exit(self) -> None:
+        if not self._ended:
+            self._end("interrupted" if self._signal else "completed")
+        if not self.writer.closed:
+            self.writer.close()
+
+    def _write_exception(self, exc_type, exc, tb) -> None:
+        self._ensure_header()
+        self.writer.write(
+            ExceptionEvent(
+                step=self.step,
+                time=time.time(),
+                type=exc_type.__name__,
+                message=str(exc),
+                traceback="".join(traceback.format_exception(exc_type, exc, tb)),
+                last_good_step=self.last_good_step,
+                layer=self._layer_in_traceback(tb),
+            )
+        )
+
+    def _layer_in_traceback(self, tb) -> str | None:
+        """The innermost layer whose forward is on the traceback (where a shape error was raised)."""
+        names = {id(layer.module): layer.name for layer in (self._plan.layers if self._plan else self._layers)}
+        found = None
+        while tb is not None:
+            owner = tb.tb_frame.f_locals.get("self")
+            if id(owner) in names:
+                found = names[id(owner)]
+            tb = tb.tb_next
+        return found
+
+    def _end(self, status: str) -> None:
+        self._ended = True
+        self._ensure_header()
+        if self._signal:
+            self.writer.write(SignalEvent(step=self._default_step(None), time=time.time(), signal=self._signal))
+        self.writer.write(RunEndEvent(step=self._default_step(None), time=time.time(), status=status, steps=self.step))
+        self.writer.flush()
+
+    # ------------------------------------------------------------------ internals
+
+    def _default_step(self, step: int | None) -> int:
+        return step if step is not None else max(self.step - 1, 0)
+
+    def _ensure_plan(self) -> LayerPlan:
+        if self._plan is None:
+            self._plan = plan_layers(self._layers, self._call_order)
+            self._call_order = None
+            device = self._plan.params[0].device if self._plan.params else torch.device("cpu")
+            self._segment = torch.tensor(self._plan.param_layer, dtype=torch.int64, device=device)
+            self._meter = UpdateMeter(self.optimizer, self._plan.params, self._segment, len(self._plan.layers))
+        return self._plan
+
+    def _ensure_header(self) -> None:
+        if not self._header_written:
+            self._header_written = True
+            self.writer.write(self._header())
+
+    def _header(self) -> Header:
+        plan = self._ensure_plan()
+        params = plan.params
+        param_dtype = dtype_name(params[0].dtype) if params else None
+        compute = dtype_name(self._autocast_dtype) if self._autocast_dtype is not None else param_dtype
+        device = params[0].device if params else torch.device("cpu")
+        layers = [
+            LayerInfo(
+                name=layer.name,
+                type=type(layer.module).__name__,
+                params=[ParamInfo(name=n, shape=list(p.shape), dtype=dtype_name(p.dtype))
+                        for n, p in zip(layer.param_names, layer.params)],
+                activation=layer.activation,
+                compute_dtype=compute,
+                is_output=layer.is_output,
+            )
+            for layer in plan.layers
+        ]
+        group = self.optimizer.param_groups[0]
+        hyper = {k: _scalar(v) for k, v in group.items() if k != "params" and _scalar(v) is not None}
+        opt_name = type(self.optimizer).__name__
+        import numpy
+
+        from diag import __version__
+
+        return Header(
+            run_id=self._header_fields["run_id"],
+            created_at=self._created_at,
+            framework="torch",
+            framework_version=torch.__version__,
+            diag_version=__version__,
+            versions={"python": platform.python_version(), "numpy": numpy.__version__},
+            model_name=type(self.model).__name__,
+            layers=layers,
+            param_count=sum(p.numel() for p in params),
+            optimizer=OptimizerInfo(name=_OPTIMIZER_NAMES.get(opt_name, opt_name.lower()), hyperparameters=hyper),
+            param_dtype=param_dtype,
+            compute_dtype=compute,
+            task=self._header_fields["task"],
+            num_classes=self._header_fields["num_classes"],
+            loss_kind=self._header_fields["loss_kind"],
+            batch_size=self._header_fields["batch_size"],
+            steps_planned=self._header_fields["steps_planned"],
+            seed=self._header_fields["seed"],
+            device_platform=device.type,
+            device_count=torch.cuda.device_count() if device.type == "cuda" else 1,
+            loss_scaling="dynamic" if self.scaler is not None else None,
+            recording={
+                "adapter": "diag.adapters.torch",
+                "every": 1,
+                "costly_every": self.costly_every,
+                "update_method": self._meter.method,
+                "activations": "module hooks" if self.activations else "off",
+                "activation_nonfinite": "flag",
+            },
+            tags=self._header_fields["tags"],
+        )
+
+    def _activation_table(self, plan: LayerPlan) -> tuple[torch.Tensor | None, list[list[bool]] | None]:
+        """(L, 5) activation statistics from the outputs held since the last record, and which
+        entries were measured."""
+        rows, mask = [], []
+        nan_row = None
+        for layer in plan.layers:
+            key = id(layer.module)
+            out = self._act_outputs.get(key) if layer.activation else None
+            if out is None:
+                out = self._outputs.get(key)
+            if out is None:
+                if nan_row is None:
+                    nan_row = torch.full((5,), float("nan"), device=self._segment.device)
+                rows.append(nan_row)
+                mask.append([False] * 5)
+                continue
+            rows.append(activation_row(out, layer.activation).to(self._segment.device))
+            mask.append([True, True, layer.activation in ZERO_ACTIVATIONS, layer.activation in SATURATING, True])
+        if not any(any(m) for m in mask):
+            return None, None
+        return torch.stack(rows), mask
+
+    def _step_dict(self, step, now, got, act_mask, label_kind, epoch) -> dict:
+        plan = self._plan
+        L = len(plan.layers)
+        groups = self.optimizer.param_groups
+        lrs = [float(g["lr"]) for g in groups]
+        grad_sq = got["grad_sq"]
+        grad_layer = [math.sqrt(v) if v >= 0 else v for v in grad_sq]
+        record: dict = {
+            "kind": "step",
+            "step": step,
+            "epoch": epoch,
+            "time": now,
+            "loss": jfloat(got["loss"][0]),
+            "lr": lrs[0],
+            "lr_per_group": lrs if len(lrs) > 1 else None,
+            "grad_norm": jfloat(math.sqrt(sum(grad_sq)) if sum(grad_sq) >= 0 else float("nan")),
+            "skipped": not self._stepped,
+        }
+        layers: dict = {"grad_norm": jfloats(grad_layer)}
+        any_nonfinite = not all(math.isfinite(v) for v in grad_sq)
+        if "param_sq" in got or any_nonfinite:
+            layers["grad_nonfinite"] = [0.0 if math.isfinite(v) else 1.0 for v in grad_sq]
+        if "param_sq" in got:
+            param_sq = got["param_sq"]
+            param_layer = [math.sqrt(v) if v >= 0 else v for v in param_sq]
+            layers["param_norm"] = jfloats(param_layer)
+            layers["param_nonfinite"] = [0.0 if math.isfinite(v) else 1.0 for v in param_sq]
+            record["param_norm"] = jfloat(math.sqrt(sum(param_sq)) if sum(param_sq) >= 0 else float("nan"))
+            if "update_sq" in got:
+                update_sq = got["update_sq"]
+                update_layer = [math.sqrt(v) if v >= 0 else v for v in update_sq]
+                layers["update_norm"] = jfloats(update_layer)
+                layers["update_ratio"] = jfloats([_ratio(u, p) for u, p in zip(update_layer, param_layer)])
+                record["update_norm"] = jfloat(math.sqrt(sum(update_sq)) if sum(update_sq) >= 0 else float("nan"))
+        record["layers"] = layers
+        if "act" in got:
+            table = got["act"]
+            columns = {}
+            for c, name in enumerate(("mean", "std", "zero_fraction", "saturation_fraction", "nonfinite")):
+                column_mask = [act_mask[i][c] for i in range(L)]
+                if any(column_mask):
+                    columns[name] = jfloats([table[i * 5 + c] for i in range(L)], column_mask)
+            record["activations"] = columns
+        if "input" in got:
+            mean, std, low, high, nonfinite = got["input"]
+            record["input"] = {"mean": jfloat(mean), "std": jfloat(std), "min": jfloat(low), "max": jfloat(high),
+                               "nonfinite": nonfinite}
+        if "labels" in got:
+            if label_kind == "classes":
+                entropy, distinct = got["labels"]
+                record["labels"] = {"label_entropy": jfloat(entropy), "distinct_labels": int(distinct)}
+            else:
+                mean, std, low, high, nonfinite = got["labels"]
+                record["labels"] = {"mean": jfloat(mean), "std": jfloat(std), "min": jfloat(low),
+                                    "max": jfloat(high), "nonfinite": nonfinite}
+        if "scale" in got:
+            record["loss_scale"] = jfloat(got["scale"][0])
+        return record
+
+    def _locate_nonfinite(self, step: int, now: float, got: dict) -> NonFiniteEvent:
+        """The first non-finite tensor of this step, in forward order: input, activations, loss,
+        then the gradient where backward first produced it (the layer nearest the output)."""
+        plan = self._plan
+        n_input = got.get("input", [0, 0, 0, 0, 0])[4]
+        if n_input:
+            return NonFiniteEvent(step=step, time=now, tensor="input", value=float(n_input),
+                                  message=f"{int(n_input)} non-finite input entries")
+        with torch.no_grad():
+            held = []
+            for layer in plan.layers:
+                for out in (self._outputs.get(id(layer.module)), self._act_outputs.get(id(layer.module))):
+                    if out is not None:
+                        held.append((layer.name, out))
+            if held:
+                finite = torch.stack([torch.isfinite(out.detach()).all() for _, out in held]).tolist()
+                for (name, out), ok in zip(held, finite):
+                    if not ok:
+                        bad = out.detach()[~torch.isfinite(out.detach())]
+                        return NonFiniteEvent(step=step, time=now, tensor="activation", layer=name,
+                                              value=float(bad[0]), message=f"{bad.numel()} non-finite outputs of {name}")
+        loss = got["loss"][0]
+        if not math.isfinite(loss):
+            return NonFiniteEvent(step=step, time=now, tensor="loss", value=loss,
+                                  message="activations were finite; the loss computation produced it")
+        bad_layers = [name for name, v in zip(plan.names, got["grad_sq"]) if not math.isfinite(v)]
+        if bad_layers:
+            return NonFiniteEvent(step=step, time=now, tensor="gradient", layer=bad_layers[-1],
+                                  value=float("nan"), message=f"non-finite gradients in {len(bad_layers)} layer(s); "
+                                  f"nearest the output: {bad_layers[-1]}")
+        return NonFiniteEvent(step=step, time=now, tensor="parameter", message="non-finite parameters")
+
+
+def _finite(values) -> bool:
+    return all(math.isfinite(v) for v in values[:2]) and not (len(values) > 4 and values[4])
+
+
+def _ratio(update: float, param: float) -> float:
+    if not (math.isfinite(update) and math.isfinite(param)):
+        return float("nan")
+    if param > 0:
+        return update / param
+    return float("inf") if update > 0 else 0.0
+
+
+def _scalar(value):
+    if isinstance(value, (bool, int, float, str)) or value is None:
+        return value
+    if isinstance(value, tuple) and all(isinstance(v, (int, float)) for v in value):
+        return ",".join(str(v) for v in value)
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        return float(value)
+    return None
