@@ -1,1 +1,1 @@
-"""(filled in by its issue)."""
+"""The screens and tabs of the TUI."""

@@ -1,1 +1,1 @@
-"""(filled in by its issue)."""
+"""Widgets of the TUI: status line, plot, heat view."""

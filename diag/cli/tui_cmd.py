@@ -1,0 +1,41 @@
+"""``diag tui``: open the terminal UI on a trace (textual is imported only when it runs)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from diag.errors import DiagInputError, Problem
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "tui",
+        help="browse a trace and its diagnosis in the terminal; --follow watches a live run",
+        description="Open the terminal UI on a trace: the run, its ranked causes with evidence and fixes, "
+        "metric plots, per-layer statistics and the rules. With --follow it keeps reading the trace as the "
+        "run writes it and re-diagnoses as steps arrive. Keys: ? help, q quit, 1-4 tabs, / filter. "
+        "Example: diag tui runs/exp1/run.jsonl --follow",
+    )
+    parser.add_argument("trace", help="trace file (.jsonl or .json) or folder of shards")
+    parser.add_argument("--follow", "-f", action="store_true",
+                        help="keep reading as the run appends records (the file may not exist yet)")
+    parser.add_argument("--interval", type=float, default=0.1, metavar="SECONDS",
+                        help="seconds between reads of the trace when following (default 0.1)")
+    parser.set_defaults(handler=_run)
+
+
+def _run(args) -> int:
+    path = Path(args.trace)
+    if not args.follow:
+        if not path.exists():
+            raise DiagInputError(Problem(str(path), "no such file or folder"),
+                                 hint="pass the path of a trace, or --follow to wait for a run to create it")
+        if path.is_file() and path.stat().st_size == 0:
+            raise DiagInputError(Problem(str(path), "the trace is empty"),
+                                 hint="use --follow to watch a run that has not written anything yet")
+    if args.interval <= 0:
+        raise DiagInputError("--interval must be a positive number of seconds")
+    from diag.tui import make_app
+
+    make_app(path, follow=args.follow, poll_interval=args.interval).run()
+    return 0

@@ -1,0 +1,191 @@
+"""The ``diag tui`` application: follow a run's trace, browse its diagnosis, dig into the evidence.
+
+Two background workers keep the interface responsive: a follower thread reads new trace lines and
+posts snapshots (``TraceUpdated``), and a diagnosis thread runs the rules on the latest snapshot
+(``DiagnosisReady``), at most once per ``diagnose_interval`` seconds and never two at a time. The
+UI thread only swaps in snapshots and redraws the visible tab.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Callable
+
+from textual import work
+from textual.app import App
+from textual.binding import Binding
+from textual.worker import get_current_worker
+
+from diag.trace.columnar import Trace
+from diag.trace.builder import TraceBuilder
+
+from diag.tui.diagnosing import DiagnosisOutcome, diagnose_safely
+from diag.tui.follower import TraceFollower
+from diag.tui.messages import DiagnosisReady, TraceUpdated
+from diag.tui.screens.help import HelpScreen
+from diag.tui.screens.main import MainScreen
+
+
+class DiagApp(App):
+    """Terminal UI over one trace. Build it with ``make_app``."""
+
+    CSS_PATH = "app.tcss"
+    TITLE = "diag"
+    ENABLE_COMMAND_PALETTE = False
+    BINDINGS = [
+        Binding("q", "quit", "Quit"),
+        Binding("question_mark", "help", "Help", key_display="?"),
+    ]
+
+    def __init__(self, trace_path: str | os.PathLike, *, follow: bool = False, poll_interval: float = 0.1,
+                 diagnose_interval: float = 1.0,
+                 diagnose: Callable[[Trace], DiagnosisOutcome] = diagnose_safely):
+        super().__init__()
+        self.trace_path = Path(trace_path)
+        self.follow = follow
+        self.poll_interval = poll_interval
+        self.diagnose_interval = diagnose_interval
+        self._diagnose = diagnose
+        self.trace: Trace = TraceBuilder(str(self.trace_path)).build()
+        self.loaded = False
+        self.fatal: str | None = None
+        self.outcome: DiagnosisOutcome | None = None
+        self.seen_causes: set[str] = set()
+        self._diagnosing = False
+        self._diagnosis_wanted = False
+        self._last_diagnosis_start = float("-inf")
+        self._diagnosis_timer = None
+        self.last_written_at: float | None = None  # monotonic time of the newest snapshot shown
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def on_mount(self) -> None:
+        self.push_screen(MainScreen())
+        self._follow_trace()
+
+    @property
+    def main(self) -> MainScreen:
+        return next(s for s in self.screen_stack if isinstance(s, MainScreen))
+
+    @property
+    def settled(self) -> bool:
+        """True when the trace is loaded and the diagnosis of the latest snapshot is on screen."""
+        return self.loaded and not self._diagnosing and not self._diagnosis_wanted
+
+    # ------------------------------------------------------------------ following
+
+    @work(thread=True, exclusive=True, group="follow", exit_on_error=False)
+    def _follow_trace(self) -> None:
+        worker = get_current_worker()
+        follower = TraceFollower(self.trace_path)
+        first = True
+        while not worker.is_cancelled:
+            new_steps = 0
+            changed = False
+            while True:
+                result = follower.poll()
+                new_steps += result.new_steps
+                changed = changed or result.changed
+                if follower.caught_up or follower.fatal or worker.is_cancelled:
+                    break
+            if changed or first or follower.fatal:
+                fatal = str(follower.fatal) if follower.fatal else None
+                self.post_message(TraceUpdated(follower.trace(), new_steps, time.monotonic(), fatal))
+                first = False
+            if not self.follow or follower.fatal:
+                return
+            time.sleep(self.poll_interval)
+
+    def on_trace_updated(self, message: TraceUpdated) -> None:
+        self.trace = message.trace
+        self.fatal = message.fatal
+        self.loaded = True
+        self.last_written_at = message.written_at
+        self.main.show_trace()
+        if self.trace.num_steps or self.trace.events or self.trace.evals:
+            self._request_diagnosis()
+
+    # ------------------------------------------------------------------ diagnosis
+
+    def _request_diagnosis(self) -> None:
+        self._diagnosis_wanted = True
+        if self._diagnosing or self._diagnosis_timer is not None:
+            return
+        wait = self._last_diagnosis_start + self.diagnose_interval - time.monotonic()
+        if wait > 0:
+            self._diagnosis_timer = self.set_timer(wait, self._start_diagnosis)
+        else:
+            self._start_diagnosis()
+
+    def _start_diagnosis(self) -> None:
+        self._diagnosis_timer = None
+        if self._diagnosing or not self._diagnosis_wanted:
+            return
+        self._diagnosis_wanted = False
+        self._diagnosing = True
+        self._last_diagnosis_start = time.monotonic()
+        self.main.show_diagnosing()
+        self._diagnose_snapshot(self.trace)
+
+    @work(thread=True, exclusive=True, group="diagnose", exit_on_error=False)
+    def _diagnose_snapshot(self, trace: Trace) -> None:
+        self.post_message(DiagnosisReady(self._diagnose(trace)))
+
+    def on_diagnosis_ready(self, message: DiagnosisReady) -> None:
+        self._diagnosing = False
+        outcome = message.outcome
+        if self.follow and outcome.diagnosis is not None:
+            for cause in outcome.causes:
+                if cause.id not in self.seen_causes:
+                    since = f" since step {cause.first_step}" if cause.first_step is not None else ""
+                    self.notify(f"{cause.title} ({cause.id}){since}", title="new cause",
+                                severity="warning", timeout=8)
+        self.seen_causes.update(c.id for c in outcome.causes)
+        self.outcome = outcome
+        self.main.show_diagnosis()
+        if self._diagnosis_wanted:
+            self._request_diagnosis()
+
+    # ------------------------------------------------------------------ actions
+
+    def action_help(self) -> None:
+        if isinstance(self.screen, HelpScreen):
+            self.pop_screen()
+        else:
+            self.push_screen(HelpScreen())
+
+    def jump_to_metric(self, series: str, steps: tuple[int, int] | None = None) -> None:
+        """Show the metrics tab on ``series``, zoomed around ``steps`` (from a cause's evidence)."""
+        self._back_to_main()
+        self.main.jump_to_metric(series, steps)
+
+    def jump_to_layer(self, layer: str, step: int | None = None) -> None:
+        """Show the layers tab at ``step`` with ``layer``'s row selected."""
+        self._back_to_main()
+        self.main.jump_to_layer(layer, step)
+
+    def _back_to_main(self) -> None:
+        while not isinstance(self.screen, MainScreen):
+            self.pop_screen()
+
+
+def make_app(trace_path: str | os.PathLike, *, follow: bool = False, **options) -> DiagApp:
+    """The TUI over ``trace_path``; the CLI and the tests both build it here.
+
+    Args:
+      trace_path: a ``.jsonl`` trace (followed line by line), a ``.json`` document or a shard folder.
+      follow: keep reading as the run appends records (``diag tui --follow``).
+      **options: ``poll_interval`` (seconds between reads when following), ``diagnose_interval``
+        (least seconds between two diagnoses), ``diagnose`` (a function from Trace to
+        ``DiagnosisOutcome``; the engine by default).
+
+    Returns:
+      A ``DiagApp``; ``app.run()`` shows it, ``app.run_test()`` drives it headlessly.
+
+    Example:
+      >>> app = make_app("run.jsonl", follow=True)   # doctest: +SKIP
+      >>> app.run()                                   # doctest: +SKIP
+    """
+    return DiagApp(trace_path, follow=follow, **options)

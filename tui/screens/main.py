@@ -1,0 +1,129 @@
+"""The main screen: a status line, four tabs (overview, metrics, layers, rules), a filter line."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.widgets import Footer, Input, TabbedContent, TabPane
+
+from diag.tui.screens.layers import LayersPane
+from diag.tui.screens.metrics import MetricsPane
+from diag.tui.screens.overview import OverviewPane
+from diag.tui.screens.pane import Pane
+from diag.tui.screens.rules import RulesPane
+from diag.tui.widgets.status_bar import StatusBar
+
+TABS = ("overview", "metrics", "layers", "rules")
+
+
+class MainScreen(Screen):
+    """Tabs over the trace and its diagnosis; only the visible tab redraws as data arrives."""
+
+    BINDINGS = [
+        Binding("1", "tab('overview')", "Overview", show=False),
+        Binding("2", "tab('metrics')", "Metrics", show=False),
+        Binding("3", "tab('layers')", "Layers", show=False),
+        Binding("4", "tab('rules')", "Rules", show=False),
+        Binding("slash", "filter", "Filter", key_display="/"),
+        Binding("escape", "close_input", "Close", show=False),
+    ]
+
+    def __init__(self):
+        super().__init__()
+        self._input_purpose = "filter"
+
+    def compose(self) -> ComposeResult:
+        yield StatusBar(id="status")
+        with TabbedContent(id="tabs", initial="overview"):
+            with TabPane("1 Overview", id="overview"):
+                yield OverviewPane(id="overview-pane")
+            with TabPane("2 Metrics", id="metrics"):
+                yield MetricsPane(id="metrics-pane")
+            with TabPane("3 Layers", id="layers"):
+                yield LayersPane(id="layers-pane")
+            with TabPane("4 Rules", id="rules"):
+                yield RulesPane(id="rules-pane")
+        yield Input(id="line-input", classes="hidden")
+        yield Footer()
+
+    # ------------------------------------------------------------------ panes
+
+    def panes(self) -> list[Pane]:
+        return list(self.query(Pane))
+
+    def active_pane(self) -> Pane:
+        active = self.query_one("#tabs", TabbedContent).active or "overview"
+        return self.query_one(f"#{active}-pane", Pane)
+
+    def _redraw(self, what: str) -> None:
+        active = self.active_pane()
+        for pane in self.panes():
+            pane.mark_stale(what)
+        active.redraw_if_stale()
+
+    def show_trace(self) -> None:
+        self.query_one(StatusBar).show(self.app.trace, self.app.fatal, self.app.follow)
+        self._redraw("trace")
+
+    def show_diagnosing(self) -> None:
+        self.query_one(OverviewPane).show_diagnosing()
+
+    def show_diagnosis(self) -> None:
+        self._redraw("diagnosis")
+
+    def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        pane = self.query_one(f"#{event.pane.id}-pane", Pane)
+        pane.redraw_if_stale()
+        pane.focus_main()
+
+    def action_tab(self, name: str) -> None:
+        self.query_one("#tabs", TabbedContent).active = name
+        self.active_pane().focus_main()
+
+    # ------------------------------------------------------------------ jumps from a cause
+
+    def jump_to_metric(self, series: str, steps: tuple[int, int] | None) -> None:
+        self.action_tab("metrics")
+        self.query_one(MetricsPane).show_series(series, steps)
+
+    def jump_to_layer(self, layer: str, step: int | None) -> None:
+        self.action_tab("layers")
+        self.query_one(LayersPane).show_layer(layer, step)
+
+    # ------------------------------------------------------------------ filter and range input
+
+    def action_filter(self) -> None:
+        self._open_input("filter", self.active_pane().filter_text, "filter (Enter keeps it, Esc clears)")
+
+    def open_range_input(self, current: str) -> None:
+        self._open_input("range", current, "step range, e.g. 100-500 (Enter applies, Esc cancels)")
+
+    def _open_input(self, purpose: str, value: str, placeholder: str) -> None:
+        self._input_purpose = purpose
+        line = self.query_one("#line-input", Input)
+        line.placeholder = placeholder
+        line.value = value
+        line.remove_class("hidden")
+        line.focus()
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        if self._input_purpose == "filter" and not event.input.has_class("hidden"):
+            self.active_pane().apply_filter(event.value)
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if self._input_purpose == "range":
+            self.query_one(MetricsPane).set_range_text(event.value)
+        self._hide_input()
+
+    def action_close_input(self) -> None:
+        line = self.query_one("#line-input", Input)
+        if line.has_class("hidden"):
+            return
+        if self._input_purpose == "filter":
+            self.active_pane().apply_filter("")
+        self._hide_input()
+
+    def _hide_input(self) -> None:
+        self.query_one("#line-input", Input).add_class("hidden")
+        self.active_pane().focus_main()

@@ -1,0 +1,149 @@
+"""Overview tab: the run at a glance and its ranked causes; Enter on a cause opens its detail."""
+
+from __future__ import annotations
+
+import numpy as np
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.widgets import DataTable, Sparkline, Static
+
+from diag.tui import fmt
+from diag.tui.run_facts import run_facts
+from diag.tui.screens.pane import Pane, matches
+
+SEVERITY_STYLE = {"critical": "bold red", "high": "red", "medium": "yellow", "low": "cyan", "info": "dim"}
+BUCKET_STYLE = {"likely": "bold", "possible": "", "weak": "dim"}
+
+
+class OverviewPane(Pane):
+    """Run facts, the diagnosis status, the causes table and a loss sparkline."""
+
+    MAIN_WIDGET = "#causes"
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="facts")
+        yield Static("diagnosis: waiting for the trace", id="diag-line")
+        table = DataTable(id="causes", cursor_type="row", zebra_stripes=True)
+        table.add_column("#", key="rank", width=2)
+        table.add_column("cause", key="id", width=24)
+        table.add_column("certainty", key="certainty", width=9)
+        table.add_column("severity", key="severity", width=8)
+        table.add_column("since", key="since", width=6)
+        table.add_column("title", key="title")
+        yield table
+        yield Static(id="spark-label")
+        yield Sparkline([], id="loss-spark")
+
+    def redraw(self) -> None:
+        trace = self.app.trace
+        facts = run_facts(trace)
+        lines = Text()
+        lines.append(facts.model, style="bold")
+        lines.append(f"\n{facts.optimizer} · {facts.steps} · {facts.speed}")
+        lines.append(f"\n{facts.loss}" + (f" · {facts.val}" if facts.val else "") + f" · run {facts.status}")
+        self.query_one("#facts", Static).update(lines)
+        self._draw_sparkline(trace)
+        self._draw_causes()
+
+    def show_diagnosing(self) -> None:
+        if self.app.outcome is None:
+            self.query_one("#diag-line", Static).update(Text("diagnosis: running the rules…", style="italic"))
+
+    def _draw_causes(self) -> None:
+        app = self.app
+        line = self.query_one("#diag-line", Static)
+        table = self.query_one("#causes", DataTable)
+        outcome = app.outcome
+        previous = _row_key_at_cursor(table)
+        table.clear()
+        if app.fatal:
+            line.update(Text(f"cannot read the trace: {app.fatal}", style="bold red"))
+            return
+        if not app.trace.num_steps and not app.trace.events:
+            line.update(Text("no records yet: waiting for the run to write its trace" if app.follow
+                             else "the trace holds no steps", style="italic"))
+            return
+        if outcome is None:
+            line.update(Text("diagnosis: running the rules…", style="italic"))
+            return
+        if outcome.error:
+            line.update(Text(f"diagnosis unavailable: {outcome.error}", style="bold red"))
+            return
+        diagnosis = outcome.diagnosis
+        causes = [c for c in diagnosis.causes if matches(self.filter_text, c.id, c.title)]
+        summary = Text()
+        if diagnosis.causes:
+            summary.append(f"{len(diagnosis.causes)} cause{'s' if len(diagnosis.causes) != 1 else ''}", style="bold")
+        else:
+            summary.append("no cause found", style="bold green")
+        summary.append(f" · {len(diagnosis.rules_fired)} rules fired · {len(diagnosis.rules_skipped)} skipped"
+                       f" · as of step {outcome.last_step}")
+        if self.filter_text:
+            summary.append(f" · filter '{self.filter_text}': {len(causes)} shown", style="yellow")
+        line.update(summary)
+        for cause in causes:
+            certainty = Text(f"{cause.certainty:.2f} {cause.bucket or ''}".rstrip(),
+                             style=BUCKET_STYLE.get(cause.bucket or "", ""))
+            table.add_row(
+                str(cause.rank), Text(cause.id, style="bold"), certainty,
+                Text(cause.severity, style=SEVERITY_STYLE.get(cause.severity, "")),
+                "-" if cause.first_step is None else str(cause.first_step), cause.title, key=cause.id,
+            )
+        if previous is not None and previous in {c.id for c in causes}:
+            table.move_cursor(row=table.get_row_index(previous), animate=False)
+
+    def _draw_sparkline(self, trace) -> None:
+        label = self.query_one("#spark-label", Static)
+        spark = self.query_one("#loss-spark", Sparkline)
+        if not trace.has("loss"):
+            label.update(Text("loss: not recorded yet", style="dim"))
+            spark.data = []
+            return
+        series = trace.series("loss")
+        values = series.values
+        finite = values[np.isfinite(values)]
+        width = max(10, self.size.width or 80)
+        data = _bucket_means(values, width)
+        log = len(finite) and finite.min() > 0 and finite.max() / finite.min() > 1e3
+        spark.data = (np.log10(data) if log else data).tolist()
+        text = Text("loss" + (" (log scale) " if log else " "), style="bold")
+        if len(finite):
+            text.append(f"{fmt.num(float(finite.min()))} … {fmt.num(float(finite.max()))} over steps "
+                        f"{int(series.steps[0])}–{int(series.steps[-1])}")
+        bad = len(values) - len(finite)
+        if bad:
+            first = int(series.steps[np.flatnonzero(~np.isfinite(values))[0]])
+            text.append(f" · {bad} non-finite from step {first}", style="bold red")
+        label.update(text)
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        from diag.tui.screens.cause_detail import CauseDetailScreen
+
+        if event.row_key.value:
+            self.app.push_screen(CauseDetailScreen(event.row_key.value))
+
+
+def _row_key_at_cursor(table: DataTable) -> str | None:
+    if not table.row_count:
+        return None
+    try:
+        return table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+    except Exception:  # noqa: BLE001 - a cursor past the end after a clear
+        return None
+
+
+def _bucket_means(values: np.ndarray, width: int) -> np.ndarray:
+    """Mean of the finite values in each of ``width`` buckets (non-finite ones show as gaps of 0)."""
+    finite = np.where(np.isfinite(values), values, np.nan)
+    if len(finite) <= width:
+        out = finite
+    else:
+        edges = np.linspace(0, len(finite), width + 1).astype(np.int64)
+        ok = np.isfinite(finite)
+        sums = np.add.reduceat(np.where(ok, finite, 0.0), edges[:-1])
+        counts = np.add.reduceat(ok.astype(np.int64), edges[:-1])
+        out = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+    if not np.isfinite(out).any():
+        return np.zeros(len(out))
+    low = np.nanmin(out)
+    return np.where(np.isfinite(out), out, low)

@@ -1,0 +1,32 @@
+"""The one-line status at the top: run, progress, speed, last loss, live or finished."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.widgets import Static
+
+from diag.trace.columnar import Trace
+
+from diag.tui.run_facts import run_facts
+
+
+class StatusBar(Static):
+    """``diag · run-id · step 1234/2000 · 48.2 steps/s · loss 0.43 · ● following``."""
+
+    def show(self, trace: Trace, fatal: str | None, follow: bool) -> None:
+        text = Text()
+        text.append(" diag ", style="bold reverse")
+        if fatal:
+            text.append(" " + fatal.splitlines()[0], style="bold red")
+            self.update(text)
+            return
+        facts = run_facts(trace)
+        text.append(f" {facts.run_id} ", style="bold")
+        text.append(f"· {facts.steps} · {facts.speed} · {facts.loss} ")
+        if follow and facts.status in ("running", "waiting for steps"):
+            text.append("● following", style="bold green")
+        elif follow:
+            text.append(f"● {facts.status} (following)", style="bold yellow")
+        else:
+            text.append(f"■ {facts.status}", style="bold")
+        self.update(text)
