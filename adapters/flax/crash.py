@@ -1,0 +1,71 @@
+"""Leave a complete trace when a run dies: exceptions, SIGINT/SIGTERM, and (partly) kill -9.
+
+An exception inside ``with recorder:`` becomes an ``exception`` event (type, message, traceback,
+last good step) followed by ``run_end``; the trace is flushed before the exception propagates.
+SIGTERM and SIGINT write a ``signal`` event and are turned into an exception (``SystemExit`` and
+``KeyboardInterrupt``) so that the same path flushes the trace. ``kill -9`` cannot be caught: the
+writer flushes every ``flush_seconds`` so the trace is readable up to the last flush.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+import traceback
+
+from diag.trace.records import ExceptionEvent, RunEndEvent, SignalEvent
+
+
+class SignalGuard:
+    """Installs SIGTERM/SIGINT handlers that report through ``on_signal`` and then raise.
+
+    Handlers can only be installed from the main thread; elsewhere the guard does nothing.
+
+    Args:
+      on_signal: called with a SignalEvent before the signal is turned into an exception.
+    """
+
+    SIGNALS = ("SIGTERM", "SIGINT")
+
+    def __init__(self, on_signal):
+        self.on_signal = on_signal
+        self._previous: dict = {}
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for name in self.SIGNALS:
+            sig = getattr(signal, name)
+            self._previous[sig] = signal.signal(sig, self._handle)
+
+    def uninstall(self) -> None:
+        for sig, handler in self._previous.items():
+            try:
+                signal.signal(sig, handler)
+            except (ValueError, TypeError):
+                pass
+        self._previous.clear()
+
+    def _handle(self, signum, frame):
+        name = signal.Signals(signum).name
+        self.on_signal(SignalEvent(signal=name, time=time.time(), message=f"received {name}"))
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        raise SystemExit(128 + signum)
+
+
+def exit_events(exc_type, exc, tb, *, step: int | None, last_good_step: int | None, steps: int) -> list:
+    """The events that close a trace, given how the ``with`` block ended."""
+    now = time.time()
+    if exc_type is None:
+        return [RunEndEvent(status="completed", steps=steps, step=step, time=now)]
+    if issubclass(exc_type, (KeyboardInterrupt, SystemExit)):
+        return [RunEndEvent(status="interrupted", steps=steps, step=step, time=now,
+                            message=f"{exc_type.__name__}{': ' + str(exc) if str(exc) else ''}")]
+    text = "".join(traceback.format_exception(exc_type, exc, tb))
+    return [
+        ExceptionEvent(type=exc_type.__name__, message=str(exc)[:2000], traceback=text[-20000:],
+                       last_good_step=last_good_step, step=step, time=now),
+        RunEndEvent(status="crashed", steps=steps, step=step, time=now),
+    ]

@@ -1,0 +1,169 @@
+"""The trace header of a Flax NNX run: layers in forward order, optimizer, dtypes, devices."""
+
+from __future__ import annotations
+
+import datetime
+import importlib.metadata
+import uuid
+
+import jax
+from flax import nnx
+
+from diag.adapters.flax.forward import ForwardInfo, path_str
+from diag.trace.records import Header, LayerInfo, OptimizerInfo, ParamInfo
+
+# optax building blocks -> the optimizer a user would name.
+_OPTAX_NAMES = {
+    "scale_by_adam": "adam", "scale_by_adamax": "adamax", "scale_by_rms": "rmsprop",
+    "scale_by_lion": "lion", "scale_by_adafactor": "adafactor", "scale_by_amsgrad": "amsgrad",
+    "scale_by_novograd": "novograd", "scale_by_sm3": "sm3", "scale_by_yogi": "yogi",
+    "scale_by_radam": "radam", "scale_by_lamb": "lamb", "scale_by_trust_ratio": "lars",
+    "scale_by_stddev": "rmsprop", "scale_by_rss": "adagrad", "scale_by_sign": "signsgd",
+}
+_HYPER = ("learning_rate", "b1", "b2", "eps", "momentum", "decay", "weight_decay", "nesterov",
+          "max_norm", "initial_accumulator_value")
+
+
+def _walk_optax(fn, found: dict, names: list, depth: int = 0) -> None:
+    if depth > 6 or not callable(fn):
+        return
+    qual = getattr(fn, "__qualname__", "")
+    head = qual.split(".<locals>")[0]
+    if head in _OPTAX_NAMES:
+        names.append(_OPTAX_NAMES[head])
+    elif head in ("add_decayed_weights", "clip_by_global_norm", "trace", "scale_by_learning_rate", "scale",
+                  "scale_by_schedule"):
+        names.append(head)
+    code = getattr(fn, "__code__", None)
+    for var, cell in zip(getattr(code, "co_freevars", ()), getattr(fn, "__closure__", None) or ()):
+        try:
+            value = cell.cell_contents
+        except ValueError:
+            continue
+        key = {"step_size_fn": "learning_rate", "decay": "momentum" if head == "trace" else "decay"}.get(var, var)
+        if head == "scale" and var == "step_size" and isinstance(value, (int, float)):
+            key, value = "learning_rate", -value  # optax.scale(-learning_rate) ends every optimizer
+        if head == "scale_by_schedule" and var == "step_size_fn":
+            found.setdefault("learning_rate", "schedule")
+        if key in _HYPER and isinstance(value, (int, float, bool)) and key not in found:
+            found[key] = value
+        if isinstance(value, dict) and head.startswith("inject_hyperparams"):
+            for k, v in value.items():
+                if isinstance(v, (int, float)) and not isinstance(v, bool):
+                    found.setdefault(k, float(v))
+        if callable(value) and not isinstance(value, type):
+            if getattr(value, "__qualname__", "").split(".<locals>")[0] in ("adam", "adamw", "sgd", "rmsprop", "lion", "adafactor"):
+                names.append(value.__qualname__.split(".<locals>")[0])
+            _walk_optax(value, found, names, depth + 1)
+        elif isinstance(value, (tuple, list)):
+            for t in value:
+                _walk_optax(t if callable(t) else getattr(t, "update", None), found, names, depth + 1)
+        elif hasattr(value, "update") and hasattr(value, "init"):
+            _walk_optax(value.update, found, names, depth + 1)
+
+
+def describe_optimizer(tx) -> OptimizerInfo:
+    """Best-effort name and hyperparameters of an optax optimizer, read from its closures.
+
+    Example:
+      >>> import optax
+      >>> info = describe_optimizer(optax.adamw(1e-3, weight_decay=1e-4))
+      >>> info.name, info.hyperparameters["learning_rate"], info.hyperparameters["weight_decay"]
+      ('adamw', 0.001, 0.0001)
+    """
+    found: dict = {}
+    names: list[str] = []
+    _walk_optax(getattr(tx, "update", None), found, names)
+    base = next((n for n in names if n in set(_OPTAX_NAMES.values()) | {"adam", "adamw", "sgd"}), None)
+    if base == "adam" and "add_decayed_weights" in names:
+        base = "adamw"
+    if base is None:
+        base = "sgd" if {"scale", "scale_by_schedule", "scale_by_learning_rate"} & set(names) else "unknown"
+    hp = {k: v for k, v in found.items() if isinstance(v, (int, float, bool, str))}
+    if "clip_by_global_norm" in names and "max_norm" in hp:
+        hp["clip_norm"] = hp.pop("max_norm")
+    return OptimizerInfo(name=base, hyperparameters=hp)
+
+
+def param_layers(model: nnx.Module) -> list[LayerInfo]:
+    """Layers (modules that own ``nnx.Param``s) in tree order, with their parameters."""
+    modules = {path_str(p): m for p, m in nnx.iter_modules(model)} if hasattr(nnx, "iter_modules") else {}
+    layers: dict[str, LayerInfo] = {}
+    for path, var in nnx.to_flat_state(nnx.state(model, nnx.Param)):
+        name = path_str(path[:-1])
+        a = var.get_value() if isinstance(var, nnx.Variable) else var
+        if name not in layers:
+            mod = modules.get(name)
+            layers[name] = LayerInfo(name=name, type=type(mod).__name__ if mod is not None else None)
+            dtype = getattr(mod, "dtype", None)
+            if dtype is not None:
+                layers[name].compute_dtype = jax.numpy.dtype(dtype).name
+        layers[name].params.append(ParamInfo(name=str(path[-1]), shape=list(a.shape), dtype=str(a.dtype)))
+    return list(layers.values())
+
+
+def order_layers(layers: list[LayerInfo], info: ForwardInfo | None) -> list[LayerInfo]:
+    """Put layers in forward order and fill in activations and the output flag.
+
+    Layers the forward pass never called through ``__call__`` keep their tree order, last.
+    """
+    if info is None:
+        if layers:
+            layers[-1].is_output = True
+        return layers
+    rank = {p: i for i, p in enumerate(info.order)}
+    ordered = sorted(layers, key=lambda l: (rank.get(l.name, len(rank)), ))
+    for layer in ordered:
+        layer.activation = info.activation.get(layer.name)
+        layer.is_output = layer.name == info.output
+    if not any(l.is_output for l in ordered) and ordered:
+        # The model output came from a module that owns no parameters: its last layer is the head.
+        called = [l for l in ordered if l.name in rank]
+        (called or ordered)[-1].is_output = True
+    return ordered
+
+
+def _versions() -> dict[str, str]:
+    out = {}
+    for pkg in ("jax", "jaxlib", "flax", "optax", "numpy"):
+        try:
+            out[pkg] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def build_header(model: nnx.Module, layers: list[LayerInfo], optimizer: OptimizerInfo | None, **fields) -> Header:
+    """A Header for ``model`` with device and version facts filled in; ``fields`` override."""
+    from diag import __version__
+
+    versions = _versions()
+    dtypes = sorted({p.dtype for l in layers for p in l.params})
+    compute = sorted({l.compute_dtype for l in layers if l.compute_dtype})
+    values = dict(
+        run_id=uuid.uuid4().hex[:12],
+        created_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        framework="flax",
+        framework_version=versions.get("flax"),
+        diag_version=__version__,
+        versions=versions,
+        model_name=type(model).__name__,
+        layers=layers,
+        param_count=sum(_prod(p.shape) for l in layers for p in l.params),
+        optimizer=optimizer,
+        param_dtype=dtypes[0] if len(dtypes) == 1 else (",".join(dtypes) or None),
+        compute_dtype=compute[0] if len(compute) == 1 else (",".join(compute) or None),
+        device_platform=jax.default_backend(),
+        device_count=jax.device_count(),
+        world_size=jax.process_count(),
+        process_index=jax.process_index(),
+    )
+    values.update({k: v for k, v in fields.items() if v is not None})
+    return Header(**values)
+
+
+def _prod(shape) -> int:
+    n = 1
+    for s in shape:
+        n *= int(s)
+    return n

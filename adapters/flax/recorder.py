@@ -1,0 +1,548 @@
+"""Record a Flax NNX + optax training run into a diag trace, from inside the jitted step.
+
+Four additions to an ordinary training loop::
+
+    rec = Recorder("run.jsonl", model, task="classification", num_classes=10,
+                   loss_kind="softmax_cross_entropy", seed=0)
+    optimizer = nnx.Optimizer(model, rec.wrap(optax.adam(1e-3)), wrt=nnx.Param)   # 1
+
+    @rec.jit                                                                       # 2 (was nnx.jit)
+    def train_step(model, optimizer, x, y):
+        def loss_fn(model):
+            return optax.softmax_cross_entropy_with_integer_labels(model(x), y).mean()
+        loss, grads = rec.value_and_grad(loss_fn)(model)                           # 3 (was nnx.value_and_grad)
+        optimizer.update(model, grads)
+        return rec.stats(optimizer, loss, batch=x, labels=y)                       # 4: one packed array
+
+    with rec:
+        for step, (x, y) in enumerate(batches):
+            rec.record(step, train_step(model, optimizer, x, y))
+
+How it stays cheap: every statistic is computed on the device inside the step and packed into one
+float32 vector; ``record`` starts its copy to the host and decodes the *previous* step's vector on
+a background thread, so the loop never waits for a transfer. ``rec.jit`` compiles two variants of
+the step: the measuring one (per-layer gradient/parameter/update norms, activation and batch
+statistics) runs every ``every`` steps (default 25), the other records only the loss and the
+learning rate and costs nothing measurable. ``every=1`` records everything every step.
+
+Non-finite values: when a step's loss (or any measured value) is NaN/Inf, the recorder finds the
+first non-finite tensor in computation order and writes a ``nonfinite`` event. On a non-measuring
+step it re-runs the measuring variant on the inputs of that step (kept by reference, no copy)
+without touching the model, so the event names the layer even between measuring steps.
+"""
+
+from __future__ import annotations
+
+import atexit
+import math
+import queue
+import threading
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from diag.adapters.flax import crash, stats as S
+from diag.adapters.flax.forward import ForwardInfo, trace_forward
+from diag.adapters.flax.header import build_header, describe_optimizer, order_layers, param_layers
+from diag.adapters.flax.nonfinite import locate_nonfinite
+from diag.adapters.flax.transform import MeasureState, find_state, measure
+from diag.trace.records import (
+    ActivationStats, BatchStats, Header, LayerStats, NoteEvent, OptimizerInfo, Step, _Record,
+)
+from diag.trace.writer import TraceWriter
+
+DEFAULT_EVERY = 25
+_SCALARS = ("loss", "lr", "skipped", "loss_scale")
+
+
+class Recorder:
+    """Writes a diag trace of a Flax NNX training loop.
+
+    Args:
+      path: the ``.jsonl`` trace to write (appended to; parent folders are created). In a
+        multi-process run give a folder: each process writes ``run.p{index}.jsonl``.
+      model: the NNX model being trained (read for the header; never modified).
+      task: 'classification', 'regression', 'language_modeling' or 'other'.
+      num_classes: number of classes (classification); enables label histograms.
+      loss_kind: e.g. 'softmax_cross_entropy', 'mse', 'binary_cross_entropy_with_logits'.
+      seed: the run's random seed.
+      every: record the per-layer statistics every this many steps (1: every step; 0: never).
+      localize: re-run a non-measuring step that produced a NaN/Inf with measurements on, to name
+        the first non-finite tensor. Keeps a reference to the last two steps' inputs (model and
+        optimizer state arrays, batch): no copy, but their memory is freed one step later.
+      handle_signals: turn SIGTERM/SIGINT into a flushed trace inside ``with recorder:``.
+      flush_seconds: the longest a record waits in memory (what ``kill -9`` can lose).
+      **header: more Header fields (batch_size, steps_planned, model_name, tags, ...).
+
+    Example:
+      See the module docstring; ``diag demo`` runs a complete loop.
+    """
+
+    def __init__(
+        self,
+        path,
+        model: nnx.Module,
+        *,
+        task: str | None = None,
+        num_classes: int | None = None,
+        loss_kind: str | None = None,
+        seed: int | None = None,
+        every: int = DEFAULT_EVERY,
+        localize: bool = True,
+        handle_signals: bool = True,
+        flush_seconds: float = 1.0,
+        **header: Any,
+    ):
+        self.model = model
+        self.every = int(every)
+        self.localize = localize
+        self.num_classes = num_classes
+        self._header_fields = dict(task=task, num_classes=num_classes, loss_kind=loss_kind, seed=seed, **header)
+        process = jax.process_index()
+        if jax.process_count() > 1 and not str(path).endswith(".jsonl"):
+            self.writer = TraceWriter.for_process(path, process, flush_seconds=flush_seconds, background=True)
+        else:
+            self.writer = TraceWriter(path, flush_seconds=flush_seconds, background=True)
+        self.path = self.writer.path
+        # Global statistics are identical on every process: only process 0 writes steps.
+        self._writes_steps = process == 0
+        self._optimizer: OptimizerInfo | None = None
+        self._forward: ForwardInfo | None = None
+        self._header: Header | None = None
+        self._layer_names: list[str] = []
+        self._perm: dict[tuple, np.ndarray] = {}
+        self._layouts: dict[int, S.Layout] = {}
+        self._param_layers = S.layer_groups(nnx.as_pure(nnx.state(model, nnx.Param)))[0]
+        self._full = True  # trace-time flag: does the variant being traced measure?
+        self._captured = None  # trace-time: activations captured by value_and_grad
+        self._pending: list = []
+        self._snapshots: dict[int, tuple] = {}
+        self._calls = 0
+        self._steps_written = 0
+        self._last_step: int | None = None
+        self._last_good: int | None = None
+        self._nonfinite_reported = False
+        self._queue: queue.Queue = queue.Queue()
+        self._worker = threading.Thread(target=self._work, name="diag-flax-recorder", daemon=True)
+        self._worker.start()
+        self._guard = crash.SignalGuard(self._on_signal) if handle_signals else None
+        self._closed = False
+        atexit.register(self._atexit)
+
+    # ------------------------------------------------------------------ inside the jitted step
+
+    def wrap(self, tx, *, learning_rate: float | Callable | None = None):
+        """The optimizer ``tx`` with per-layer gradient, parameter and update measurements.
+
+        Args:
+          tx: an optax GradientTransformation.
+          learning_rate: float or schedule to record as the LR (read from an
+            ``optax.inject_hyperparams`` state when not given).
+
+        Returns:
+          A GradientTransformation to give to ``nnx.Optimizer``.
+        """
+        self._optimizer = describe_optimizer(tx)
+        if learning_rate is not None and not callable(learning_rate):
+            self._optimizer.hyperparameters.setdefault("learning_rate", float(learning_rate))
+        lr = learning_rate
+        if lr is None and isinstance(self._optimizer.hyperparameters.get("learning_rate"), float):
+            lr = self._optimizer.hyperparameters["learning_rate"]  # a constant LR read from optax's closure
+        return measure(tx, learning_rate=lr, enabled=lambda: self._full)
+
+    def value_and_grad(self, fn: Callable, *, has_aux: bool = False) -> Callable:
+        """Like ``nnx.value_and_grad(fn, has_aux=has_aux)``, also capturing layer outputs.
+
+        ``fn(model, *args)`` is the user's loss function; the model is its first argument.
+        On measuring steps each submodule's ``__call__`` output is captured with ``nnx.capture``
+        (the model is not changed) for activation statistics.
+        """
+
+        def wrapped(model, *args, **kwargs):
+            if self._forward is None:
+                try:
+                    self._forward = trace_forward(
+                        (lambda m, *a, **k: fn(m, *a, **k)[0]) if has_aux else fn, model, args, kwargs)
+                except Exception as e:  # an unusual model: record in tree order rather than fail
+                    self._forward = ForwardInfo()
+                    self._forward_error = f"{type(e).__name__}: {e}"
+            if not self._full:
+                self._captured = None
+                return nnx.value_and_grad(fn, has_aux=has_aux)(model, *args, **kwargs)
+
+            def captured(m, *a, **k):
+                out, inter = nnx.capture(fn, nnx.Intermediate, method_outputs=nnx.Intermediate)(m, *a, **k)
+                if has_aux:
+                    return out[0], (out[1], inter)
+                return out, inter
+
+            (loss, aux), grads = nnx.value_and_grad(captured, has_aux=True)(model, *args, **kwargs)
+            if has_aux:
+                user_aux, inter = aux
+                self._captured = inter
+                return (loss, user_aux), grads
+            self._captured = aux
+            return loss, grads
+
+        return wrapped
+
+    def stats(self, optimizer: nnx.Optimizer | None, loss, *, batch=None, labels=None) -> jax.Array:
+        """Pack this step's statistics into one float32 vector (call inside the jitted step).
+
+        Args:
+          optimizer: the ``nnx.Optimizer`` built with ``rec.wrap(tx)`` (after ``update``).
+          loss: the scalar training loss.
+          batch: the input batch (input statistics, non-finite inputs); optional.
+          labels: integer (or one-hot) labels, for the label histogram; optional.
+
+        Returns:
+          A 1-D float32 array for ``rec.record``.
+        """
+        full = self._full
+        ms = find_state(nnx.as_pure(optimizer.opt_state), MeasureState) if optimizer is not None else None
+        nan = jnp.full((), jnp.nan, jnp.float32)
+        skipped = _skipped_flag(optimizer)
+        scalars = jnp.stack([
+            jnp.asarray(loss, jnp.float32).reshape(()),
+            ms.lr if ms is not None else nan,
+            skipped if skipped is not None else nan,
+            _loss_scale(optimizer) if optimizer is not None else nan,
+        ])
+        layout = S.Layout(parts=[("scalars", 4)], full=full)
+        pieces = [scalars]
+        if full:
+            if ms is not None:
+                layout.param_layers = self._param_layers
+                layout.parts.append(("table", ms.table.size))
+                pieces.append(ms.table.T.reshape(-1))
+            if self._captured is not None:
+                outputs, kinds, act_names = [], [], []
+                layers = set(self._param_layers)
+                for path, z in _captured_outputs(self._captured):
+                    if path in layers:
+                        act_names.append(path)
+                        outputs.append(z)
+                        kinds.append(self._forward.activation.get(path) if self._forward else None)
+                layout.act_layers, layout.act_kinds = act_names, kinds
+                layout.parts.append(("acts", 6 * len(outputs)))
+                pieces.append(S.activation_block(outputs, kinds).reshape(-1))
+                self._captured = None
+            if batch is not None:
+                layout.parts.append(("input", 5))
+                pieces.append(S.batch_block(batch))
+            if labels is not None and self.num_classes:
+                layout.parts.append(("labels", self.num_classes))
+                pieces.append(S.label_histogram(labels, self.num_classes))
+        vector = jnp.concatenate(pieces)
+        self._layouts[layout.size] = layout
+        return vector
+
+    def jit(self, fn: Callable | None = None, **jit_kwargs):
+        """``nnx.jit`` that compiles a measuring and a non-measuring variant of the step.
+
+        Call ``k`` runs the measuring variant when ``k % every == 0``. Use it in place of
+        ``nnx.jit`` on the training step (plain ``nnx.jit`` works too: it measures every step).
+        """
+        if fn is None:
+            return lambda f: self.jit(f, **jit_kwargs)
+
+        def variant(full: bool):
+            def traced(*args, **kwargs):
+                self._full = full
+                try:
+                    return fn(*args, **kwargs)
+                finally:
+                    self._full = True
+            traced.__name__ = getattr(fn, "__name__", "step") + ("_measured" if full else "")
+            return nnx.jit(traced, **jit_kwargs)
+
+        measured, light = variant(True), variant(False)
+
+        def step(*args, **kwargs):
+            k = self._calls
+            self._calls += 1
+            full = self.every > 0 and k % self.every == 0
+            if self.localize and not full:
+                self._snapshot(k, args, kwargs, measured)
+            return (measured if full else light)(*args, **kwargs)
+
+        step.measured, step.light = measured, light
+        return step
+
+    # ------------------------------------------------------------------ on the host
+
+    def record(self, step: int, stats: jax.Array, *, epoch: int | None = None,
+               metrics: dict[str, float] | None = None, **fields: Any) -> None:
+        """Hand one step's packed statistics to the recorder (does not wait for the device).
+
+        Args:
+          step: the optimizer step number.
+          stats: the array returned by ``rec.stats`` (or a tuple whose last element is it).
+          epoch, metrics, fields: more Step fields (host values), e.g. ``data_wait_time``.
+        """
+        if isinstance(stats, (tuple, list)):
+            stats = stats[-1]
+        if hasattr(stats, "copy_to_host_async"):
+            stats.copy_to_host_async()
+        call = self._calls - 1
+        extra = {k: v for k, v in dict(epoch=epoch, metrics=metrics, **fields).items() if v is not None}
+        self._pending.append((step, stats, call, time.time(), extra))
+        if len(self._pending) > 1:
+            self._process(self._pending.pop(0))
+
+    def write(self, record: _Record) -> None:
+        """Write any trace record (an ``Eval``, ``Data`` from the data probe, a ``NoteEvent``)."""
+        self._ensure_header()
+        self._queue.put(("record", record))
+
+    def eval(self, step: int, split: str, *, loss: float | None = None, metrics: dict | None = None, **fields) -> None:
+        """Write an evaluation record (host values)."""
+        from diag.trace.records import Eval
+
+        self.write(Eval(step=step, split=split, loss=None if loss is None else float(loss),
+                        metrics={k: float(v) for k, v in (metrics or {}).items()}, **fields))
+
+    def flush(self) -> None:
+        """Decode everything pending and write it out (blocks on the device)."""
+        while self._pending:
+            self._process(self._pending.pop(0))
+        done = threading.Event()
+        self._queue.put(("flush", done))
+        done.wait(timeout=30)
+
+    def close(self, status_exc=(None, None, None)) -> None:
+        """Write the closing events and flush (``with recorder:`` does this)."""
+        if self._closed:
+            return
+        exc_type, exc, tb = status_exc
+        try:
+            while self._pending:
+                self._process(self._pending.pop(0))
+        except Exception as e:  # the device died with the step: keep what we have
+            self._pending.clear()
+            self.write(NoteEvent(level="warning", message=f"last steps lost: {type(e).__name__}: {e}"))
+        self._ensure_header()
+        for event in crash.exit_events(exc_type, exc, tb, step=self._last_step,
+                                       last_good_step=self._last_good, steps=self._steps_written):
+            self._queue.put(("record", event))
+        self._queue.put(("stop", None))
+        self._worker.join(timeout=30)
+        self.writer.close()
+        self._closed = True
+        if self._guard:
+            self._guard.uninstall()
+
+    def __enter__(self) -> "Recorder":
+        if self._guard:
+            self._guard.install()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        self.close((exc_type, exc, tb))
+        return False
+
+    # ------------------------------------------------------------------ internals
+
+    def _snapshot(self, call, args, kwargs, measured) -> None:
+        # References to this step's inputs (no copy), to re-run it with measurements if its loss
+        # turns out non-finite. The graph nodes are split together so shared references survive.
+        graph_at = [i for i, a in enumerate(args) if isinstance(a, nnx.Pytree)]
+        graphdef, state = nnx.split(tuple(args[i] for i in graph_at))
+        self._snapshots[call] = (list(args), graph_at, graphdef, state, kwargs, measured)
+        for old in [c for c in self._snapshots if c < call - 2]:
+            del self._snapshots[old]
+
+    def _rerun(self, call):
+        snap = self._snapshots.get(call)
+        if snap is None:
+            return None
+        args, graph_at, graphdef, state, kwargs, measured = snap
+        clones = nnx.merge(graphdef, state)
+        args = list(args)
+        for i, clone in zip(graph_at, clones):
+            args[i] = clone
+        out = measured(*args, **kwargs)
+        return out[-1] if isinstance(out, (tuple, list)) else out
+
+    def _process(self, item) -> None:
+        step, stats, call, wall, extra = item
+        vector = np.asarray(stats, dtype=np.float32)
+        layout = self._layouts.get(vector.size)
+        self._ensure_header()
+        self._last_step = step
+        finite = not (layout.has_nonfinite(vector) if layout else not np.isfinite(vector[0]))
+        if finite:
+            self._last_good = step
+        elif not self._nonfinite_reported:
+            self._nonfinite_reported = True
+            probe = (vector, layout)
+            if layout is not None and not layout.full and self.localize:
+                try:
+                    again = self._rerun(call)
+                    if again is not None:
+                        v2 = np.asarray(again, dtype=np.float32)
+                        probe = (v2, self._layouts.get(v2.size))
+                except Exception as e:
+                    self._queue.put(("record", NoteEvent(step=step, level="warning",
+                                                         message=f"could not re-run step {step} to localize NaN: {e}")))
+            self._queue.put(("nonfinite", (step, probe)))
+        self._steps_written += 1
+        if self._writes_steps:
+            self._queue.put(("step", (step, vector, layout, wall, extra)))
+
+    def _ensure_header(self) -> None:
+        if self._header is not None:
+            return
+        layers = order_layers(param_layers(self.model), self._forward if (self._forward and self._forward.order) else None)
+        recording = {"every": self.every, "localize": self.localize,
+                     "activations": "layer output (pre-activation); zero/saturation fractions of the following activation"}
+        if getattr(self, "_forward_error", None):
+            recording["forward_order"] = "tree order: " + self._forward_error[:200]
+        self._header = build_header(self.model, layers, self._optimizer, recording=recording, **self._header_fields)
+        self._layer_names = [l.name for l in self._header.layers]
+        self._queue.put(("record", self._header))
+
+    def _on_signal(self, event) -> None:
+        event.step = self._last_step
+        self._queue.put(("record", event))
+        done = threading.Event()
+        self._queue.put(("flush", done))
+        done.wait(timeout=5)
+
+    def _atexit(self) -> None:
+        if not self._closed:
+            try:
+                self.close()
+            except Exception:
+                pass
+
+    # ---------------------------------------------------------------- background thread
+
+    def _work(self) -> None:
+        while True:
+            kind, payload = self._queue.get()
+            try:
+                if kind == "stop":
+                    return
+                if kind == "flush":
+                    self.writer.flush()
+                    payload.set()
+                elif kind == "record":
+                    self.writer.write(payload)
+                elif kind == "step":
+                    self.writer.write(self._decode(*payload))
+                elif kind == "nonfinite":
+                    step, (vector, layout) = payload
+                    decoded = self._decode(step, vector, layout, None, {})
+                    event = locate_nonfinite(decoded, self._layer_names)
+                    if event is not None:
+                        self.writer.write(event)
+            except Exception as e:  # never kill the training loop over a record
+                try:
+                    self.writer.write(NoteEvent(level="error", message=f"diag recorder: {type(e).__name__}: {e}"))
+                except Exception:
+                    pass
+
+    def _decode(self, step, vector, layout, wall, extra) -> Step:
+        parts = layout.split(vector) if layout else {"scalars": vector[:4]}
+        loss, lr, skipped, scale = (_f(v) for v in parts["scalars"])
+        rec = Step(step=step, time=wall, loss=loss, lr=lr if lr is not None and not math.isnan(lr) else None,
+                   skipped=None if skipped is None or math.isnan(skipped) else bool(skipped),
+                   loss_scale=None if scale is None or math.isnan(scale) else scale, **extra)
+        if layout is None or not layout.full:
+            return rec
+        names = self._layer_names
+        if "table" in parts:
+            n = len(layout.param_layers)
+            g, p, u = parts["table"].reshape(3, n).astype(np.float64)
+            perm = [layout.param_layers.index(x) for x in names]
+            g, p, u = g[perm], p[perm], u[perm]
+            gn, pn, un = np.sqrt(g), np.sqrt(p), np.sqrt(u)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                ratio = np.where(pn > 0, un / pn, np.nan)
+            rec.layers = LayerStats(
+                grad_norm=_list(gn), param_norm=_list(pn), update_norm=_list(un),
+                update_ratio=[None if (pn[i] == 0) else float(ratio[i]) for i in range(len(names))],
+                grad_nonfinite=[0.0 if math.isfinite(x) else 1.0 for x in g],
+                param_nonfinite=[0.0 if math.isfinite(x) else 1.0 for x in p],
+            )
+            rec.grad_norm = float(np.sqrt(g.sum()))
+            rec.param_norm = float(np.sqrt(p.sum()))
+            rec.update_norm = float(np.sqrt(u.sum()))
+        if "acts" in parts and layout.act_layers:
+            a = parts["acts"].reshape(6, len(layout.act_layers)).astype(np.float64)
+            col = {name: j for j, name in enumerate(layout.act_layers)}
+            mean, std, zero, sat, bad = ([None] * len(names) for _ in range(5))
+            for i, name in enumerate(names):
+                j = col.get(name)
+                if j is None:
+                    continue
+                s, ss, n, z, st, nf = a[:, j]
+                m = s / n
+                mean[i] = float(m)
+                std[i] = float(math.sqrt(max(ss / n - m * m, 0.0))) if math.isfinite(ss) and math.isfinite(m) else float("nan")
+                zero[i] = None if math.isnan(z) else float(z / n)
+                sat[i] = None if math.isnan(st) else float(st / n)
+                bad[i] = float(nf)
+            rec.activations = ActivationStats(mean=mean, std=std, zero_fraction=zero, saturation_fraction=sat, nonfinite=bad)
+        if "input" in parts:
+            mean, std, lo, hi, nf = (float(v) for v in parts["input"])
+            rec.input = BatchStats(mean=mean, std=std, min=lo, max=hi, nonfinite=nf)
+        if "labels" in parts:
+            hist = parts["labels"].astype(np.float64)
+            total = hist.sum()
+            prob = hist[hist > 0] / total if total > 0 else np.array([])
+            rec.labels = BatchStats(label_entropy=float(-(prob * np.log(prob)).sum()) if total > 0 else None,
+                                    distinct_labels=int((hist > 0).sum()))
+        return rec
+
+
+def _f(v) -> float | None:
+    return float(v)
+
+
+def _list(a) -> list[float]:
+    return [float(x) for x in a]
+
+
+def _captured_outputs(inter) -> list[tuple[str, Any]]:
+    """(module path, first captured ``__call__`` output) for each module in an Intermediate state."""
+    from diag.adapters.flax.forward import path_str
+
+    out, seen = [], set()
+    for path, leaf in jax.tree_util.tree_flatten_with_path(inter)[0]:
+        keys = [getattr(p, "key", None) for p in path]
+        if "__call__" not in keys:
+            continue
+        name = path_str(path[: keys.index("__call__")])
+        if name in seen or not hasattr(leaf, "dtype") or not jnp.issubdtype(leaf.dtype, jnp.inexact):
+            continue
+        seen.add(name)
+        out.append((name, leaf))
+    return out
+
+
+def _skipped_flag(optimizer):
+    """1.0 when an ``optax.apply_if_finite`` wrapper skipped this step, else None (not in use)."""
+    if optimizer is None:
+        return None
+    import optax
+
+    from diag.adapters.flax.loss_scale import LossScaleState
+
+    pure = nnx.as_pure(optimizer.opt_state)
+    st = find_state(pure, LossScaleState) or find_state(pure, optax.ApplyIfFiniteState)
+    if st is None:
+        return None
+    return 1.0 - jnp.asarray(st.last_finite, jnp.float32)
+
+
+def _loss_scale(optimizer):
+    from diag.adapters.flax.loss_scale import LossScaleState
+
+    st = find_state(nnx.as_pure(optimizer.opt_state), LossScaleState)
+    return jnp.asarray(st.scale, jnp.float32) if st is not None else jnp.full((), jnp.nan, jnp.float32)

@@ -1,0 +1,138 @@
+"""The statistics computed inside the jitted step, and the packed layout they travel in.
+
+Everything a step records is packed into one float32 vector (one device-to-host copy per step;
+about 0.7 ms a step was lost copying ~50 separate scalars). The layout is decided at trace time
+and kept on the host to decode the vector.
+
+Cost model (measured, notes/STACK.md): on a CPU the reductions are memory traffic, so each tensor
+is read once: one sum of squares per parameter, gradient and update tensor (a NaN or Inf shows up
+in it: no separate ``isfinite`` pass), and one fused set of sums per activation.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from diag.adapters.flax.forward import path_str
+
+# Sigmoid within 1e-3 of 0 or 1  <=>  |z| > ln(999); tanh within 1e-3 of +-1  <=>  |z| > atanh(0.999).
+SATURATION_THRESHOLD = {"sigmoid": math.log(999.0), "tanh": math.atanh(0.999)}
+# Activations whose output is exactly zero iff the layer output is <= 0.
+ZERO_AT_NONPOSITIVE = {"relu"}
+
+
+def layer_groups(tree) -> tuple[list[str], list[int]]:
+    """Group the leaves of a parameter-shaped tree by owning module.
+
+    Returns:
+      (layer names in tree order, for each leaf the index of its layer).
+    """
+    names: list[str] = []
+    index: dict[str, int] = {}
+    owner = []
+    for path, _ in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        name = path_str(path[:-1])
+        if name not in index:
+            index[name] = len(names)
+            names.append(name)
+        owner.append(index[name])
+    return names, owner
+
+
+def sumsq_by_layer(tree) -> jax.Array:
+    """``(n_layers,)`` float32: the sum of squares of each layer's tensors (tree order)."""
+    names, owner = layer_groups(tree)
+    totals = [jnp.zeros((), jnp.float32) for _ in names]
+    for leaf, k in zip(jax.tree.leaves(tree), owner):
+        a = jnp.asarray(leaf).astype(jnp.float32)
+        totals[k] = totals[k] + jnp.sum(a * a)
+    return jnp.stack(totals) if totals else jnp.zeros((0,), jnp.float32)
+
+
+def activation_block(outputs: list, activations: list[str | None]) -> jax.Array:
+    """``(6, n)`` float32 rows: sum, sum of squares, count, zeros, saturated, non-finite.
+
+    ``zeros`` counts outputs <= 0 for layers feeding a ReLU (exactly the ReLU's zero outputs);
+    ``saturated`` counts outputs beyond the sigmoid/tanh saturation threshold. Both are NaN for
+    layers where they do not apply.
+    """
+    cols = []
+    for z, act in zip(outputs, activations):
+        z = jnp.asarray(z).astype(jnp.float32)
+        n = float(z.size)
+        finite = jnp.isfinite(z)
+        nan = jnp.float32(jnp.nan)
+        zeros = jnp.sum((z <= 0).astype(jnp.float32)) if act in ZERO_AT_NONPOSITIVE else nan
+        thr = SATURATION_THRESHOLD.get(act or "")
+        sat = jnp.sum((jnp.abs(z) > thr).astype(jnp.float32)) if thr is not None else nan
+        cols.append(jnp.stack([
+            jnp.sum(z), jnp.sum(z * z), jnp.float32(n), zeros, sat,
+            jnp.sum((~finite).astype(jnp.float32)),
+        ]))
+    return jnp.stack(cols, axis=1) if cols else jnp.zeros((6, 0), jnp.float32)
+
+
+def batch_block(x) -> jax.Array:
+    """``(5,)`` float32: mean, std, min, max, non-finite count of an input batch."""
+    x = jnp.asarray(x).astype(jnp.float32)
+    finite = jnp.isfinite(x)
+    mean = jnp.mean(x)
+    return jnp.stack([
+        mean, jnp.sqrt(jnp.maximum(jnp.mean(x * x) - mean * mean, 0.0)), jnp.min(x), jnp.max(x),
+        jnp.sum((~finite).astype(jnp.float32)),
+    ])
+
+
+def label_histogram(labels, num_classes: int) -> jax.Array:
+    """``(num_classes,)`` float32 counts of integer labels (one-hot labels are argmax-ed)."""
+    y = jnp.asarray(labels)
+    if jnp.issubdtype(y.dtype, jnp.floating) and y.ndim >= 1 and y.shape[-1] == num_classes:
+        y = jnp.argmax(y, axis=-1)
+    return jnp.zeros((num_classes,), jnp.float32).at[y.reshape(-1).astype(jnp.int32)].add(1.0)
+
+
+@dataclass
+class Layout:
+    """Where each statistic sits in the packed vector of one compiled variant of the step.
+
+    Attributes:
+      parts: (name, size) in packing order.
+      param_layers: layer names of the gradient/parameter/update blocks (tree order).
+      act_layers: layer names of the activation block columns.
+      act_kinds: the activation following each of those layers.
+      full: whether this variant records the per-layer statistics.
+    """
+
+    parts: list[tuple[str, int]] = field(default_factory=list)
+    param_layers: list[str] = field(default_factory=list)
+    act_layers: list[str] = field(default_factory=list)
+    act_kinds: list[str | None] = field(default_factory=list)
+    full: bool = False
+
+    @property
+    def size(self) -> int:
+        return sum(n for _, n in self.parts)
+
+    def has_nonfinite(self, vector: np.ndarray) -> bool:
+        """Whether the step saw a NaN/Inf: loss, a norm, an activation or an input entry."""
+        parts = self.split(vector)
+        if not np.isfinite(parts["scalars"][0]):
+            return True
+        if "table" in parts and not np.isfinite(parts["table"]).all():
+            return True
+        if "acts" in parts and parts["acts"].size and np.nansum(parts["acts"].reshape(6, -1)[5]) > 0:
+            return True
+        return "input" in parts and parts["input"][4] > 0
+
+    def split(self, vector: np.ndarray) -> dict[str, np.ndarray]:
+        """Cut a fetched vector into its named parts."""
+        out, at = {}, 0
+        for name, n in self.parts:
+            out[name] = vector[at:at + n]
+            at += n
+        return out
