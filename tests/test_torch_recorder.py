@@ -65,6 +65,8 @@ def _train(tmp_path, make_opt, steps=6, zero_grad=True, costly_every=1, name="ru
                 "loss": float(loss.detach()),
                 "grad": [_norm([p.grad for p in ps]) for ps in layers],
                 "param": [_norm(ps) for ps in before],
+                "z0": model.body[0](xb).detach(),
+                "z2": model.body[2](model.body[1](model.body[0](xb))).detach(),
                 "relu": model.body[1](model.body[0](xb)).detach(),
                 "tanh": model.body(xb).detach(),
                 "logits": out.detach(),
@@ -116,17 +118,19 @@ def test_adam_update_ratios_match_parameter_snapshots(adam_run):
     assert np.allclose(trace.layer_matrix("layers.param_norm").values, [r["param"] for r in refs], rtol=1e-5)
 
 
-def test_activation_statistics_match_the_outputs_of_the_following_nonlinearity(adam_run):
+def test_activation_statistics_match_layer_outputs_and_their_nonlinearities(adam_run):
     trace, refs, _ = adam_run
     zero = trace.layer_matrix("activations.zero_fraction")
     mean = trace.layer_matrix("activations.mean").values
     std = trace.layer_matrix("activations.std").values
     sat = trace.layer_matrix("activations.saturation_fraction")
     for i, r in enumerate(refs):
-        relu, tanh, logits = r["relu"], r["tanh"], r["logits"]
+        relu, tanh, outputs = r["relu"], r["tanh"], (r["z0"], r["z2"], r["logits"])
+        # mean and std describe each layer's own output (before its nonlinearity, as in Flax);
+        # zero and saturation fractions describe the nonlinearity's output.
+        assert mean[i].tolist() == pytest.approx([float(t.mean()) for t in outputs], rel=1e-5)
+        assert std[i].tolist() == pytest.approx([float(t.std(correction=0)) for t in outputs], rel=1e-5)
         assert zero.values[i, 0] == pytest.approx(float((relu == 0).float().mean()))
-        assert mean[i].tolist() == pytest.approx([float(t.mean()) for t in (relu, tanh, logits)], rel=1e-5)
-        assert std[i].tolist() == pytest.approx([float(t.std(correction=0)) for t in (relu, tanh, logits)], rel=1e-5)
         assert sat.values[i, 1] == pytest.approx(float((tanh.abs() >= 1 - 1e-3).float().mean()))
     # Statistics that do not apply are left unmeasured, not recorded as zero.
     assert np.isnan(zero.values[:, 1:]).all() and np.isnan(sat.values[:, [0, 2]]).all()
@@ -291,3 +295,29 @@ def test_reused_activation_module_is_attributed_to_each_preceding_layer(tmp_path
     zero = trace.layer_matrix("activations.zero_fraction").values[0, :2]
     assert zero.tolist() == pytest.approx(expected, rel=1e-6)
     assert (zero > 0).all() and zero[0] != zero[1]
+
+
+def test_inplace_relu_and_saturated_sigmoid_are_measured_before_and_after_the_nonlinearity(tmp_path):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 16), nn.ReLU(inplace=True), nn.Linear(16, 8), nn.Sigmoid(), nn.Linear(8, 3))
+    with torch.no_grad():
+        model[2].weight.mul_(50)  # drives most sigmoid units to their bounds
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    x, y = _data()
+    with torch.no_grad():
+        z0 = model[0](x)
+        s = torch.sigmoid(model[2](torch.relu(z0)))
+    with TorchRecorder(model, opt, tmp_path / "sat.jsonl", capture_crashes=False) as rec:
+        opt.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        rec.record(loss)
+    trace = load_trace(tmp_path / "sat.jsonl")
+    saturated = float(((s <= 1e-3) | (s >= 1 - 1e-3)).float().mean())
+    assert saturated > 0.3
+    assert trace.layer_matrix("activations.saturation_fraction").values[0, 1] == pytest.approx(saturated)
+    # The in-place ReLU overwrote layer 0's output after its hook measured it.
+    assert trace.layer_matrix("activations.mean").values[0, 0] == pytest.approx(float(z0.mean()), rel=1e-5)
+    assert float(z0.mean()) < float(torch.relu(z0).mean())
+    assert trace.layer_matrix("activations.zero_fraction").values[0, 0] == pytest.approx(float((z0 <= 0).float().mean()))

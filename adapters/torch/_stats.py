@@ -52,15 +52,20 @@ def grad_layer_sq(params: list[torch.Tensor], segment: torch.Tensor, num_layers:
     return out
 
 
-def activation_row(output: torch.Tensor, activation: str | None) -> torch.Tensor:
-    """``(5,)`` float32: mean, std, zero fraction, saturation fraction, non-finite flag.
-
-    Columns that do not apply to this activation are NaN here; the recorder writes them as null
-    because it knows from the header which ones apply.
-    """
+def output_row(output: torch.Tensor) -> torch.Tensor:
+    """``(3,)`` float32 of a layer's own output (before its nonlinearity, as the Flax adapter
+    measures it): mean, std, count of non-finite entries."""
     # .float() is free for float32 and gives bfloat16/float16 outputs a float32 accumulator.
     t = output.detach().float()
     std, mean = torch.std_mean(t, correction=0)
+    nonfinite = (t.numel() - torch.count_nonzero(torch.isfinite(t))).float()
+    return torch.stack([mean, std, nonfinite])
+
+
+def activation_fractions(output: torch.Tensor, activation: str | None) -> torch.Tensor:
+    """``(2,)`` float32 of a nonlinearity's output: zero fraction (ReLU-like) and saturation
+    fraction (sigmoid/tanh); NaN where the column does not apply to this activation."""
+    t = output.detach()
     nan = torch.full((), float("nan"), device=t.device)
     zero = nan
     if activation in ZERO_ACTIVATIONS:
@@ -70,8 +75,7 @@ def activation_row(output: torch.Tensor, activation: str | None) -> torch.Tensor
         low, high = SATURATING[activation]
         saturated = (t <= low + SATURATION_MARGIN) | (t >= high - SATURATION_MARGIN)
         saturation = torch.count_nonzero(saturated).float() / t.numel()
-    nonfinite = (~torch.isfinite(mean + std)).float()
-    return torch.stack([mean, std, zero, saturation, nonfinite])
+    return torch.stack([zero, saturation])
 
 
 def batch_stats(x: torch.Tensor) -> torch.Tensor:

@@ -9,8 +9,10 @@ whether the step was skipped. All of a step's numbers are stacked on the device 
 host once, in :meth:`TorchRecorder.record`.
 
 Forward hooks keep a reference to each layer's output (and to the output of the nonlinearity that
-follows it) until ``record``; no work is done on them except on recording steps, or when a
-non-finite value appears, when they are searched in forward order for its first occurrence.
+follows it) until ``record``. On recording steps they measure the layer output (mean, std,
+non-finite count, as the Flax adapter does) and the nonlinearity's output (zero fraction for
+ReLU, saturation for sigmoid/tanh); on other steps they do no work. When a non-finite value
+appears, the held outputs are searched in forward order for its first occurrence.
 """
 
 from __future__ import annotations
@@ -40,7 +42,14 @@ from diag.adapters.torch._layers import (
     plan_layers,
 )
 from diag.adapters.torch._lifecycle import CrashCapture
-from diag.adapters.torch._stats import activation_row, batch_stats, grad_layer_sq, label_stats, per_layer_sq
+from diag.adapters.torch._stats import (
+    activation_fractions,
+    batch_stats,
+    grad_layer_sq,
+    label_stats,
+    output_row,
+    per_layer_sq,
+)
 from diag.adapters.torch._updates import UpdateMeter
 from diag.trace.records import (
     Eval,
@@ -142,6 +151,8 @@ class TorchRecorder:
         self._scale_used: torch.Tensor | None = None
         self._outputs: dict[int, torch.Tensor] = {}
         self._act_outputs: dict[int, torch.Tensor] = {}
+        self._output_rows: dict[int, torch.Tensor] = {}
+        self._act_rows: dict[int, torch.Tensor] = {}
         self._last_layer: int | None = None
         self._call_order: list[nn.Module] | None = None
         self._trace_handles: list = []
@@ -279,8 +290,8 @@ class TorchRecorder:
             self._nonfinite_reported = True
             self.writer.write(self._locate_nonfinite(step, now, got))
 
-        self._outputs.clear()
-        self._act_outputs.clear()
+        for held in (self._outputs, self._act_outputs, self._output_rows, self._act_rows):
+            held.clear()
         self._input = None
         self._scale_used = None
         self._stepped = False
@@ -442,10 +453,17 @@ class TorchRecorder:
         if torch.is_grad_enabled() and isinstance(output, torch.Tensor):
             self._outputs[id(module)] = output
             self._last_layer = id(module)
+            if self.is_costly_step():
+                # Measured now, before an in-place nonlinearity (ReLU(inplace=True)) overwrites it.
+                with torch.no_grad():
+                    self._output_rows[id(module)] = output_row(output)
 
     def _on_activation_output(self, module, args, output) -> None:
         if self._last_layer is not None and torch.is_grad_enabled() and isinstance(output, torch.Tensor):
             self._act_outputs[self._last_layer] = output
+            if self.is_costly_step():
+                with torch.no_grad():
+                    self._act_rows[self._last_layer] = activation_fractions(output, activation_name(module))
         self._last_layer = None
 
     def _before_step(self, optimizer, args, kwargs) -> None:
@@ -601,31 +619,31 @@ class TorchRecorder:
                 "costly_every": self.costly_every,
                 "update_method": self._meter.method,
                 "activations": "module hooks" if self.activations else "off",
-                "activation_nonfinite": "flag",
+                "activation_stats": "mean/std/nonfinite of the layer output; zero/saturation of its nonlinearity",
             },
             tags=self._header_fields["tags"],
         )
 
     def _activation_table(self, plan: LayerPlan) -> tuple[torch.Tensor | None, list[list[bool]] | None]:
-        """(L, 5) activation statistics from the outputs held since the last record, and which
-        entries were measured."""
+        """(L, 5) activation statistics measured by the hooks since the last record, and which
+        entries were measured: mean, std and non-finite count of the layer's output; zero and
+        saturation fractions of the nonlinearity that follows it."""
+        if not self._output_rows:
+            return None, None
+        device = self._segment.device
+        nan2 = torch.full((2,), float("nan"), device=device)
         rows, mask = [], []
-        nan_row = None
         for layer in plan.layers:
             key = id(layer.module)
-            out = self._act_outputs.get(key) if layer.activation else None
+            out = self._output_rows.get(key)
+            act = self._act_rows.get(key) if layer.activation else None
             if out is None:
-                out = self._outputs.get(key)
-            if out is None:
-                if nan_row is None:
-                    nan_row = torch.full((5,), float("nan"), device=self._segment.device)
-                rows.append(nan_row)
-                mask.append([False] * 5)
-                continue
-            rows.append(activation_row(out, layer.activation).to(self._segment.device))
-            mask.append([True, True, layer.activation in ZERO_ACTIVATIONS, layer.activation in SATURATING, True])
-        if not any(any(m) for m in mask):
-            return None, None
+                out = torch.full((3,), float("nan"), device=device)
+            rows.append(torch.cat([out[:2].to(device), (nan2 if act is None else act.to(device)), out[2:].to(device)]))
+            measured = key in self._output_rows
+            has_act = act is not None
+            mask.append([measured, measured, has_act and layer.activation in ZERO_ACTIVATIONS,
+                         has_act and layer.activation in SATURATING, measured])
         return torch.stack(rows), mask
 
     def _step_dict(self, step, now, got, act_mask, label_kind, epoch) -> dict:
