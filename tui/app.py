@@ -91,7 +91,7 @@ class DiagApp(App):
                 if follower.caught_up or follower.fatal or worker.is_cancelled:
                     break
             if changed or first or follower.fatal:
-                fatal = str(follower.fatal) if follower.fatal else None
+                fatal = _short_problem(follower.fatal) if follower.fatal else None
                 self.post_message(TraceUpdated(follower.trace(), new_steps, time.monotonic(), fatal))
                 first = False
             if not self.follow or follower.fatal:
@@ -169,6 +169,15 @@ class DiagApp(App):
     def _back_to_main(self) -> None:
         while not isinstance(self.screen, MainScreen):
             self.pop_screen()
+
+
+def _short_problem(error) -> str:
+    """``line 1: schema: not a diag trace ...`` (the path is already in the title of the screen)."""
+    problem = error.problem
+    where = f"line {problem.line}: " if problem.line else ""
+    field = f"{problem.field}: " if problem.field else ""
+    hint = f" ({error.hint})" if error.hint else ""
+    return f"{where}{field}{problem.message}{hint}"
 
 
 def make_app(trace_path: str | os.PathLike, *, follow: bool = False, **options) -> DiagApp:

@@ -38,6 +38,8 @@ def diagnose_safely(trace: Trace) -> DiagnosisOutcome:
 
         outcome.diagnosis = diagnose(trace)
     except Exception as e:  # noqa: BLE001 - shown to the user, never fatal
-        outcome.error = f"{type(e).__name__}: {e}".strip().splitlines()[0][:160]
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        more = f" (and {len(lines) - 1} more)" if len(lines) > 1 else ""
+        outcome.error = f"{type(e).__name__}: {lines[0] if lines else ''}"[:200] + more
         outcome.detail = traceback.format_exc()
     return outcome

@@ -80,13 +80,14 @@ class MetricsPane(Pane):
         caption = self.query_one("#plot-caption", Static)
         onsets = _onsets(app)
         bad = first_nonfinite_step(trace)
+        full = (int(trace.steps[0]), int(trace.steps[-1])) if trace.num_steps else None
         if not trace.has(self.selected):
-            plot.show_lines(self.selected, [], self.window, onsets, bad)
+            plot.show_lines(self.selected, [], self.window or full, onsets, bad)
             caption.update(Text(f"{self.selected}: not recorded" if trace.num_steps else "no steps yet",
                                 style="dim"))
             return
         lines = _lines_for(trace, self.selected, self.highlight_layer)
-        plot.show_lines(self.selected, lines, self.window, onsets, bad)
+        plot.show_lines(self.selected, lines, self.window or full, onsets, bad)
         text = Text()
         first, last = int(trace.steps[0]), int(trace.steps[-1])
         lo, hi = self.window or (first, last)
@@ -160,7 +161,9 @@ class MetricsPane(Pane):
 
 
 def _label(name: str) -> str:
-    return name
+    """The list shows ``act.zero_fraction`` for ``activations.zero_fraction`` to fit 80 columns."""
+    label = name.replace("activations.", "act.").replace("eval.", "").replace(".metrics.", ".")
+    return label if len(label) <= 20 else label[:19] + "…"
 
 
 def _base_series(series: str) -> str:

@@ -36,6 +36,11 @@ class OverviewPane(Pane):
 
     def redraw(self) -> None:
         trace = self.app.trace
+        if self.app.fatal:
+            self.query_one("#facts", Static).update(
+                Text(f"cannot read {self.app.trace_path}:\n{self.app.fatal}", style="bold red"))
+            self.query_one("#diag-line", Static).update("")
+            return
         facts = run_facts(trace)
         lines = Text()
         lines.append(facts.model, style="bold")
@@ -56,9 +61,6 @@ class OverviewPane(Pane):
         outcome = app.outcome
         previous = _row_key_at_cursor(table)
         table.clear()
-        if app.fatal:
-            line.update(Text(f"cannot read the trace: {app.fatal}", style="bold red"))
-            return
         if not app.trace.num_steps and not app.trace.events:
             line.update(Text("no records yet: waiting for the run to write its trace" if app.follow
                              else "the trace holds no steps", style="italic"))
@@ -108,12 +110,12 @@ class OverviewPane(Pane):
         spark.data = (np.log10(data) if log else data).tolist()
         text = Text("loss" + (" (log scale) " if log else " "), style="bold")
         if len(finite):
-            text.append(f"{fmt.num(float(finite.min()))} … {fmt.num(float(finite.max()))} over steps "
+            text.append(f"{fmt.num(float(finite.min()))} … {fmt.num(float(finite.max()))}, steps "
                         f"{int(series.steps[0])}–{int(series.steps[-1])}")
         bad = len(values) - len(finite)
         if bad:
             first = int(series.steps[np.flatnonzero(~np.isfinite(values))[0]])
-            text.append(f" · {bad} non-finite from step {first}", style="bold red")
+            text.append(f" · non-finite from step {first}", style="bold red")
         label.update(text)
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:

@@ -32,8 +32,8 @@ class RulesPane(Pane):
         yield skipped
         yield Static(id="events-label", classes="section")
         events = DataTable(id="events", cursor_type="row")
-        events.add_column("step", key="step", width=6)
-        events.add_column("event", key="event", width=12)
+        events.add_column("step", key="step", width=8)
+        events.add_column("event", key="event", width=9)
         events.add_column("detail", key="detail")
         yield events
 
@@ -90,7 +90,7 @@ class RulesPane(Pane):
                 continue
             count += 1
             where = f"line {problem.line}" if problem.line else "-"
-            table.add_row(where, Text(f"trace {problem.severity}", style="yellow"),
+            table.add_row(where, Text(problem.severity, style="yellow" if problem.severity == "warning" else "red"),
                           (f"{problem.field}: " if problem.field else "") + problem.message)
         self.query_one("#events-label", Static).update(Text(f"Events and trace problems ({count})", style="bold"))
 

@@ -23,8 +23,19 @@ NAME_WIDTH = 12
 class LayerHeatmap(Static, can_focus=True):
     """Heat view of one per-layer statistic over all recorded steps."""
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._shown: tuple | None = None
+
     def show(self, trace, series: str, filter_text: str = "") -> None:
-        self.update(render_heat(trace, series, max(10, (self.size.width or 80) - NAME_WIDTH - 2), filter_text))
+        self._shown = (trace, series, filter_text)
+        # Before its first layout the widget has no size; on_resize draws it again at the real width.
+        width = self.content_region.width or 78
+        self.update(render_heat(trace, series, max(10, width - NAME_WIDTH - 1), filter_text))
+
+    def on_resize(self) -> None:
+        if self._shown is not None:
+            self.show(*self._shown)
 
 
 def render_heat(trace, series: str, width: int, filter_text: str = "") -> Text:
@@ -74,6 +85,6 @@ def render_heat(trace, series: str, width: int, filter_text: str = "") -> Text:
     legend = Text("\nlow ")
     for color in PALETTE:
         legend.append(" ", style=f"on {color}")
-    legend.append(f" high (1e{low:.1f} … 1e{high:.1f}) · ▼ below / ▲ above healthy · ! NaN/Inf · · not measured")
+    legend.append(f" high: 1e{low:.1f} … 1e{high:.1f}\n▼ below / ▲ above healthy · ! NaN/Inf · · not measured")
     text.append(legend)
     return text

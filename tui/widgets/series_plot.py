@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 from textual_plotext import PlotextPlot
 
+from diag.tui import fmt
 from diag.tui.downsample import envelope
 
 ONSET_COLORS = ("orange", "magenta", "cyan", "yellow", "red")
@@ -53,11 +54,18 @@ class SeriesPlot(PlotextPlot):
             return
         every = np.concatenate([y for _, _, y in drawn])
         positive = every[every > 0]
+        # plotext's own log axis breaks on huge ranges (a diverged loss reaches 1e200): plot log10
+        # values on a linear axis and label the ticks as powers of ten instead.
         log = len(positive) == len(every) and positive.max() / positive.min() > 1e3
         if log:
-            plt.yscale("log")
+            drawn = [(label, x, np.log10(y)) for label, x, y in drawn]
+            every = np.log10(every)
         for label, x, y in drawn:
             plt.plot(x.tolist(), y.tolist(), label=label if len(drawn) > 1 else None, marker="braille")
+        low, high = float(every.min()), float(every.max())
+        if high > low:
+            ticks = np.linspace(low, high, 5)
+            plt.yticks(ticks.tolist(), [f"1e{t:.0f}" if log else fmt.num(float(t), 3) for t in ticks])
         lo = min(int(x[0]) for _, x, _ in drawn)
         hi = max(int(x[-1]) for _, x, _ in drawn)
         if self._window is not None:

@@ -14,7 +14,7 @@ class StatusBar(Static):
     """``diag · run-id · step 1234/2000 · 48.2 steps/s · loss 0.43 · ● following``."""
 
     def show(self, trace: Trace, fatal: str | None, follow: bool) -> None:
-        text = Text()
+        text = Text(no_wrap=True, overflow="ellipsis")
         text.append(" diag ", style="bold reverse")
         if fatal:
             text.append(" " + fatal.splitlines()[0], style="bold red")
