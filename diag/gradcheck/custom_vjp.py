@@ -13,6 +13,7 @@ are not reached and are reported in the notes.
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any, Callable, Sequence
 
@@ -165,33 +166,13 @@ def check_custom_vjp(
             return report
 
         def pullbacks(replace: frozenset[str]):
-            def run(diff, cot_key):
-                def f(diff):
-                    flat = list(leaves)
-                    for p, x in zip(positions, diff):
-                        flat[p] = x
-                    outs = _interpret(closed.jaxpr, closed.consts, flat, replace)
-                    return jax.tree_util.tree_unflatten(out_tree, outs)
-
-                out, vjp = jax.vjp(f, diff)
-                flat_out, tree = jax.tree_util.tree_flatten(out)
-
-                def pull(k):
-                    cots = [
-                        jax.random.normal(jax.random.fold_in(jax.random.fold_in(cot_key, k), j), jnp.shape(o), o.dtype)
-                        for j, o in enumerate(flat_out)
-                    ]
-                    return vjp(jax.tree_util.tree_unflatten(tree, cots))[0]
-
-                return jax.vmap(pull)(jnp.arange(directions))
-
-            return jax.jit(run)
+            return _pullbacks(fn, treedef, positions, int(directions), replace)
 
         diff = [leaves[p] for p in positions]
         key = jax.random.key(seed)
-        custom = pullbacks(frozenset())(diff, key)
+        custom = pullbacks(frozenset())(diff, leaves, key)
         try:
-            auto = pullbacks(frozenset(rules))(diff, key)
+            auto = pullbacks(frozenset(rules))(diff, leaves, key)
         except Exception as e:  # the primal uses something JAX cannot differentiate
             report.notes.append(f"the primal of {rules} cannot be differentiated by JAX ({type(e).__name__}: {e}); not compared")
             report.seconds = time.perf_counter() - started
@@ -202,7 +183,7 @@ def check_custom_vjp(
         if any(e > tol for e in errors):
             # Replace one rule at a time: a rule whose replacement changes the gradient is wrong.
             for rule in rules if len(rules) > 1 else []:
-                alone = pullbacks(frozenset([rule]))(diff, key)
+                alone = pullbacks(frozenset([rule]))(diff, leaves, key)
                 if any(_rel(c, a) > tol for c, a in zip(custom, alone)):
                     culprits.append(rule)
             culprits = culprits or rules
@@ -222,6 +203,41 @@ def check_custom_vjp(
         report.notes.append(f"custom VJP rules compared: {', '.join(rules)}")
     report.seconds = time.perf_counter() - started
     return report
+
+
+@functools.lru_cache(maxsize=64)
+def _pullbacks(fn, treedef, positions: tuple[int, ...], directions: int, replace: frozenset[str]):
+    """The jitted pullback of K random cotangents, with the custom rules in ``replace`` inlined as
+    their primal (cached, so repeated checks of one function compile once)."""
+
+    def run(diff, leaves, cot_key):
+        def flat_fn(*flat):
+            return fn(*jax.tree_util.tree_unflatten(treedef, list(flat)))
+
+        def f(diff):
+            flat = list(leaves)
+            for p, x in zip(positions, diff):
+                flat[p] = x
+            if not replace:
+                return flat_fn(*flat)
+            closed = jax.make_jaxpr(flat_fn)(*flat)
+            out_tree = jax.tree_util.tree_structure(jax.eval_shape(flat_fn, *flat))
+            outs = _interpret(closed.jaxpr, closed.consts, flat, replace)
+            return jax.tree_util.tree_unflatten(out_tree, outs)
+
+        out, vjp = jax.vjp(f, diff)
+        flat_out, tree = jax.tree_util.tree_flatten(out)
+
+        def pull(k):
+            cots = [
+                jax.random.normal(jax.random.fold_in(jax.random.fold_in(cot_key, k), j), jnp.shape(o), o.dtype)
+                for j, o in enumerate(flat_out)
+            ]
+            return vjp(jax.tree_util.tree_unflatten(tree, cots))[0]
+
+        return jax.vmap(pull)(jnp.arange(directions))
+
+    return jax.jit(run)
 
 
 def _rel(a, b) -> float:
