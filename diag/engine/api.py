@@ -1,4 +1,4 @@
-"""``diagnose(trace)``: the public entry point (the full engine lands behind this signature)."""
+"""``diagnose(trace)``: the public entry point from a loaded trace to a ranked ``Diagnosis``."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from diag.engine.diagnosis import Diagnosis, TraceInfo
 
 
 def trace_info(trace) -> TraceInfo:
+    """What the Diagnosis says about the trace it read."""
     header = trace.header
     return TraceInfo(
         path=str(trace.path),
@@ -21,14 +22,47 @@ def trace_info(trace) -> TraceInfo:
     )
 
 
-def diagnose(trace, extra_rule_dirs: Iterable[str] = ()) -> Diagnosis:
+def diagnose(trace, extra_rule_dirs: Iterable[str] = (), *, kb=None, use_env: bool = True) -> Diagnosis:
     """Diagnose a loaded trace with the built-in knowledge base plus ``extra_rule_dirs``.
 
     Args:
       trace: a ``diag.trace.Trace`` (from ``load_trace``).
-      extra_rule_dirs: user rule folders, loaded after the built-in ones.
+      extra_rule_dirs: user rule folders, loaded after the built-in ones (``DIAG_RULES_PATH``
+        is read too unless ``use_env=False``).
+      kb: an already loaded ``KnowledgeBase`` (skips loading; for repeated calls such as the TUI).
 
     Returns:
       A ``Diagnosis``: ranked causes, suppressed and ruled-out causes, symptoms, rules run/skipped.
+
+    Raises:
+      diag.engine.yamlloc.RuleFileError: a rule file is broken (every problem, ``file:line:col``).
+
+    Example:
+      >>> from diag.trace import load_trace                        # doctest: +SKIP
+      >>> diagnose(load_trace("run.jsonl")).top.id                 # doctest: +SKIP
+      'lr_too_high'
     """
-    return Diagnosis(trace=trace_info(trace))
+    from diag.engine.engine import forward_chain
+    from diag.engine.kb import load_knowledge_base
+    from diag.engine.scoring import build_diagnosis
+
+    if kb is None:
+        kb = _cached_kb(tuple(str(d) for d in extra_rule_dirs), use_env)
+    run = forward_chain(trace, kb)
+    return build_diagnosis(run, trace_info(trace))
+
+
+_KB_CACHE: dict = {}
+
+
+def _cached_kb(extra: tuple, use_env: bool):
+    """The built-in KB parses once per process; user folders are re-read (they may be edited)."""
+    import os
+
+    from diag.engine.kb import RULES_PATH_ENV, load_knowledge_base
+
+    if extra or (use_env and os.environ.get(RULES_PATH_ENV)):
+        return load_knowledge_base(extra, use_env=use_env)
+    if "builtin" not in _KB_CACHE:
+        _KB_CACHE["builtin"] = load_knowledge_base((), use_env=False)
+    return _KB_CACHE["builtin"]

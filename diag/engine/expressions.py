@@ -1,0 +1,230 @@
+"""The safe expression layer: rule-engine expressions and evidence templates.
+
+Conditions (``context:``, ``expr:``, a record's ``where:``) and the ``{{ slots }}`` of evidence
+templates are `rule-engine <https://zeroSteiner.github.io/rule-engine/>`_ expressions: a typed,
+sandboxed language with comparisons, arithmetic, boolean logic and a few ``$`` built-ins. They are
+compiled once, at load, against the symbols a rule can see, so a misspelled name or attribute is a
+load error with a suggestion. Nothing here calls ``eval``, ``exec`` or ``str.format``.
+
+Extra limits on top of rule-engine's own: expressions are short, shallow, free of dunder names,
+and may not raise to huge literal powers (which would stall the decimal arithmetic).
+
+Example:
+  >>> expr = compile_expression('lr > 0.1 and precision == "fp16"', {"lr": FLOAT, "precision": STRING})
+  >>> evaluate(expr, {"lr": 0.3, "precision": "fp16"})
+  True
+"""
+
+from __future__ import annotations
+
+import decimal
+import math
+import re
+import warnings
+from dataclasses import dataclass
+
+import rule_engine
+from rule_engine import DataType
+
+FLOAT = DataType.FLOAT
+STRING = DataType.STRING
+BOOLEAN = DataType.BOOLEAN
+STRINGS = DataType.ARRAY(DataType.STRING)
+
+MAX_EXPRESSION_LENGTH = 400
+MAX_NESTING = 16
+MAX_EXPONENT = 64
+
+
+class ExpressionError(ValueError):
+    """An expression a rule file may not use, with the reason and (when known) a suggestion."""
+
+
+def _nesting(text: str) -> int:
+    depth = deepest = 0
+    for ch in text:
+        if ch in "([{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in ")]}":
+            depth -= 1
+    return deepest
+
+
+_POWER = re.compile(r"\*\*\s*\(?\s*(-?[0-9.eE+]+)")
+
+
+def check_expression_text(text: str) -> None:
+    """Reject expressions that rule-engine would accept but that have no place in a rule file."""
+    if not isinstance(text, str) or not text.strip():
+        raise ExpressionError("expression is empty")
+    if len(text) > MAX_EXPRESSION_LENGTH:
+        raise ExpressionError(f"expression is {len(text)} characters long; the limit is {MAX_EXPRESSION_LENGTH}")
+    if _nesting(text) > MAX_NESTING:
+        raise ExpressionError(f"expression nests deeper than {MAX_NESTING} levels")
+    if "__" in text:
+        raise ExpressionError("names with double underscores are not allowed (rule files cannot reach Python internals)")
+    for match in _POWER.finditer(text):
+        try:
+            exponent = abs(float(match.group(1)))
+        except ValueError:
+            continue
+        if exponent > MAX_EXPONENT:
+            raise ExpressionError(f"exponent {match.group(1)} is too large (at most {MAX_EXPONENT})")
+
+
+@dataclass(frozen=True)
+class Expression:
+    """A compiled expression and the top-level symbols it reads."""
+
+    text: str
+    rule: rule_engine.Rule
+    symbols: frozenset[str]
+
+
+def compile_expression(text: str, types: dict) -> Expression:
+    """Compile ``text`` against ``types`` (symbol -> rule-engine DataType).
+
+    Raises:
+      ExpressionError: on unsafe text, syntax errors, unknown symbols or attributes (with a
+        suggestion), or type errors.
+    """
+    check_expression_text(text)
+    context = rule_engine.Context(type_resolver=dict(types), mapping_attribute_lookup=False,
+                                  decimal_context=decimal.Context(prec=28, Emax=10_000, Emin=-10_000))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            rule = rule_engine.Rule(text, context=context)
+    except rule_engine.errors.SymbolResolutionError as e:
+        hint = f" (did you mean {e.suggestion!r}?)" if getattr(e, "suggestion", None) else ""
+        raise ExpressionError(f"unknown name {e.symbol_name!r} in {text!r}{hint}") from None
+    except (rule_engine.errors.AttributeResolutionError, rule_engine.errors.ObjectAttributeError) as e:
+        name = getattr(e, "attribute_name", None) or (e.args[0] if e.args else "?")
+        hint = f" (did you mean {e.suggestion!r}?)" if getattr(e, "suggestion", None) else ""
+        raise ExpressionError(f"unknown attribute {name!r} in {text!r}{hint}") from None
+    except rule_engine.errors.RuleSyntaxError as e:
+        token = getattr(e, "token", None)
+        where = f" near {token.value!r}" if token is not None else ""
+        raise ExpressionError(f"syntax error{where} in {text!r}") from None
+    except rule_engine.errors.EngineError as e:
+        raise ExpressionError(f"{type(e).__name__}: {getattr(e, 'message', e)} in {text!r}") from None
+    except RecursionError:
+        raise ExpressionError(f"expression nests too deeply: {text[:40]!r}...") from None
+    return Expression(text=text, rule=rule, symbols=frozenset(context.symbols))
+
+
+def to_python(value):
+    """rule-engine results (Decimal, tuples) as plain Python values."""
+    if isinstance(value, decimal.Decimal):
+        if value.is_nan():
+            return math.nan
+        return float(value)
+    if isinstance(value, (tuple, list)):
+        return [to_python(v) for v in value]
+    return value
+
+
+def evaluate(expression: Expression, values: dict):
+    """Evaluate a compiled expression on plain values; errors raise ``EvaluationFailed``."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return to_python(expression.rule.evaluate(values))
+    except (rule_engine.errors.EngineError, ArithmeticError, TypeError, ValueError, OverflowError) as e:
+        raise EvaluationFailed(f"{expression.text!r}: {getattr(e, 'message', None) or e}") from None
+
+
+class EvaluationFailed(RuntimeError):
+    """An expression raised at evaluation time (a missing value, an arithmetic error)."""
+
+
+# --------------------------------------------------------------------------- templates
+
+FILTERS = ("sci", "pct", "int", "fixed", "list")
+_SLOT = re.compile(r"\{\{(.*?)\}\}", re.S)
+_FILTER = re.compile(r"^(.*)\|\s*([A-Za-z_][A-Za-z0-9_]*)\s*$", re.S)
+
+
+def format_value(value, filter_name: str | None = None) -> str:
+    """Format one slot value for a sentence (``sci``: 1.2e+03, ``pct``: 12.5%, ``int``: 12)."""
+    if value is None:
+        return "?"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(format_value(v, None if filter_name == "list" else filter_name) for v in value)
+    if isinstance(value, (int, float)):
+        x = float(value)
+        if not math.isfinite(x):
+            return "nan" if math.isnan(x) else ("inf" if x > 0 else "-inf")
+        if filter_name == "sci":
+            return f"{x:.2e}"
+        if filter_name == "pct":
+            return f"{100 * x:.1f}%"
+        if filter_name == "int":
+            return str(int(round(x)))
+        if filter_name == "fixed":
+            return f"{x:.2f}"
+        if x == int(x) and abs(x) < 1e15:
+            return str(int(x))
+        return f"{x:.3g}"
+    return str(value)
+
+
+@dataclass(frozen=True)
+class Template:
+    """An evidence template: literal text and compiled ``{{ expr | filter }}`` slots."""
+
+    text: str
+    parts: tuple  # str or (Expression, filter)
+
+    def render(self, values: dict) -> str:
+        out = []
+        for part in self.parts:
+            if isinstance(part, str):
+                out.append(part)
+                continue
+            expression, filter_name = part
+            try:
+                value = evaluate(expression, values)
+            except EvaluationFailed:
+                value = None
+            out.append(format_value(value, filter_name))
+        return " ".join("".join(out).split())
+
+
+def compile_template(text: str, types: dict) -> Template:
+    """Compile an evidence template; single braces and unknown filters are errors."""
+    if not isinstance(text, str):
+        raise ExpressionError("evidence must be a string")
+    parts: list = []
+    pos = 0
+    for match in _SLOT.finditer(text):
+        literal = text[pos:match.start()]
+        _check_literal(literal)
+        parts.append(literal)
+        slot = match.group(1).strip()
+        filter_name = None
+        m = _FILTER.match(slot)
+        if m and not m.group(1).rstrip().endswith("|"):
+            name = m.group(2)
+            if name not in FILTERS:
+                from diag.engine.yamlloc import did_you_mean
+
+                raise ExpressionError(f"unknown template filter {name!r}{did_you_mean(name, FILTERS)}; "
+                                      f"filters are {', '.join(FILTERS)}")
+            slot, filter_name = m.group(1).strip(), name
+        parts.append((compile_expression(slot, types), filter_name))
+        pos = match.end()
+    _check_literal(text[pos:])
+    parts.append(text[pos:])
+    return Template(text=text, parts=tuple(p for p in parts if p != ""))
+
+
+def _check_literal(literal: str) -> None:
+    if "{" in literal or "}" in literal:
+        raise ExpressionError(
+            "single braces are not template slots (evidence is never passed to str.format); "
+            "write a value as {{ expression }}"
+        )

@@ -1,0 +1,169 @@
+"""What rules can name besides series: the run context, record attributes and fact attributes.
+
+* **Context** (``context:`` clauses, ``{{ }}`` slots): facts about the run from the trace header
+  (``precision``, ``optimizer``, ``lr``, ``loss_kind``, ``task``, ``num_classes``, ...). A value the
+  trace does not record is missing, and a clause that reads it is skipped, not false.
+* **Record attributes** (``record:`` clauses): the fields of ``data``, ``check``, ``eval`` and
+  ``event`` records, plus a few derived ones (``max_feature_score``, ``top_feature``, ``accuracy``).
+* **Fact attributes** (``fact: x`` ``as: name`` then ``name.first_step``): what the rule that
+  concluded a fact measured: first/last step, value, peak, layer, ...
+
+Example:
+  >>> sorted(CONTEXT_TYPES)[:3]
+  ['batch_size', 'compute_dtype', 'first_step']
+"""
+
+from __future__ import annotations
+
+from rule_engine import DataType
+
+from diag.engine.expressions import BOOLEAN, FLOAT, STRING, STRINGS
+
+CONTEXT_TYPES: dict = {
+    "precision": STRING, "compute_dtype": STRING, "param_precision": STRING, "param_dtype": STRING,
+    "optimizer": STRING, "lr": FLOAT, "momentum": FLOAT, "weight_decay": FLOAT, "grad_clip": FLOAT,
+    "loss_kind": STRING, "task": STRING, "num_classes": FLOAT, "batch_size": FLOAT,
+    "framework": STRING, "loss_scaling": STRING, "num_layers": FLOAT, "num_steps": FLOAT,
+    "first_step": FLOAT, "last_step": FLOAT, "steps_planned": FLOAT, "world_size": FLOAT, "seed": FLOAT,
+    "device_platform": STRING, "model_name": STRING, "run_status": STRING,
+    # Set per binding by ``for_each``:
+    "layer": STRING, "layer_index": FLOAT, "layer_type": STRING, "layer_activation": STRING,
+    "layer_is_output": BOOLEAN, "split": STRING,
+}
+"""Context symbols and their types."""
+
+BINDING_SYMBOLS = ("layer", "layer_index", "layer_type", "layer_activation", "layer_is_output", "split")
+
+SIGNAL_ATTRS: dict = {
+    "first_step": FLOAT, "fired_at": FLOAT, "last_step": FLOAT, "value": FLOAT, "peak": FLOAT,
+    "low": FLOAT, "last": FLOAT, "raw": FLOAT, "count": FLOAT, "frac": FLOAT, "n": FLOAT,
+    "series": STRING, "layer": STRING, "layers": STRINGS, "n_layers": FLOAT, "frac_layers": FLOAT,
+    "cf": FLOAT,
+}
+"""Attributes of a signal clause's result (and of a symptom concluded from one)."""
+
+RECORD_TYPES: dict = {
+    "data": {
+        "split": STRING, "size": FLOAT, "num_features": FLOAT, "overlap_with_train": FLOAT,
+        "overlap_fraction": FLOAT, "id_like_features": STRINGS, "time_min": FLOAT, "time_max": FLOAT,
+        "input_mean": FLOAT, "input_std": FLOAT, "input_nonfinite": FLOAT, "conflicting_labels": FLOAT,
+        "conflicting_fraction": FLOAT, "max_feature_score": FLOAT, "top_feature": STRING,
+        "majority_fraction": FLOAT, "num_labels": FLOAT,
+    },
+    "check": {
+        "name": STRING, "target": STRING, "passed": BOOLEAN, "method": STRING, "error": FLOAT,
+        "threshold": FLOAT, "dtype": STRING, "directions": FLOAT, "worst_direction": FLOAT, "step": FLOAT,
+        "message": STRING,
+    },
+    "eval": {
+        "step": FLOAT, "split": STRING, "loss": FLOAT, "model_mode": STRING, "examples": FLOAT,
+        "accuracy": FLOAT,
+    },
+    "event": {
+        "event": STRING, "step": FLOAT, "message": STRING, "tensor": STRING, "layer": STRING,
+        "value": FLOAT, "type": STRING, "status": STRING, "last_good_step": FLOAT,
+    },
+}
+"""Attributes of each record kind a ``record:`` clause can match."""
+
+_ALL_RECORD_ATTRS = {name: t for kind in RECORD_TYPES.values() for name, t in kind.items()}
+FACT_ATTRS: dict = {**_ALL_RECORD_ATTRS, **SIGNAL_ATTRS, "count": FLOAT}
+
+FACT_TYPE = DataType.OBJECT("Fact", attributes=FACT_ATTRS, accessor=lambda obj, name: obj.get(name))
+"""The type of a name bound with ``as:``: every fact and record attribute, missing ones are null."""
+
+
+def normalize_dtype(name: str | None) -> str | None:
+    """'float16' -> 'fp16', 'bfloat16' -> 'bf16', 'float32' -> 'fp32' (others unchanged)."""
+    if not name:
+        return None
+    key = str(name).lower().replace("torch.", "").replace("jnp.", "")
+    return {
+        "float16": "fp16", "half": "fp16", "fp16": "fp16", "f16": "fp16", "mixed_float16": "fp16",
+        "bfloat16": "bf16", "bf16": "bf16", "mixed_bfloat16": "bf16",
+        "float32": "fp32", "fp32": "fp32", "f32": "fp32", "float": "fp32",
+        "float64": "fp64", "double": "fp64", "fp64": "fp64",
+    }.get(key, key)
+
+
+def _hyper(header, *names):
+    if header is None or header.optimizer is None:
+        return None
+    for name in names:
+        value = header.optimizer.hyperparameters.get(name)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    return None
+
+
+def run_context(trace) -> dict:
+    """The context facts of a trace (None where the trace does not say)."""
+    h = trace.header
+    lr = _hyper(h, "learning_rate", "lr")
+    if lr is None and "lr" in trace.columns and trace.present["lr"].any():
+        lr = float(trace.series("lr").values[0])
+    status = None
+    for event in trace.events:
+        if getattr(event, "event", None) == "run_end":
+            status = event.status
+    layers = len(trace.layer_names)
+    ctx = {
+        "precision": normalize_dtype(h.compute_dtype) if h else None,
+        "compute_dtype": h.compute_dtype if h else None,
+        "param_precision": normalize_dtype(h.param_dtype) if h else None,
+        "param_dtype": h.param_dtype if h else None,
+        "optimizer": (h.optimizer.name.lower() if h and h.optimizer else None),
+        "lr": lr,
+        "momentum": _hyper(h, "momentum", "beta1", "b1"),
+        "weight_decay": _hyper(h, "weight_decay"),
+        "grad_clip": _hyper(h, "grad_clip", "max_grad_norm", "clip_norm"),
+        "loss_kind": h.loss_kind if h else None,
+        "task": h.task if h else None,
+        "num_classes": float(h.num_classes) if h and h.num_classes is not None else None,
+        "batch_size": float(h.batch_size) if h and h.batch_size is not None else None,
+        "framework": h.framework if h else None,
+        "loss_scaling": h.loss_scaling if h else None,
+        "num_layers": float(layers) if layers else None,
+        "num_steps": float(trace.num_steps),
+        "first_step": float(trace.steps[0]) if trace.num_steps else None,
+        "last_step": float(trace.steps[-1]) if trace.num_steps else None,
+        "steps_planned": float(h.steps_planned) if h and h.steps_planned is not None else None,
+        "world_size": float(h.world_size) if h else None,
+        "seed": float(h.seed) if h and h.seed is not None else None,
+        "device_platform": h.device_platform if h else None,
+        "model_name": h.model_name if h else None,
+        "run_status": status,
+    }
+    for name in BINDING_SYMBOLS:
+        ctx[name] = None
+    return ctx
+
+
+def record_attrs(kind: str, record) -> dict:
+    """The attributes a ``record:`` clause sees for one record (floats for numbers)."""
+    attrs: dict = {}
+    for name in RECORD_TYPES[kind]:
+        value = getattr(record, name, None)
+        if isinstance(value, bool) or value is None or isinstance(value, (str, list)):
+            attrs[name] = value
+        elif isinstance(value, (int, float)):
+            attrs[name] = float(value)
+        else:
+            attrs[name] = str(value)
+    if kind == "data":
+        scores = sorted(record.feature_scores, key=lambda s: -s.score)
+        attrs["max_feature_score"] = float(scores[0].score) if scores else None
+        attrs["top_feature"] = scores[0].feature if scores else None
+        hist = record.label_histogram or {}
+        total = sum(hist.values())
+        attrs["majority_fraction"] = (max(hist.values()) / total) if total else None
+        attrs["num_labels"] = float(len(hist)) if hist else None
+    elif kind == "eval":
+        acc = record.metrics.get("accuracy")
+        attrs["accuracy"] = float(acc) if acc is not None else None
+    return attrs
+
+
+def records_of(trace, kind: str) -> list:
+    """The records of one kind, in file order."""
+    return {"data": trace.data, "check": trace.checks, "eval": trace.evals, "event": trace.events}[kind]
