@@ -49,7 +49,7 @@ def load_target(spec: str) -> tuple[Callable[..., Any], tuple, str]:
             available = sorted(n for n in dir(module) if not n.startswith("_") and callable(getattr(module, n)))
             raise DiagInputError(
                 Problem(path=where, message=f"has no attribute {attr!r}"),
-                hint=f"callables there: {', '.join(available[:12]) or 'none'}",
+                hint=f"callables there: {', '.join(available[:12]) or 'none'}; {CONTRACT}",
             )
         factory = getattr(factory, part)
     if not callable(factory):
@@ -76,6 +76,8 @@ def _import(where: str):
         if not path.is_file():
             raise DiagInputError(Problem(path=where, message="no such file"), hint=CONTRACT)
         name = f"_diag_gradcheck_target_{abs(hash(str(path.resolve())))}"
+        if name in sys.modules:  # loaded before in this process: reuse it, and its compiled checks
+            return sys.modules[name]
         spec = importlib.util.spec_from_file_location(name, path)
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
