@@ -1,0 +1,80 @@
+"""``diag explain TRACE``: ranked root causes with evidence, the why-chain and the fix."""
+
+from __future__ import annotations
+
+import sys
+
+SEVERITIES = ("info", "low", "medium", "high", "critical")
+FORMATS = ("text", "json", "markdown")
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "explain",
+        help="name the ranked root causes of a run's problems, with evidence and fixes",
+        description="Read a trace and print ranked root causes with their certainty, evidence (real numbers, "
+        "steps, layers) and fix. Exit codes: 0 ok; 1 a cause at or above --fail-on was found; 2 bad input. "
+        "Example: diag explain run.jsonl --why lr_too_high",
+    )
+    parser.add_argument("trace", help="trace file (.jsonl/.json) or folder of shards")
+    parser.add_argument("--format", "-f", choices=FORMATS, default="text", help="output format (default text)")
+    parser.add_argument("--why", metavar="CAUSE", help="print the justification tree of CAUSE (or its closest miss)")
+    parser.add_argument("--rules", metavar="DIR", action="append", default=[],
+                        help="extra rule folder (repeatable); DIAG_RULES_PATH adds more")
+    parser.add_argument("--fail-on", choices=SEVERITIES, metavar="SEVERITY",
+                        help="exit 1 when a ranked cause has this severity or higher (info|low|medium|high|critical)")
+    parser.add_argument("--keep-going", action="store_true",
+                        help="skip broken rules (reported on stderr) instead of stopping")
+    parser.add_argument("--output", "-o", help="write to this file instead of standard output")
+    parser.set_defaults(handler=_run)
+
+
+def _run(args) -> int:
+    from diag.cli.common import report_problems
+    from diag.engine.api import diagnose
+    from diag.engine.kb import load_knowledge_base
+    from diag.engine.render import render_markdown, render_text, render_why
+    from diag.engine.yamlloc import RuleFileError
+    from diag.errors import EXIT_BAD_INPUT, EXIT_FINDINGS, EXIT_OK, DiagInputError, Problem
+    from diag.trace.columnar import load_trace
+
+    try:
+        kb = load_knowledge_base(args.rules, keep_going=args.keep_going)
+    except RuleFileError as e:
+        raise DiagInputError(Problem("", "the knowledge base has errors:\n" + str(e)),
+                             hint="fix the rule files above, or pass --keep-going to skip the broken rules") from None
+    for problem in kb.problems:
+        print(f"warning: {problem}", file=sys.stderr)
+    trace = load_trace(args.trace)
+    bad_records = report_problems(trace)
+    diagnosis = diagnose(trace, kb=kb)
+    if args.why:
+        if args.why not in kb.causes:
+            from diag.engine.yamlloc import did_you_mean
+
+            raise DiagInputError(Problem("", f"unknown cause {args.why!r}{did_you_mean(args.why, kb.causes)}"),
+                                 hint="diag rules list shows every cause")
+        text = render_why(diagnosis, args.why) if args.format == "text" else None
+        if args.format == "json":
+            found = diagnosis.cause(args.why)
+            text = (found.model_dump_json(indent=2) if found else
+                    "[" + ",".join(m.model_dump_json() for m in diagnosis.near_misses if m.cause == args.why) + "]")
+            text += "\n"
+        elif args.format == "markdown":
+            text = "```\n" + render_why(diagnosis, args.why) + "```\n"
+    elif args.format == "json":
+        text = diagnosis.to_json() + "\n"
+    elif args.format == "markdown":
+        text = render_markdown(diagnosis, trace_arg=args.trace)
+    else:
+        text = render_text(diagnosis, trace_arg=args.trace)
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as f:
+            f.write(text)
+    else:
+        sys.stdout.write(text)
+    if bad_records:
+        return EXIT_BAD_INPUT
+    if args.fail_on and diagnosis.at_or_above(args.fail_on):
+        return EXIT_FINDINGS
+    return EXIT_OK
