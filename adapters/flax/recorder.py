@@ -121,6 +121,7 @@ class Recorder:
         self._captured = None  # trace-time: activations captured by value_and_grad
         self._pending: list = []
         self._snapshots: dict[int, tuple] = {}
+        self._call_steps: dict[int, int] = {}
         self._calls = 0
         self._steps_written = 0
         self._last_step: int | None = None
@@ -289,6 +290,8 @@ class Recorder:
         if hasattr(stats, "copy_to_host_async"):
             stats.copy_to_host_async()
         call = self._calls - 1
+        self._call_steps[call] = step
+        self._call_steps.pop(call - 4, None)
         extra = {k: v for k, v in dict(epoch=epoch, metrics=metrics, **fields).items() if v is not None}
         self._pending.append((step, stats, call, time.time(), extra))
         if len(self._pending) > 1:
@@ -352,6 +355,7 @@ class Recorder:
         # turns out non-finite. The graph nodes are split together so shared references survive.
         graph_at = [i for i, a in enumerate(args) if isinstance(a, nnx.Pytree)]
         graphdef, state = nnx.split(tuple(args[i] for i in graph_at))
+        state = nnx.as_pure(state)  # the arrays themselves: the Variables will be updated in place
         self._snapshots[call] = (list(args), graph_at, graphdef, state, kwargs, measured)
         for old in [c for c in self._snapshots if c < call - 2]:
             del self._snapshots[old]
@@ -379,20 +383,41 @@ class Recorder:
             self._last_good = step
         elif not self._nonfinite_reported:
             self._nonfinite_reported = True
-            probe = (vector, layout)
-            if layout is not None and not layout.full and self.localize:
-                try:
-                    again = self._rerun(call)
-                    if again is not None:
-                        v2 = np.asarray(again, dtype=np.float32)
-                        probe = (v2, self._layouts.get(v2.size))
-                except Exception as e:
-                    self._queue.put(("record", NoteEvent(step=step, level="warning",
-                                                         message=f"could not re-run step {step} to localize NaN: {e}")))
-            self._queue.put(("nonfinite", (step, probe)))
+            event = self._localize(step, call, vector, layout)
+            if event is not None:
+                self._queue.put(("record", event))
         self._steps_written += 1
         if self._writes_steps:
             self._queue.put(("step", (step, vector, layout, wall, extra)))
+
+    def _localize(self, step, call, vector, layout):
+        """The NonFiniteEvent for the first non-finite step (runs once, on the main thread)."""
+        self._ensure_header()
+        event = None
+        if layout is not None and layout.full:
+            event = locate_nonfinite(self._decode(step, vector, layout, None, {}), self._layer_names)
+        elif self.localize:
+            event = self._locate_by_rerun(step, call)
+        # Parameters already non-finite: the previous step (unmeasured) wrote them. Look there.
+        if (event is None or event.tensor == "parameter") and self.localize and call - 1 in self._snapshots:
+            earlier = self._locate_by_rerun(self._call_steps.get(call - 1, step - 1), call - 1)
+            if earlier is not None:
+                event = earlier
+        if event is None:
+            event = locate_nonfinite(Step(step=step, loss=float(vector[0])), self._layer_names)
+        return event
+
+    def _locate_by_rerun(self, step, call):
+        try:
+            again = self._rerun(call)
+        except Exception as e:
+            self._queue.put(("record", NoteEvent(step=step, level="warning",
+                                                 message=f"could not re-run step {step} to localize NaN: {e}")))
+            return None
+        if again is None:
+            return None
+        v = np.asarray(again, dtype=np.float32)
+        return locate_nonfinite(self._decode(step, v, self._layouts.get(v.size), None, {}), self._layer_names)
 
     def _ensure_header(self) -> None:
         if self._header is not None:
@@ -435,12 +460,6 @@ class Recorder:
                     self.writer.write(payload)
                 elif kind == "step":
                     self.writer.write(self._decode(*payload))
-                elif kind == "nonfinite":
-                    step, (vector, layout) = payload
-                    decoded = self._decode(step, vector, layout, None, {})
-                    event = locate_nonfinite(decoded, self._layer_names)
-                    if event is not None:
-                        self.writer.write(event)
             except Exception as e:  # never kill the training loop over a record
                 try:
                     self.writer.write(NoteEvent(level="error", message=f"diag recorder: {type(e).__name__}: {e}"))
