@@ -90,3 +90,27 @@ def test_cli_and_package_import_no_framework():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_failing_check_appended_to_a_training_trace_makes_explain_rank_incorrect_gradient_first(tmp_path, capsys):
+    import jax
+
+    from diag.gradcheck.target import load_target
+    from diag.trace import Header, Step, write_trace
+
+    # A short real training run with the buggy custom VJP, recorded step by step.
+    loss, (params, x, y) = load_target(f"{EXAMPLE}:target_with_bug")[:2]
+    value_and_grad = jax.jit(jax.value_and_grad(loss))
+    records = [Header(run_id="buggy-vjp", framework="jax")]
+    for step in range(20):
+        value, grads = value_and_grad(params, x, y)
+        params = jax.tree_util.tree_map(lambda p, g: p - 0.1 * g, params, grads)
+        records.append(Step(step=step, loss=float(value), lr=0.1))
+    run = write_trace(tmp_path / "run.jsonl", records)
+
+    assert main(["gradcheck", f"{EXAMPLE}:target_with_bug", "--trace", str(run)]) == 1
+    capsys.readouterr()
+    main(["explain", str(run), "--format", "json"])
+    diagnosis = json.loads(capsys.readouterr().out)
+    first = diagnosis["causes"][0]
+    assert first["id"] == "incorrect_gradient" and first["layers"] == ["dense2"]
