@@ -105,7 +105,7 @@ def test_number_keys_and_help_navigate_between_screens(traces):
         async with app.run_test(size=SIZE) as pilot:
             await settle(pilot)
             await pilot.press("2")
-            assert "+ - zoom" in screen_text(app)
+            assert "Zoom in" in screen_text(app)
             await pilot.press("3")
             assert "layers out of range" in screen_text(app)
             await pilot.press("4")
@@ -146,13 +146,13 @@ def test_metrics_zoom_narrows_the_step_range_and_zero_resets_it(traces):
             assert "steps 0–119" in screen_text(app)
             await pilot.press("plus")
             text = screen_text(app)
-            assert "(zoomed)" in text and "steps 0–119" not in text
+            assert "(zoomed; 0: all steps)" in text and "steps 0–119" not in text
             await pilot.press("0")
             assert "steps 0–119" in screen_text(app)
             await pilot.press("z")
             await pilot.press(*"20-40", "enter")
             await pilot.pause()
-            assert "steps 20–40 (zoomed)" in screen_text(app)
+            assert "steps 20–40 (zoomed" in screen_text(app)
 
     run(scenario)
 

@@ -31,7 +31,7 @@ from diag.tui.screens.main import MainScreen
 class DiagApp(App):
     """Terminal UI over one trace. Build it with ``make_app``."""
 
-    CSS_PATH = "app.tcss"
+    CSS_PATH = Path(__file__).with_name("app.tcss")  # absolute: subclasses live elsewhere
     TITLE = "diag"
     ENABLE_COMMAND_PALETTE = False
     BINDINGS = [

@@ -39,7 +39,7 @@ class CauseDetailScreen(Screen):
             if cause is None:
                 yield Static("This cause is no longer in the diagnosis.")
                 return
-            yield Static(_evidence(cause), id="cause-evidence")
+            yield Static(_evidence(cause, cause_series(cause, self.app.outcome.diagnosis)), id="cause-evidence")
             yield Static(Text("Why", style="bold underline"), classes="section")
             yield why_tree(cause)
             yield Static(_fix(cause), id="cause-fix")
@@ -55,8 +55,8 @@ class CauseDetailScreen(Screen):
         cause = self.cause
         if cause is None:
             return
-        series = cause.series[0] if cause.series else _clause_series(cause) or "loss"
-        self.app.jump_to_metric(series, _steps(cause))
+        series = cause_series(cause, self.app.outcome.diagnosis)
+        self.app.jump_to_metric(series[0] if series else "loss", _steps(cause))
 
     def action_layer(self) -> None:
         cause = self.cause
@@ -87,13 +87,13 @@ def _title(cause, cause_id: str) -> Text:
     return text
 
 
-def _evidence(cause) -> Text:
+def _evidence(cause, series: list[str]) -> Text:
     text = Text("Evidence\n", style="bold underline")
     for sentence in cause.evidence or ["(no evidence sentences)"]:
         text.append(f"• {sentence}\n", style="not underline")
     if cause.explains:
         text.append("explains: " + ", ".join(cause.explains) + "\n", style="dim not underline")
-    hints = ["m: plot " + (cause.series[0] if cause.series else "the metric")]
+    hints = ["m: plot " + (series[0] if series else "loss")]
     if cause.layers:
         hints.append(f"l: layer {cause.layers[0]}")
     text.append(" · ".join(hints), style="italic dim not underline")
@@ -187,8 +187,15 @@ def _clause_layers(cause) -> list[str]:
     return [c.layer for c in _walk_clauses(cause) if c.layer]
 
 
-def _clause_series(cause) -> str | None:
-    return None
+def cause_series(cause, diagnosis) -> list[str]:
+    """Series a cause's evidence was read from: its own, then those of the symptoms it explains
+    (earliest symptom first)."""
+    found = list(cause.series)
+    explained = [s for s in diagnosis.symptoms if s.key in cause.explains or s.id in cause.explains]
+    explained.sort(key=lambda s: (s.first_step is None, s.first_step or 0))
+    for symptom in explained:
+        found.extend(symptom.series)
+    return list(dict.fromkeys(found))
 
 
 def _steps(cause) -> tuple[int, int] | None:

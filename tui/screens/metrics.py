@@ -91,8 +91,7 @@ class MetricsPane(Pane):
         text = Text()
         first, last = int(trace.steps[0]), int(trace.steps[-1])
         lo, hi = self.window or (first, last)
-        text.append(f"steps {lo}–{hi}" + (" (zoomed)" if self.window else ""), style="bold")
-        text.append("  + - zoom · [ ] pan · 0 all · z range")
+        text.append(f"steps {lo}–{hi}" + (" (zoomed; 0: all steps)" if self.window else ""), style="bold")
         marks = [f"{cid}@{step}" for cid, step in onsets]
         if bad is not None:
             marks.append(f"non-finite@{bad}")
@@ -163,7 +162,7 @@ class MetricsPane(Pane):
 def _label(name: str) -> str:
     """The list shows ``act.zero_fraction`` for ``activations.zero_fraction`` to fit 80 columns."""
     label = name.replace("activations.", "act.").replace("eval.", "").replace(".metrics.", ".")
-    return label if len(label) <= 20 else label[:19] + "…"
+    return label if len(label) <= 18 else label[:17] + "…"
 
 
 def _base_series(series: str) -> str:

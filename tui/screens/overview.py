@@ -26,11 +26,12 @@ class OverviewPane(Pane):
         table = DataTable(id="causes", cursor_type="row", zebra_stripes=True)
         table.add_column("#", key="rank", width=2)
         table.add_column("cause", key="id", width=24)
-        table.add_column("certainty", key="certainty", width=9)
+        table.add_column("certainty", key="certainty", width=11)
         table.add_column("severity", key="severity", width=8)
-        table.add_column("since", key="since", width=6)
+        table.add_column("since", key="since", width=5)
         table.add_column("title", key="title")
         yield table
+        yield Static(id="cause-summary")
         yield Static(id="spark-label")
         yield Sparkline([], id="loss-spark")
 
@@ -61,6 +62,7 @@ class OverviewPane(Pane):
         outcome = app.outcome
         previous = _row_key_at_cursor(table)
         table.clear()
+        self.query_one("#cause-summary", Static).update("")
         if not app.trace.num_steps and not app.trace.events:
             line.update(Text("no records yet: waiting for the run to write its trace" if app.follow
                              else "the trace holds no steps", style="italic"))
@@ -93,6 +95,26 @@ class OverviewPane(Pane):
             )
         if previous is not None and previous in {c.id for c in causes}:
             table.move_cursor(row=table.get_row_index(previous), animate=False)
+        self._draw_summary()
+
+    def _draw_summary(self) -> None:
+        """Title and first evidence sentence of the highlighted cause (the table is narrow at 80 columns)."""
+        summary = self.query_one("#cause-summary", Static)
+        outcome = self.app.outcome
+        key = _row_key_at_cursor(self.query_one("#causes", DataTable))
+        cause = outcome.cause(key) if outcome is not None and key else None
+        if cause is None:
+            summary.update("")
+            return
+        text = Text(no_wrap=True, overflow="ellipsis")
+        text.append(cause.title, style="bold")
+        if cause.evidence:
+            text.append("\n" + cause.evidence[0])
+        text.append("\nEnter: evidence, why and fix", style="dim")
+        summary.update(text)
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self._draw_summary()
 
     def _draw_sparkline(self, trace) -> None:
         label = self.query_one("#spark-label", Static)

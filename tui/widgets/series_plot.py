@@ -55,11 +55,13 @@ class SeriesPlot(PlotextPlot):
         every = np.concatenate([y for _, _, y in drawn])
         positive = every[every > 0]
         # plotext's own log axis breaks on huge ranges (a diverged loss reaches 1e200): plot log10
-        # values on a linear axis and label the ticks as powers of ten instead.
-        log = len(positive) == len(every) and positive.max() / positive.min() > 1e3
+        # values on a linear axis and label the ticks as powers of ten instead. Exact zeros (a dead
+        # layer's update) sit a decade below the smallest positive value.
+        log = (len(positive) and not (every < 0).any() and positive.max() / positive.min() > 1e3)
         if log:
-            drawn = [(label, x, np.log10(y)) for label, x, y in drawn]
-            every = np.log10(every)
+            floor = positive.min() / 10
+            drawn = [(label, x, np.log10(np.maximum(y, floor))) for label, x, y in drawn]
+            every = np.log10(np.maximum(every, floor))
         for label, x, y in drawn:
             plt.plot(x.tolist(), y.tolist(), label=label if len(drawn) > 1 else None, marker="braille")
         low, high = float(every.min()), float(every.max())
