@@ -656,8 +656,12 @@ def signal_result(clause: Clause, env) -> SignalResult | None:
         y, raw = y[:, None], raw[:, None]
     with np.errstate(invalid="ignore"):
         hold = OPS[clause.op](y, clause.value)
-    finite = np.isfinite(y)
-    hold = (hold & finite) | (~finite & clause.non_finite_is_true)
+    # NaN in y from missing history (the first points of a window) is never true. With
+    # non_finite_is_true, an infinite *recorded* value counts as exceeding any threshold; a NaN
+    # does not (NaN is not a magnitude: a NaN gradient norm is not a spike).
+    hold = hold & np.isfinite(y)
+    if clause.non_finite_is_true:
+        hold = hold | np.isinf(raw)
     if clause.is_layer_signal:
         # A per-layer column that is NaN at every point was not measured (null in the trace).
         measured = ~np.isnan(raw).all(axis=0) if len(raw) else np.zeros(y.shape[1], dtype=bool)
