@@ -108,7 +108,9 @@ def test_nan_in_the_input_batch_is_located_in_the_input(tmp_path):
     trace = _train_with(tmp_path, "input", plant)
     (event,) = trace.events_of("nonfinite")
     assert (event.step, event.tensor, event.layer) == (2, "input", None)
-    assert trace.series("input.nonfinite").values.tolist() == [0, 0, 1, 0, 0]
+    # Input statistics are costly-interval statistics, but a bad step always gets them.
+    counts = trace.series("input.nonfinite")
+    assert dict(zip(counts.steps.tolist(), counts.values.tolist()))[2] == 1
 
 
 def test_overflowing_layer_is_named_first_in_forward_order_although_every_gradient_is_nan(tmp_path):

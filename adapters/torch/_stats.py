@@ -7,14 +7,14 @@ stacks the results and copies them to the host once per step. Per-parameter work
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from diag.adapters.torch._layers import SATURATING, ZERO_ACTIVATIONS
 
 # Within this distance of a bound counts as saturated (the schema's definition).
 SATURATION_MARGIN = 1e-3
-# Columns of the activation table.
-ACTIVATION_COLUMNS = ("mean", "std", "zero_fraction", "saturation_fraction", "nonfinite")
 
 
 def per_layer_sq(tensors: list[torch.Tensor], segment: torch.Tensor, num_layers: int) -> torch.Tensor:
@@ -52,39 +52,65 @@ def grad_layer_sq(params: list[torch.Tensor], segment: torch.Tensor, num_layers:
     return out
 
 
-def output_row(output: torch.Tensor) -> torch.Tensor:
-    """``(3,)`` float32 of a layer's own output (before its nonlinearity, as the Flax adapter
-    measures it): mean, std, count of non-finite entries."""
-    # .float() is free for float32 and gives bfloat16/float16 outputs a float32 accumulator.
+def sums(x: torch.Tensor) -> torch.Tensor:
+    """``(2,)`` float32: sum and sum of squares of a tensor, two cheap passes.
+
+    Mean and std follow on the host (:func:`moments`). ``torch.std_mean`` and ``isfinite`` counts
+    cost 30-100x more on the CPU (1.4 ms and 0.5 ms for 131k floats against 5 us for a sum and
+    7 us for a dot product); a NaN or Inf shows up in the sums, and only then is the exact count
+    of non-finite entries worth a pass (:func:`nonfinite_count`).
+    """
+    t = x.detach().float().reshape(-1)
+    return torch.stack([t.sum(), torch.dot(t, t)])
+
+
+def moments(total: float, total_sq: float, n: int) -> tuple[float, float]:
+    """(mean, population std) from a sum and a sum of squares over ``n`` entries."""
+    if n == 0:
+        return float("nan"), float("nan")
+    mean = total / n
+    var = total_sq / n - mean * mean
+    return mean, math.sqrt(var) if var > 0 else (0.0 if var == var else var)
+
+
+def nonfinite_count(x: torch.Tensor) -> int:
+    """Exact count of NaN/Inf entries (one extra pass and a host sync: for the rare bad step)."""
+    return int(x.numel() - torch.count_nonzero(torch.isfinite(x.detach())))
+
+
+def activation_counts(output: torch.Tensor, activation: str | None) -> torch.Tensor:
+    """``(2,)`` float32 of a nonlinearity's output: how many entries are exactly zero (ReLU-like)
+    and how many lie within 1e-3 of a bound (sigmoid/tanh); NaN where a column does not apply."""
     t = output.detach().float()
-    std, mean = torch.std_mean(t, correction=0)
-    nonfinite = (t.numel() - torch.count_nonzero(torch.isfinite(t))).float()
-    return torch.stack([mean, std, nonfinite])
-
-
-def activation_fractions(output: torch.Tensor, activation: str | None) -> torch.Tensor:
-    """``(2,)`` float32 of a nonlinearity's output: zero fraction (ReLU-like) and saturation
-    fraction (sigmoid/tanh); NaN where the column does not apply to this activation."""
-    t = output.detach()
+    n = t.numel()
     nan = torch.full((), float("nan"), device=t.device)
     zero = nan
     if activation in ZERO_ACTIVATIONS:
-        zero = 1.0 - torch.count_nonzero(t).float() / t.numel()
+        # ReLU outputs are >= 0: sign() is 1 or 0, so its sum counts the non-zeros. About 3x
+        # cheaper than count_nonzero or a boolean comparison on the CPU.
+        zero = n - torch.sign(t).sum()
     saturation = nan
     if activation in SATURATING:
         low, high = SATURATING[activation]
-        saturated = (t <= low + SATURATION_MARGIN) | (t >= high - SATURATION_MARGIN)
-        saturation = torch.count_nonzero(saturated).float() / t.numel()
+        middle, half = (low + high) / 2, (high - low) / 2 - SATURATION_MARGIN
+        # sign(|t - middle| - half) is 1 when saturated, -1 when not (0 exactly at the margin).
+        saturation = (torch.sign((t - middle).abs_().sub_(half)).sum() + n) / 2
     return torch.stack([zero, saturation])
 
 
 def batch_stats(x: torch.Tensor) -> torch.Tensor:
-    """``(5,)`` float32 of an input batch: mean, std, min, max, count of non-finite entries."""
-    t = x.detach().float()
-    std, mean = torch.std_mean(t, correction=0)
+    """``(4,)`` float32 of an input batch: sum, sum of squares, min, max."""
+    t = x.detach().float().reshape(-1)
     low, high = torch.aminmax(t)
-    nonfinite = (t.numel() - torch.count_nonzero(torch.isfinite(t))).float()
-    return torch.stack([mean, std, low.float(), high.float(), nonfinite])
+    return torch.stack([t.sum(), torch.dot(t, t), low, high])
+
+
+def batch_summary(values: list[float], x: torch.Tensor) -> dict:
+    """The trace's input/label statistics from :func:`batch_stats` values fetched to the host."""
+    total, total_sq, low, high = values
+    mean, std = moments(total, total_sq, x.numel())
+    finite = math.isfinite(total) and math.isfinite(total_sq)
+    return {"mean": mean, "std": std, "min": low, "max": high, "nonfinite": 0 if finite else nonfinite_count(x)}
 
 
 def label_stats(y: torch.Tensor, num_classes: int | None) -> tuple[str, torch.Tensor]:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import torch
 
-from diag.adapters.torch._stats import grad_layer_sq, per_layer_sq
+from diag.adapters.torch._stats import per_layer_sq
 
 _FULL_PRECISION = (torch.float32, torch.float64)
 
@@ -107,4 +107,4 @@ def _scaled_layer_sq(tensors, lrs, segment, num_layers) -> torch.Tensor:
     return out.index_add_(0, segment[index], scaled * scaled)
 
 
-__all__ = ["UpdateMeter", "choose_method", "grad_layer_sq"]
+__all__ = ["UpdateMeter", "choose_method"]

@@ -1,12 +1,12 @@
 """The PyTorch recorder: hooks on a module and its optimizer that write a diag trace.
 
-Measured at the optimizer step (a step pre-hook, so accumulated gradients are seen as they are):
-loss, learning rate per parameter group, global and per-layer gradient norms. Every
-``costly_every`` steps also: parameter norms, update norms and update-to-weight ratios (see
-``_updates.py`` for how each optimizer's update is measured) and activation statistics.
-Every step: input batch statistics and the label histogram's entropy, the GradScaler's scale and
-whether the step was skipped. All of a step's numbers are stacked on the device and copied to the
-host once, in :meth:`TorchRecorder.record`.
+Every step: loss, learning rate per parameter group, global and per-layer gradient norms
+(measured in a step pre-hook, so accumulated gradients are seen as the optimizer sees them), the
+label histogram's entropy, the GradScaler's scale and whether the step was skipped. Every
+``costly_every`` steps (and on a step with a NaN/Inf) also: parameter norms, update norms and
+update-to-weight ratios (see ``_updates.py`` for how each optimizer's update is measured),
+activation statistics and input batch statistics. All of a step's numbers are stacked on the
+device and copied to the host once, in :meth:`TorchRecorder.record`.
 
 Forward hooks keep a reference to each layer's output (and to the output of the nonlinearity that
 follows it) until ``record``. On recording steps they measure the layer output (mean, std,
@@ -20,14 +20,13 @@ from __future__ import annotations
 import math
 import os
 import platform
-import sys
 import time
 import traceback
 import uuid
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -43,12 +42,15 @@ from diag.adapters.torch._layers import (
 )
 from diag.adapters.torch._lifecycle import CrashCapture
 from diag.adapters.torch._stats import (
-    activation_fractions,
+    activation_counts,
     batch_stats,
+    batch_summary,
     grad_layer_sq,
     label_stats,
-    output_row,
+    moments,
+    nonfinite_count,
     per_layer_sq,
+    sums,
 )
 from diag.adapters.torch._updates import UpdateMeter
 from diag.trace.records import (
@@ -64,6 +66,8 @@ from diag.trace.records import (
 )
 from diag.trace.writer import TraceWriter
 
+# Integer label batches up to this size are copied with the step's numbers and counted on the host.
+_HOST_LABELS = 65536
 _OPTIMIZER_NAMES = {"SGD": "sgd", "Adam": "adam", "AdamW": "adamw", "RMSprop": "rmsprop", "Adagrad": "adagrad"}
 
 
@@ -151,8 +155,9 @@ class TorchRecorder:
         self._scale_used: torch.Tensor | None = None
         self._outputs: dict[int, torch.Tensor] = {}
         self._act_outputs: dict[int, torch.Tensor] = {}
-        self._output_rows: dict[int, torch.Tensor] = {}
-        self._act_rows: dict[int, torch.Tensor] = {}
+        # On recording steps, per layer: (statistics tensor, number of entries it covers).
+        self._output_rows: dict[int, tuple[torch.Tensor, int]] = {}
+        self._act_rows: dict[int, tuple[torch.Tensor, int]] = {}
         self._last_layer: int | None = None
         self._call_order: list[nn.Module] | None = None
         self._trace_handles: list = []
@@ -233,8 +238,9 @@ class TorchRecorder:
             layout.append((name, flat.numel()))
 
         with torch.no_grad():
+            device = self._segment.device
             loss_t = loss if isinstance(loss, torch.Tensor) else torch.tensor(float(loss))
-            add("loss", loss_t.to(self._segment.device))
+            add("loss", loss_t.to(device))
             grad_sq = self._pending.pop("grad_sq", None)
             if grad_sq is None:  # the optimizer did not step (GradScaler skip): grads as they are now
                 grad_sq = grad_layer_sq(plan.params, self._segment, L)
@@ -243,18 +249,24 @@ class TorchRecorder:
                 add("param_sq", self._pending.pop("param_sq"))
             if "update_sq" in self._pending:
                 add("update_sq", self._pending.pop("update_sq"))
-            act_mask = None
-            if costly and self.activations:
-                table, act_mask = self._activation_table(plan)
-                if table is not None:
-                    add("act", table)
+            if costly and self.activations and self._output_rows:
+                add("act", self._activation_table(plan))
             x = inputs if inputs is not None else self._input
-            if isinstance(x, torch.Tensor) and x.numel():
-                add("input", batch_stats(x).to(self._segment.device))
+            if not (isinstance(x, torch.Tensor) and x.numel()):
+                x = None
+            if x is not None and costly:
+                add("input", batch_stats(x).to(device))
             label_kind = None
-            if isinstance(labels, torch.Tensor) and labels.numel():
+            if not (isinstance(labels, torch.Tensor) and labels.numel()):
+                labels = None
+            elif not labels.is_floating_point() and labels.numel() <= _HOST_LABELS:
+                # A few thousand class ids ride along in the one transfer; the histogram is
+                # cheaper in numpy than as a dozen small device ops.
+                label_kind = "ids"
+                add("labels", labels)
+            elif costly:
                 label_kind, label_t = label_stats(labels, self._header_fields["num_classes"])
-                add("labels", label_t.to(self._segment.device))
+                add("labels", label_t.to(device))
             if self._scale_used is not None:
                 add("scale", self._scale_used)
             metric_names = []
@@ -275,7 +287,11 @@ class TorchRecorder:
             else:
                 got[name] = chunk
 
-        record = self._step_dict(step, now, got, act_mask, label_kind, epoch)
+        finite = math.isfinite(got["loss"][0]) and all(math.isfinite(v) for v in got["grad_sq"])
+        if not finite and x is not None and "input" not in got:
+            # A bad step always gets its input statistics (one extra transfer, on this step only).
+            got["input"] = batch_stats(x).tolist()
+        record = self._step_dict(step, now, got, epoch, x, labels, label_kind)
         if metrics:
             floats = {k: float(v) for k, v in metrics.items() if not isinstance(v, torch.Tensor)}
             floats.update(zip(metric_names, metric_values))
@@ -283,12 +299,12 @@ class TorchRecorder:
         record["step_time"] = None if self._last_record_time is None else perf - self._last_record_time
         self.writer.write_encoded(encode_line(record))
 
-        finite = math.isfinite(got["loss"][0]) and all(math.isfinite(v) for v in got["grad_sq"])
         if finite and not record.get("skipped"):
             self.last_good_step = step
-        if not self._nonfinite_reported and not (finite and _finite(got.get("input", [0.0]))):
+        input_nonfinite = record.get("input", {}).get("nonfinite", 0)
+        if not self._nonfinite_reported and not (finite and not input_nonfinite):
             self._nonfinite_reported = True
-            self.writer.write(self._locate_nonfinite(step, now, got))
+            self.writer.write(self._locate_nonfinite(step, now, got, input_nonfinite))
 
         for held in (self._outputs, self._act_outputs, self._output_rows, self._act_rows):
             held.clear()
@@ -456,14 +472,15 @@ class TorchRecorder:
             if self.is_costly_step():
                 # Measured now, before an in-place nonlinearity (ReLU(inplace=True)) overwrites it.
                 with torch.no_grad():
-                    self._output_rows[id(module)] = output_row(output)
+                    self._output_rows[id(module)] = (sums(output), output.numel())
 
     def _on_activation_output(self, module, args, output) -> None:
         if self._last_layer is not None and torch.is_grad_enabled() and isinstance(output, torch.Tensor):
             self._act_outputs[self._last_layer] = output
             if self.is_costly_step():
                 with torch.no_grad():
-                    self._act_rows[self._last_layer] = activation_fractions(output, activation_name(module))
+                    self._act_rows[self._last_layer] = (activation_counts(output, activation_name(module)),
+                                                        output.numel())
         self._last_layer = None
 
     def _before_step(self, optimizer, args, kwargs) -> None:
@@ -587,8 +604,6 @@ class TorchRecorder:
         group = self.optimizer.param_groups[0]
         hyper = {k: _scalar(v) for k, v in group.items() if k != "params" and _scalar(v) is not None}
         opt_name = type(self.optimizer).__name__
-        import numpy
-
         from diag import __version__
 
         return Header(
@@ -597,7 +612,7 @@ class TorchRecorder:
             framework="torch",
             framework_version=torch.__version__,
             diag_version=__version__,
-            versions={"python": platform.python_version(), "numpy": numpy.__version__},
+            versions={"python": platform.python_version(), "numpy": np.__version__},
             model_name=type(self.model).__name__,
             layers=layers,
             param_count=sum(p.numel() for p in params),
@@ -624,35 +639,47 @@ class TorchRecorder:
             tags=self._header_fields["tags"],
         )
 
-    def _activation_table(self, plan: LayerPlan) -> tuple[torch.Tensor | None, list[list[bool]] | None]:
-        """(L, 5) activation statistics measured by the hooks since the last record, and which
-        entries were measured: mean, std and non-finite count of the layer's output; zero and
-        saturation fractions of the nonlinearity that follows it."""
-        if not self._output_rows:
-            return None, None
+    def _activation_table(self, plan: LayerPlan) -> torch.Tensor:
+        """``(L, 4)``: sum and sum of squares of each layer's output, then the zero and saturated
+        counts of the nonlinearity that follows it (NaN where not measured)."""
         device = self._segment.device
         nan2 = torch.full((2,), float("nan"), device=device)
-        rows, mask = [], []
+        rows = []
         for layer in plan.layers:
             key = id(layer.module)
             out = self._output_rows.get(key)
             act = self._act_rows.get(key) if layer.activation else None
-            if out is None:
-                out = torch.full((3,), float("nan"), device=device)
-            rows.append(torch.cat([out[:2].to(device), (nan2 if act is None else act.to(device)), out[2:].to(device)]))
-            measured = key in self._output_rows
-            has_act = act is not None
-            mask.append([measured, measured, has_act and layer.activation in ZERO_ACTIVATIONS,
-                         has_act and layer.activation in SATURATING, measured])
-        return torch.stack(rows), mask
+            rows.append(torch.cat([nan2 if out is None else out[0].to(device), nan2 if act is None else act[0].to(device)]))
+        return torch.stack(rows)
 
-    def _step_dict(self, step, now, got, act_mask, label_kind, epoch) -> dict:
+    def _activation_columns(self, plan: LayerPlan, table: list[float]) -> dict:
+        """The step record's ``activations`` object from the fetched ``(L, 4)`` table."""
+        mean, std, zero, saturation, nonfinite = [], [], [], [], []
+        for i, layer in enumerate(plan.layers):
+            key = id(layer.module)
+            total, total_sq, zeros, saturated = table[4 * i : 4 * i + 4]
+            out = self._output_rows.get(key)
+            if out is None:
+                mean.append(None), std.append(None), nonfinite.append(None)
+            else:
+                m, sd = moments(total, total_sq, out[1])
+                mean.append(jfloat(m)), std.append(jfloat(sd))
+                finite = math.isfinite(total) and math.isfinite(total_sq)
+                held = self._outputs.get(key)
+                nonfinite.append(0 if finite else (nonfinite_count(held) if held is not None else float("nan")))
+            act = self._act_rows.get(key) if layer.activation else None
+            n_act = act[1] if act is not None else 0
+            zero.append(jfloat(zeros / n_act) if act is not None and layer.activation in ZERO_ACTIVATIONS else None)
+            saturation.append(jfloat(saturated / n_act) if act is not None and layer.activation in SATURATING else None)
+        columns = {"mean": mean, "std": std, "zero_fraction": zero, "saturation_fraction": saturation,
+                   "nonfinite": nonfinite}
+        return {name: values for name, values in columns.items() if any(v is not None for v in values)}
+
+    def _step_dict(self, step, now, got, epoch, x, labels, label_kind) -> dict:
         plan = self._plan
-        L = len(plan.layers)
         groups = self.optimizer.param_groups
         lrs = [float(g["lr"]) for g in groups]
         grad_sq = got["grad_sq"]
-        grad_layer = [math.sqrt(v) if v >= 0 else v for v in grad_sq]
         record: dict = {
             "kind": "step",
             "step": step,
@@ -661,55 +688,45 @@ class TorchRecorder:
             "loss": jfloat(got["loss"][0]),
             "lr": lrs[0],
             "lr_per_group": lrs if len(lrs) > 1 else None,
-            "grad_norm": jfloat(math.sqrt(sum(grad_sq)) if sum(grad_sq) >= 0 else float("nan")),
+            "grad_norm": jfloat(_root(sum(grad_sq))),
             "skipped": not self._stepped,
         }
-        layers: dict = {"grad_norm": jfloats(grad_layer)}
+        layers: dict = {"grad_norm": jfloats([_root(v) for v in grad_sq])}
         any_nonfinite = not all(math.isfinite(v) for v in grad_sq)
         if "param_sq" in got or any_nonfinite:
             layers["grad_nonfinite"] = [0.0 if math.isfinite(v) else 1.0 for v in grad_sq]
         if "param_sq" in got:
             param_sq = got["param_sq"]
-            param_layer = [math.sqrt(v) if v >= 0 else v for v in param_sq]
+            param_layer = [_root(v) for v in param_sq]
             layers["param_norm"] = jfloats(param_layer)
             layers["param_nonfinite"] = [0.0 if math.isfinite(v) else 1.0 for v in param_sq]
-            record["param_norm"] = jfloat(math.sqrt(sum(param_sq)) if sum(param_sq) >= 0 else float("nan"))
+            record["param_norm"] = jfloat(_root(sum(param_sq)))
             if "update_sq" in got:
-                update_sq = got["update_sq"]
-                update_layer = [math.sqrt(v) if v >= 0 else v for v in update_sq]
+                update_layer = [_root(v) for v in got["update_sq"]]
                 layers["update_norm"] = jfloats(update_layer)
                 layers["update_ratio"] = jfloats([_ratio(u, p) for u, p in zip(update_layer, param_layer)])
-                record["update_norm"] = jfloat(math.sqrt(sum(update_sq)) if sum(update_sq) >= 0 else float("nan"))
+                record["update_norm"] = jfloat(_root(sum(got["update_sq"])))
         record["layers"] = layers
         if "act" in got:
-            table = got["act"]
-            columns = {}
-            for c, name in enumerate(("mean", "std", "zero_fraction", "saturation_fraction", "nonfinite")):
-                column_mask = [act_mask[i][c] for i in range(L)]
-                if any(column_mask):
-                    columns[name] = jfloats([table[i * 5 + c] for i in range(L)], column_mask)
-            record["activations"] = columns
+            record["activations"] = self._activation_columns(plan, got["act"])
         if "input" in got:
-            mean, std, low, high, nonfinite = got["input"]
-            record["input"] = {"mean": jfloat(mean), "std": jfloat(std), "min": jfloat(low), "max": jfloat(high),
-                               "nonfinite": nonfinite}
+            record["input"] = {k: jfloat(v) for k, v in batch_summary(got["input"], x).items()}
         if "labels" in got:
-            if label_kind == "classes":
+            if label_kind == "ids":
+                record["labels"] = _label_histogram_stats(got["labels"])
+            elif label_kind == "classes":
                 entropy, distinct = got["labels"]
                 record["labels"] = {"label_entropy": jfloat(entropy), "distinct_labels": int(distinct)}
             else:
-                mean, std, low, high, nonfinite = got["labels"]
-                record["labels"] = {"mean": jfloat(mean), "std": jfloat(std), "min": jfloat(low),
-                                    "max": jfloat(high), "nonfinite": nonfinite}
+                record["labels"] = {k: jfloat(v) for k, v in batch_summary(got["labels"], labels).items()}
         if "scale" in got:
             record["loss_scale"] = jfloat(got["scale"][0])
         return record
 
-    def _locate_nonfinite(self, step: int, now: float, got: dict) -> NonFiniteEvent:
+    def _locate_nonfinite(self, step: int, now: float, got: dict, n_input: float) -> NonFiniteEvent:
         """The first non-finite tensor of this step, in forward order: input, activations, loss,
         then the gradient where backward first produced it (the layer nearest the output)."""
         plan = self._plan
-        n_input = got.get("input", [0, 0, 0, 0, 0])[4]
         if n_input:
             return NonFiniteEvent(step=step, time=now, tensor="input", value=float(n_input),
                                   message=f"{int(n_input)} non-finite input entries")
@@ -738,8 +755,19 @@ class TorchRecorder:
         return NonFiniteEvent(step=step, time=now, tensor="parameter", message="non-finite parameters")
 
 
-def _finite(values) -> bool:
-    return all(math.isfinite(v) for v in values[:2]) and not (len(values) > 4 and values[4])
+def _label_histogram_stats(ids: list[float]) -> dict:
+    """Entropy (nats) and distinct count of a batch's class ids; negative ids (ignored) left out."""
+    counts = np.bincount(np.asarray(ids, dtype=np.int64).clip(min=-1) + 1)[1:]
+    total = counts.sum()
+    if total == 0:
+        return {}
+    p = counts[counts > 0] / total
+    return {"label_entropy": float(-(p * np.log(p)).sum()), "distinct_labels": int(len(p))}
+
+
+def _root(value: float) -> float:
+    """Square root that keeps NaN and Inf as they are (a norm from a sum of squares)."""
+    return math.sqrt(value) if value >= 0 else value
 
 
 def _ratio(update: float, param: float) -> float:

@@ -1,0 +1,237 @@
+"""Step-time overhead of the PyTorch recorder, A/B interleaved in one process, on the CPU.
+
+For an MLP (4 x 512, batch 256) and a small CNN (two conv blocks, 32x32x3, batch 64), both trained
+with Adam: every round runs each variant for a block of steps in a fresh random order and divides
+its median step time by the plain loop's median of the same round; the figure is the median of
+those ratios over the rounds (a noisy shared machine moves all variants of a round together).
+
+Variants (each its own model and optimizer, same initial weights):
+  none                     the plain training loop
+  default                  TorchRecorder(...) with its defaults: cheap statistics every step,
+                           costly ones (parameter norms, update ratios, activations) every 10th
+  cheap only               costly statistics never (loss, lr, grad norms, batch/label stats)
+  costly every 10, no act  parameter norms and update ratios every 10th step, no activation hooks
+  everything every step    costly_every=1
+
+and, to show what each statistic costs when computed every step, the plain loop plus one of:
+  grad norms (fused)       per-layer gradient norms via torch._foreach_norm, fetched
+  param norms              per-layer parameter norms, fetched
+  update snapshot          fused parameter copy before the step, subtract + norms after
+  activation stats         forward hooks: sum and sum of squares of each layer output, ReLU zeros
+  batch stats              input mean/std/min/max/non-finite and label entropy
+  record() call            a recorder with activations off and costly never, minus nothing:
+                           the full cheap path including JSON encoding and the file write
+
+Run:  .venv/bin/python benchmarks/torch_overhead.py [--rounds 15] [--steps 20] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from diag.adapters.torch import TorchRecorder
+from diag.adapters.torch._layers import find_layers, plan_layers
+from diag.adapters.torch._stats import activation_counts, batch_stats, grad_layer_sq, label_stats, per_layer_sq, sums
+
+
+def mlp() -> nn.Module:
+    return nn.Sequential(
+        nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(),
+        nn.Linear(512, 10),
+    )
+
+
+def cnn() -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(64 * 8 * 8, 128), nn.ReLU(), nn.Linear(128, 10),
+    )
+
+
+MODELS = {
+    "mlp": (mlp, lambda g: torch.randn(256, 512, generator=g), 256),
+    "cnn": (cnn, lambda g: torch.randn(64, 3, 32, 32, generator=g), 64),
+}
+
+
+class Variant:
+    """One way of running the training step, with its own model and optimizer."""
+
+    def __init__(self, name, build, state, folder, recorder=None, extra=None):
+        self.name = name
+        self.model = build()
+        self.model.load_state_dict(state)
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=1e-4)
+        self.rec = None
+        if recorder is not None:
+            self.rec = TorchRecorder(self.model, self.opt, Path(folder) / f"{name.replace(' ', '_')}.jsonl",
+                                     capture_crashes=False, task="classification", num_classes=10, **recorder)
+        self.extra = extra(self) if extra else None
+
+    def step(self, x, y):
+        extra = self.extra
+        self.opt.zero_grad()
+        loss = F.cross_entropy(self.model(x), y)
+        loss.backward()
+        if extra is not None:
+            extra.before_step(x, y)
+        self.opt.step()
+        if extra is not None:
+            extra.after_step()
+        if self.rec is not None:
+            self.rec.record(loss, labels=y)
+        else:
+            float(loss.detach())  # the plain loop also reads its loss once a step
+
+
+class _Component:
+    """Computes one statistic every step outside the recorder, to price it alone."""
+
+    def __init__(self, variant):
+        plan = plan_layers(find_layers(variant.model), None)
+        self.params = plan.params
+        self.segment = torch.tensor(plan.param_layer)
+        self.L = len(plan.layers)
+
+    def before_step(self, x, y):
+        pass
+
+    def after_step(self):
+        pass
+
+
+class GradNorms(_Component):
+    def before_step(self, x, y):
+        with torch.no_grad():
+            grad_layer_sq(self.params, self.segment, self.L).tolist()
+
+
+class ParamNorms(_Component):
+    def before_step(self, x, y):
+        with torch.no_grad():
+            per_layer_sq(self.params, self.segment, self.L).tolist()
+
+
+class UpdateSnapshot(_Component):
+    def before_step(self, x, y):
+        with torch.no_grad():
+            self.snap = torch._foreach_mul(self.params, 1.0)
+
+    def after_step(self):
+        with torch.no_grad():
+            torch._foreach_sub_(self.snap, self.params)
+            per_layer_sq(self.snap, self.segment, self.L).tolist()
+
+
+class ActivationStats(_Component):
+    def __init__(self, variant):
+        super().__init__(variant)
+        self.rows = []
+        for module in variant.model.modules():
+            if isinstance(module, (nn.Linear, nn.Conv2d)):
+                module.register_forward_hook(lambda m, a, out: self.rows.append(sums(out)))
+            elif isinstance(module, nn.ReLU):
+                module.register_forward_hook(lambda m, a, out: self.rows.append(activation_counts(out, "relu")))
+
+    def before_step(self, x, y):
+        with torch.no_grad():
+            torch.cat(self.rows).tolist()
+        self.rows.clear()
+
+
+class BatchStats(_Component):
+    def before_step(self, x, y):
+        with torch.no_grad():
+            torch.cat([batch_stats(x), label_stats(y, 10)[1]]).tolist()
+
+
+def variants(build, state, folder):
+    big = 10**9
+    return [
+        Variant("none", build, state, folder),
+        Variant("default", build, state, folder, recorder={}),
+        Variant("cheap only", build, state, folder, recorder={"costly_every": big, "activations": False}),
+        Variant("costly every 10, no act", build, state, folder, recorder={"activations": False}),
+        Variant("everything every step", build, state, folder, recorder={"costly_every": 1}),
+        Variant("+ grad norms (fused)", build, state, folder, extra=GradNorms),
+        Variant("+ param norms", build, state, folder, extra=ParamNorms),
+        Variant("+ update snapshot", build, state, folder, extra=UpdateSnapshot),
+        Variant("+ activation stats", build, state, folder, extra=ActivationStats),
+        Variant("+ batch/label stats", build, state, folder, extra=BatchStats),
+    ]
+
+
+def bench(model_name: str, rounds: int, steps: int, seed: int = 0) -> dict[str, list[float]]:
+    build, make_x, batch = MODELS[model_name]
+    torch.manual_seed(seed)
+    state = build().state_dict()
+    g = torch.Generator().manual_seed(seed)
+    batches = [(make_x(g), torch.randint(0, 10, (batch,), generator=g)) for _ in range(4)]
+    ratios: dict[str, list[float]] = {}
+    baseline_ms: list[float] = []
+    with tempfile.TemporaryDirectory() as folder:
+        vs = variants(build, state, folder)
+        for v in vs:  # warm-up: allocator, first-forward tracing, header
+            for i in range(5):
+                v.step(*batches[i % 4])
+        rng = random.Random(seed)
+        for _ in range(rounds):
+            order = vs[:]
+            rng.shuffle(order)
+            medians = {}
+            for v in order:
+                times = []
+                for i in range(steps):
+                    x, y = batches[i % 4]
+                    t0 = time.perf_counter()
+                    v.step(x, y)
+                    times.append(time.perf_counter() - t0)
+                medians[v.name] = statistics.median(times)
+            base = medians["none"]
+            baseline_ms.append(base * 1e3)
+            for name, m in medians.items():
+                ratios.setdefault(name, []).append(m / base)
+        for v in vs:
+            if v.rec is not None:
+                v.rec.close()
+    ratios["_baseline_ms"] = baseline_ms
+    return ratios
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1: less noise on a shared box)")
+    parser.add_argument("--models", default="mlp,cnn")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    names = args.models.split(",")
+    results = {name: bench(name, args.rounds, args.steps) for name in names}
+    print(f"torch {torch.__version__}, {args.threads} thread(s), {args.rounds} rounds x {args.steps} steps, "
+          "median of per-round ratios (A/B interleaved)")
+    head = "| variant | " + " | ".join(f"{n} step time ratio" for n in names) + " |"
+    print(head)
+    print("|" + "---|" * (len(names) + 1))
+    for variant in [k for k in results[names[0]] if k != "_baseline_ms"]:
+        cells = []
+        for n in names:
+            r = results[n][variant]
+            q = statistics.quantiles(r, n=4) if len(r) >= 4 else [min(r), 0, max(r)]
+            cells.append(f"{statistics.median(r):.3f} (IQR {q[0]:.3f}-{q[2]:.3f})")
+        print(f"| {variant} | " + " | ".join(cells) + " |")
+    print("| plain step, ms | " + " | ".join(f"{statistics.median(results[n]['_baseline_ms']):.2f}" for n in names) + " |")
+
+
+if __name__ == "__main__":
+    main()
