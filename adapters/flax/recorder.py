@@ -355,7 +355,7 @@ class Recorder:
         # turns out non-finite. The graph nodes are split together so shared references survive.
         graph_at = [i for i, a in enumerate(args) if isinstance(a, nnx.Pytree)]
         graphdef, state = nnx.split(tuple(args[i] for i in graph_at))
-        state = nnx.as_pure(state)  # the arrays themselves: the Variables will be updated in place
+        state = jax.tree.map(lambda a: a, state)  # new Variables holding the same arrays: the live ones are updated in place
         self._snapshots[call] = (list(args), graph_at, graphdef, state, kwargs, measured)
         for old in [c for c in self._snapshots if c < call - 2]:
             del self._snapshots[old]

@@ -36,6 +36,8 @@ def layer_groups(tree) -> tuple[list[str], list[int]]:
     index: dict[str, int] = {}
     owner = []
     for path, _ in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        # Variables (not plain arrays) add an attribute key ('value'): drop it.
+        path = [p for p in path if not isinstance(p, jax.tree_util.GetAttrKey)]
         name = path_str(path[:-1])
         if name not in index:
             index[name] = len(names)

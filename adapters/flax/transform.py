@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from diag.adapters.flax.stats import sumsq_by_layer
+from diag.adapters.flax.stats import layer_groups, sumsq_by_layer
 
 
 class MeasureState(NamedTuple):
@@ -81,7 +81,7 @@ def measure(
     """
 
     def init_fn(params):
-        n = len({jax.tree_util.keystr(p[:-1]) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]})
+        n = len(layer_groups(params)[0])
         return MeasureState(
             inner=inner.init(params), count=jnp.zeros((), jnp.int32),
             lr=jnp.full((), jnp.nan, jnp.float32), table=jnp.zeros((n, 3), jnp.float32),
