@@ -311,3 +311,100 @@ def test_cli_refuses_a_missing_trace_without_follow(tmp_path, capsys):
 
     assert main(["tui", str(tmp_path / "nope.jsonl")]) == 2
     assert "no such file or folder" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- causes (real engine)
+
+
+def test_enter_on_a_cause_shows_its_evidence_why_chain_and_fix(traces):
+    async def scenario():
+        app = make_app(traces["diverging"])
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot)
+            top = app.outcome.diagnosis.top
+            assert top is not None, "a run whose loss went to 1e200 and NaN must have a cause"
+            assert top.id in screen_text(app)
+            await pilot.press("enter")
+            await pilot.pause()
+            text = screen_text(app)
+            assert f"#1 {top.title}"[:60] in text
+            assert "Evidence" in text and top.evidence[0][:50] in text.replace("\n ", " ")
+            assert "Why" in text and top.justification[0].rule_id in text
+            await pilot.press("end")  # scroll to the fix and the docs
+            await pilot.pause()
+            text = screen_text(app)
+            assert "Fix" in text and "Docs" in text
+            assert f"diag rules show {top.id}" in text
+            await pilot.press("escape")
+            await pilot.pause()
+            assert "Evidence" not in screen_text(app)
+
+    run(scenario)
+
+
+def test_m_on_a_cause_plots_the_metric_its_evidence_came_from(traces):
+    from diag.tui.screens.cause_detail import cause_series
+
+    async def scenario():
+        app = make_app(traces["diverging"])
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot)
+            top = app.outcome.diagnosis.top
+            series = cause_series(top, app.outcome.diagnosis)[0]
+            await pilot.press("enter", "m")
+            await pilot.pause()
+            assert app.main.query_one("#tabs").active == "metrics"
+            assert series in screen_text(app)  # the plot's title
+            assert app.main.query_one("#series").highlighted_option.id == series
+
+    run(scenario)
+
+
+def test_l_on_a_cause_shows_its_layer_at_the_step_it_began(traces):
+    async def scenario():
+        app = make_app(traces["diverging"])
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot)
+            cause = next((c for c in app.outcome.causes if c.layers), None)
+            assert cause is not None, "the diverging run's causes point at layers"
+            await pilot.press(*["down"] * (cause.rank - 1), "enter", "l")
+            await pilot.pause()
+            assert app.main.query_one("#tabs").active == "layers"
+            assert f"step {cause.first_step} (" in screen_text(app)
+            table = app.main.query_one("#layer-table")
+            assert table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value == cause.layers[0]
+
+    run(scenario)
+
+
+def test_a_cause_appearing_during_a_live_run_is_announced(tmp_path, traces):
+    path = tmp_path / "live.jsonl"
+    path.write_bytes(b"")
+
+    async def scenario():
+        app = make_app(path, follow=True, poll_interval=0.02, diagnose_interval=0.05)
+        async with app.run_test(size=SIZE, notifications=True) as pilot:
+            await settle(pilot)
+            path.write_bytes(traces["diverging"].read_bytes())
+            await settle(pilot, condition=lambda a: a.outcome is not None and a.outcome.causes)
+            await pilot.pause(0.2)
+            text = screen_text(app)
+            assert "new cause" in text
+            assert app.outcome.causes[0].id in text
+
+    run(scenario)
+
+
+def test_rules_tab_lists_fired_and_skipped_rules(traces):
+    async def scenario():
+        app = make_app(traces["diverging"])
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot)
+            diagnosis = app.outcome.diagnosis
+            await pilot.press("4")
+            text = screen_text(app)
+            assert f"Rules fired ({len(diagnosis.rules_fired)})" in text
+            assert diagnosis.rules_fired[0] in text
+            assert f"Rules skipped for missing inputs ({len(diagnosis.rules_skipped)})" in text
+
+    run(scenario)
