@@ -432,7 +432,7 @@ class Recorder:
         self._queue.put(("record", self._header))
 
     def _on_signal(self, event) -> None:
-        event.step = self._last_step
+        event.step = self._pending[-1][0] if self._pending else self._last_step  # where the loop was
         self._queue.put(("record", event))
         done = threading.Event()
         self._queue.put(("flush", done))
