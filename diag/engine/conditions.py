@@ -656,10 +656,11 @@ def signal_result(clause: Clause, env) -> SignalResult | None:
         y, raw = y[:, None], raw[:, None]
     with np.errstate(invalid="ignore"):
         hold = OPS[clause.op](y, clause.value)
-    # NaN in y from missing history (the first points of a window) is never true. With
-    # non_finite_is_true, an infinite *recorded* value counts as exceeding any threshold; a NaN
-    # does not (NaN is not a magnitude: a NaN gradient norm is not a spike).
-    hold = hold & np.isfinite(y)
+    # NaN (a NaN value, or missing history at the start of a window) never satisfies a
+    # comparison; +-Inf compares as the number it is. With non_finite_is_true, an infinite
+    # *recorded* value holds even where the derived value is NaN (inf/inf); a recorded NaN does
+    # not (NaN is not a magnitude: a NaN gradient norm is not a spike).
+    hold = hold & ~np.isnan(y)
     if clause.non_finite_is_true:
         hold = hold | np.isinf(raw)
     if clause.is_layer_signal:

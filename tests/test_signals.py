@@ -1,0 +1,128 @@
+"""The signal library: vectorized series functions rules read the trace through."""
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from diag.engine import signals
+from diag.engine.notation import NotationError, parse_series
+
+finite_lists = st.lists(st.floats(-1e6, 1e6, allow_nan=False), min_size=1, max_size=60)
+
+
+def naive_first_run(hold, n):
+    run = 0
+    for i, h in enumerate(hold):
+        run = run + 1 if h else 0
+        if run >= n:
+            return i - n + 1
+    return -1
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.booleans(), max_size=40), st.integers(1, 6))
+def test_first_run_matches_a_step_by_step_scan(hold, n):
+    assert signals.first_run(np.array(hold, dtype=bool), n) == naive_first_run(hold, n)
+
+
+def test_first_run_works_per_layer_column():
+    hold = np.array([[0, 1], [1, 1], [1, 0], [1, 0]], dtype=bool)
+    assert signals.first_run(hold, 2).tolist() == [1, 0]
+    assert signals.first_run(hold, 4).tolist() == [-1, -1]
+
+
+@settings(max_examples=100, deadline=None)
+@given(finite_lists, st.integers(1, 8))
+def test_avg_matches_the_mean_of_the_trailing_window(xs, w):
+    x = np.array(xs)
+    out = signals.avg(x, w)
+    for t in range(len(x)):
+        window = x[max(0, t - w + 1): t + 1]
+        assert out[t] == pytest.approx(window.mean(), rel=1e-6, abs=1e-6)
+
+
+@settings(max_examples=100, deadline=None)
+@given(finite_lists, st.integers(1, 9))
+def test_median_before_excludes_the_point_itself(xs, w):
+    x = np.array(xs)
+    out = signals.median_before(x, w)
+    assert math.isnan(out[0])
+    size = w | 1
+    for t in range(1, len(x)):
+        lo = t - size
+        window = np.concatenate([np.full(max(0, -lo), x[0]), x[max(0, lo): t]])
+        assert out[t] == pytest.approx(np.median(window), rel=1e-9, abs=1e-9)
+
+
+def test_slope_of_a_line_is_its_slope_and_ignores_nan():
+    x = 3.0 + 0.5 * np.arange(20.0)
+    x[7] = np.nan
+    out = signals.slope(x, 5)
+    assert out[10:] == pytest.approx(np.full(10, 0.5))
+
+
+def test_ratio_to_running_max_ignores_non_finite_history():
+    x = np.array([4.0, np.inf, 2.0, np.nan, 1.0])
+    out = signals.ratio_to_running_max(x)
+    assert out[[0, 2, 4]].tolist() == [1.0, 0.5, 0.25]
+
+
+def test_ratio_to_first_uses_the_first_finite_value_per_column():
+    x = np.array([[np.nan, 2.0], [4.0, 1.0], [2.0, 4.0]])
+    out = signals.ratio_to_first(x)
+    assert out[1:].tolist() == [[1.0, 0.5], [0.5, 2.0]]
+
+
+def test_a_spike_stands_out_against_its_running_median():
+    x = np.ones(100)
+    x[60] = 50.0
+    out = signals.ratio_to_median(x, 50)
+    assert out[60] == 50.0 and np.nanmax(np.delete(out, 60)) == 1.0
+
+
+def test_align_takes_the_last_value_at_or_before_each_step():
+    out = signals.align(np.array([0, 5, 10, 15]), np.array([4, 10]), np.array([1.0, 2.0]))
+    assert np.isnan(out[0]) and out[1:].tolist() == [1.0, 2.0, 2.0]
+
+
+def test_rolling_min_and_max_skip_non_finite_points():
+    x = np.array([3.0, np.nan, 1.0, 5.0, np.inf])
+    assert signals.rolling_min(x, 2).tolist()[2:] == [1.0, 1.0, 5.0]
+    assert signals.rolling_max(x, 2).tolist()[2:] == [1.0, 5.0, 5.0]
+
+
+def test_ratio_to_layer_max_compares_layers_at_the_same_step():
+    x = np.array([[1e-8, 1.0], [2.0, 4.0]])
+    assert signals.ratio_to_layer_max(x).tolist() == [[1e-8, 1.0], [0.5, 1.0]]
+
+
+def test_every_registered_signal_keeps_the_series_length():
+    x = np.abs(np.random.default_rng(0).normal(size=(30, 3))) + 0.1
+    for name, spec in signals.SIGNALS.items():
+        out = spec.fn(x, x) if spec.pair else spec.fn(x)
+        assert out.shape == x.shape, name
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("1+1x2", [1.0, 2.0, 3.0]),
+    ("5-2x2", [5.0, 3.0, 1.0]),
+    ("7x2", [7.0, 7.0, 7.0]),
+    ("_ _x2 1", [None, None, None, 1.0]),
+    ("inf -inf", [math.inf, -math.inf]),
+    ("1e-3 2.5e2", [0.001, 250.0]),
+])
+def test_series_notation_expands_like_promtool(text, expected):
+    assert parse_series(text) == expected
+
+
+def test_series_notation_keeps_nan_as_a_value():
+    assert math.isnan(parse_series("nan")[0])
+
+
+@pytest.mark.parametrize("text", ["1+x3", "abc", "1+1", "_xz", "1x99999999"])
+def test_series_notation_rejects_malformed_terms(text):
+    with pytest.raises(NotationError):
+        parse_series(text)
