@@ -233,14 +233,14 @@ class TorchRecorder:
         layout: list[tuple[str, int]] = []
 
         def add(name: str, tensor: torch.Tensor) -> None:
-            flat = tensor.detach().reshape(-1).float()
+            # Inputs and labels may still sit on the CPU while the model is on an accelerator.
+            flat = tensor.detach().reshape(-1).float().to(self._segment.device, non_blocking=True)
             parts.append(flat)
             layout.append((name, flat.numel()))
 
         with torch.no_grad():
-            device = self._segment.device
             loss_t = loss if isinstance(loss, torch.Tensor) else torch.tensor(float(loss))
-            add("loss", loss_t.to(device))
+            add("loss", loss_t)
             grad_sq = self._pending.pop("grad_sq", None)
             if grad_sq is None:  # the optimizer did not step (GradScaler skip): grads as they are now
                 grad_sq = grad_layer_sq(plan.params, self._segment, L)
@@ -255,7 +255,7 @@ class TorchRecorder:
             if not (isinstance(x, torch.Tensor) and x.numel()):
                 x = None
             if x is not None and costly:
-                add("input", batch_stats(x).to(device))
+                add("input", batch_stats(x))
             label_kind = None
             if not (isinstance(labels, torch.Tensor) and labels.numel()):
                 labels = None
@@ -266,14 +266,14 @@ class TorchRecorder:
                 add("labels", labels)
             elif costly:
                 label_kind, label_t = label_stats(labels, self._header_fields["num_classes"])
-                add("labels", label_t.to(device))
+                add("labels", label_t)
             if self._scale_used is not None:
                 add("scale", self._scale_used)
             metric_names = []
             for name, value in (metrics or {}).items():
                 if isinstance(value, torch.Tensor):
                     metric_names.append(name)
-                    add("metric", value.to(self._segment.device))
+                    add("metric", value)
             values = torch.cat(parts).tolist()  # the one host transfer of this step
 
         got: dict[str, list[float]] = {}
@@ -606,6 +606,10 @@ class TorchRecorder:
         opt_name = type(self.optimizer).__name__
         from diag import __version__
 
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        world_size = torch.distributed.get_world_size() if distributed else 1
+        rank = torch.distributed.get_rank() if distributed else 0
+
         return Header(
             run_id=self._header_fields["run_id"],
             created_at=self._created_at,
@@ -627,6 +631,8 @@ class TorchRecorder:
             seed=self._header_fields["seed"],
             device_platform=device.type,
             device_count=torch.cuda.device_count() if device.type == "cuda" else 1,
+            world_size=world_size,
+            process_index=rank,
             loss_scaling="dynamic" if self.scaler is not None else None,
             recording={
                 "adapter": "diag.adapters.torch",
