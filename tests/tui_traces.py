@@ -177,14 +177,41 @@ def write_run(path: str | Path, **kwargs) -> Path:
     return Path(path)
 
 
+SNAPSHOT_DATA = Path(__file__).with_name("tui_data")
+SNAPSHOT_RUNS = {"diverging": {"lr": 3.0}, "dead": {"lr": 1.0}}
+
+
+def write_snapshot_data(folder: Path = SNAPSHOT_DATA) -> None:
+    """Write the traces the TUI snapshot tests show, and the engine's diagnosis of each.
+
+    The diagnosis is frozen next to its trace so that a change to a rule does not redraw every
+    TUI snapshot; re-run this (``python tests/tui_traces.py --snapshot-data``) and
+    ``pytest tests/test_tui_snapshots.py --snapshot-update`` when the layout or the engine's
+    output format changes on purpose.
+    """
+    from diag.engine import diagnose
+    from diag.trace import load_trace
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, options in SNAPSHOT_RUNS.items():
+        trace = write_run(folder / f"{name}.jsonl", steps=120, run_id=name, **options)
+        (folder / f"{name}.diagnosis.json").write_text(diagnose(load_trace(trace)).to_json() + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", required=True)
+    parser.add_argument("--snapshot-data", action="store_true", help="rewrite tests/tui_data/ and exit")
+    parser.add_argument("--out")
     parser.add_argument("--lr", type=float, default=0.1)
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--delay", type=float, default=0.0)
     args = parser.parse_args()
+    if args.snapshot_data:
+        write_snapshot_data()
+        return
+    if not args.out:
+        parser.error("--out is required")
     Path(args.out).unlink(missing_ok=True)
     with TraceWriter(args.out, flush_every=1) as writer:
         train(writer, lr=args.lr, steps=args.steps, seed=args.seed, delay=args.delay, run_id=Path(args.out).stem)

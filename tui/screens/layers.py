@@ -127,10 +127,10 @@ class LayersPane(Pane):
             table.add_row(*cells, key=name)
         if key_at_cursor and key_at_cursor in {r[1] for r in rows}:
             table.move_cursor(row=table.get_row_index(key_at_cursor), animate=False)
-        where = "latest" if self.step is None else f"{trace.num_steps} recorded"
         text = Text()
         text.append(f"step {step}", style="bold")
-        text.append(f" ({where}, {int(trace.steps[0])}–{int(trace.steps[-1])}) · ")
+        where = "latest" if row == trace.num_steps - 1 else "of"
+        text.append(f" ({where} {int(trace.steps[0])}–{int(trace.steps[-1])}) · ")
         text.append(f"{flagged} of {len(rows)} layers out of range" if flagged else "all layers in range",
                     style="bold red" if flagged else "green")
         arrow = "↓" if self.sort_reverse else "↑"

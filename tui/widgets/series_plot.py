@@ -74,6 +74,8 @@ class SeriesPlot(PlotextPlot):
             lo, hi = self._window
         if hi > lo:
             plt.xlim(lo, hi)
+            xticks = sorted({int(round(t)) for t in np.linspace(lo, hi, 5)})
+            plt.xticks(xticks, [str(t) for t in xticks])
         for i, (_, step) in enumerate(self._onsets):
             if lo <= step <= hi:
                 plt.vertical_line(step, color=ONSET_COLORS[i % len(ONSET_COLORS)])
