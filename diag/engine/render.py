@@ -112,7 +112,8 @@ def render_text(d: Diagnosis, *, trace_arg: str | None = None) -> str:
 
 def _clause_line(c: ClauseResult) -> str:
     mark = "✓" if c.result else ("?" if c.missing else "✗")
-    text = f"{mark} {c.kind} {c.text}" if c.kind not in ("all", "any", "not") else f"{mark} {c.text}"
+    prefix = f"{c.kind} " if c.kind in ("signal", "context", "expr") else ""
+    text = f"{mark} {prefix}{c.text}"
     details = []
     if c.observed is not None and c.kind != "fact":
         details.append(f"observed {_fmt(c.observed)}")
@@ -153,6 +154,12 @@ def _justification_items(j: Justification) -> tuple[str, list]:
     return line, children
 
 
+def _walk(clauses):
+    for c in clauses:
+        yield c
+        yield from _walk(c.children)
+
+
 def render_why(d: Diagnosis, cause_id: str) -> str:
     """The justification tree of a cause, or why it was not concluded (closest miss, missing inputs)."""
     c = d.cause(cause_id)
@@ -175,6 +182,11 @@ def render_why(d: Diagnosis, cause_id: str) -> str:
     skipped = [s for s in d.rules_skipped if s.id.startswith(cause_id + ".")]
     for s in skipped:
         out.append(f"Rule {s.id} was skipped: the trace lacks {', '.join(s.missing)}.")
+    # A symptom a near miss needed may itself have been unmeasurable (rule id == symptom id).
+    needed = {c.text.split()[1] for m in misses for c in _walk(m.clauses) if c.kind == "fact" and not c.result}
+    for s in d.rules_skipped:
+        if s.id in needed:
+            out.append(f"Symptom {s.id} could not be checked: the trace lacks {', '.join(s.missing)}.")
     if not misses and not skipped:
         if cause_id in d.checks_run:
             out.append("Its rules ran and none of their conditions held.")

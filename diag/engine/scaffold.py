@@ -1,7 +1,7 @@
 """``diag rules new``: a rule file and its test file that validate and pass from the start.
 
 The scaffold is a complete, working example (a cause concluded when the smoothed training loss
-ends above a level), so a user edits something that runs rather than filling in blanks.
+ends above 0.5), so a user edits something that runs rather than filling in blanks.
 
 Example:
   >>> import tempfile
@@ -30,8 +30,8 @@ causes:
       - action: Describe the first thing to change, as an imperative sentence.
         effort: low
     doc:
-      what: Fires when the training loss, averaged over its last 20 points, ends above 1.0.
-      why: Explain why this breaks training and why the threshold is 1.0.
+      what: Fires when the training loss, averaged over its last 20 points, ends above 0.5.
+      why: Explain why this breaks training and why the threshold is 0.5 (seed 000 calls a loss above 0.5 late in training high).
       example: "loss: 2.3 2.1 1.9 ... 1.6 1.6 1.6"
       use_instead: What a healthy run looks like.
       false_positives: When the rule may fire although the cause is absent.
@@ -42,9 +42,9 @@ rules:
     type: cause
     emits: {cause_id}
     when:
-      signal: {{series: loss, smooth: 20, op: ">", value: 1.0, at: last}}
+      signal: {{series: loss, smooth: 20, op: ">", value: 0.5, at: last}}
     cf: 0.6
-    evidence: "the training loss ends at {{{{ signal.last | fixed }}}} (mean of the last 20 points), above 1.0"
+    evidence: "the training loss ends at {{{{ signal.last | fixed }}}} (mean of the last 20 points), above 0.5"
 """
 
 TEST_TEMPLATE = """\
@@ -59,7 +59,7 @@ tests:
 
   - name: a loss that falls below the level is not
     input_series:
-      - {{series: loss, values: '2.3-0.02x99'}}
+      - {{series: loss, values: '2.3-0.02x99 0.2x30'}}
     expect:
       absent_causes: [{cause_id}]
 """
