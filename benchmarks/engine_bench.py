@@ -1,0 +1,220 @@
+"""Engine benchmark: full built-in knowledge base over a 100,000-step x 64-layer trace.
+
+A: ``diagnose(trace, kb=kb)``, from a loaded ``Trace`` to a ``Diagnosis`` (the knowledge base is
+   loaded once beforehand, as the CLI and the TUI do).
+B: the conventional way: one fact per step asserted into an existing rule engine (CLIPS through
+   clipspy), with rules for four of the knowledge base's decisions (first non-finite loss; gradient
+   norm above 100 for 3 steps; update/weight ratio above 0.1 in half the layers for 3 steps; loss
+   scale at 2^-10 of its running peak). The engine does all 35 rules in A; B does 4, so the
+   ratio understates the difference. Both must reach the same first steps (checked).
+
+The trace is generated in memory: a float16 run whose learning rate problem starts at step
+92,000 (updates too large), gradients blow up from 93,000, the loss scale collapses at 94,000 and
+the loss is NaN from 95,000. Runs are interleaved A/B in one process; medians and the ratio print.
+
+    .venv/bin/python benchmarks/engine_bench.py              # full size
+    .venv/bin/python benchmarks/engine_bench.py --steps 20000 --baseline-steps 20000
+
+The baseline half is skipped, with a message, when clipspy is not installed (pip install clipspy).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import time
+
+import numpy as np
+
+from diag.engine.api import diagnose
+from diag.engine.kb import load_knowledge_base
+from diag.trace.columnar import Trace
+from diag.trace.records import Eval, Header, LayerInfo, OptimizerInfo
+
+COLLAPSE = 2.0 ** -10
+
+
+def make_trace(steps: int, layers: int, seed: int = 0) -> Trace:
+    """A generated fp16 run that goes wrong late (see the module docstring), as Trace columns."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(steps)
+    f = steps / 100_000  # event steps scale with the run length
+    lr_at, blow_at, scale_at, nan_at = (int(x * f) for x in (92_000, 93_000, 94_000, 95_000))
+    loss = 2.3 * np.exp(-t / (steps / 4)) + 0.5 + rng.normal(0, 0.05, steps)
+    loss[lr_at:] += np.linspace(0, 8, steps - lr_at)
+    loss[nan_at:] = np.nan
+    grad = np.exp(rng.normal(0, 0.3, steps))
+    grad[blow_at:] *= 500
+    grad[nan_at:] = np.inf
+    scale = np.full(steps, 65536.0)
+    scale[scale_at:] = 65536.0 * 0.5 ** np.minimum(np.arange(steps - scale_at) + 1, 24)
+    ratio = np.exp(rng.normal(np.log(1e-3), 0.2, (steps, layers)))
+    ratio[lr_at:, : int(layers * 0.6)] = 0.2
+    lgrad = np.exp(rng.normal(0, 0.3, (steps, layers))) / np.sqrt(layers)
+    lgrad[nan_at:] = np.inf
+    gnf = np.zeros((steps, layers))
+    gnf[nan_at:] = 1.0
+    zero = np.clip(rng.normal(0.3, 0.02, (steps, layers)), 0, 1)
+    zero[:, -1] = np.nan
+    anf = np.zeros((steps, layers))
+    pnorm = np.full((steps, layers), 10.0) + rng.normal(0, 0.01, (steps, layers))
+    columns = {"loss": loss, "grad_norm": grad, "loss_scale": scale, "lr": np.full(steps, 1e-3),
+               "input.nonfinite": np.zeros(steps)}
+    layer_columns = {"layers.update_ratio": ratio, "layers.grad_norm": lgrad, "layers.grad_nonfinite": gnf,
+                     "layers.param_norm": pnorm, "activations.zero_fraction": zero, "activations.nonfinite": anf}
+    names = [f"block{i}" for i in range(layers)]
+    header = Header(run_id="bench", framework="jax", compute_dtype="float16", param_dtype="float32",
+                    optimizer=OptimizerInfo(name="adam", hyperparameters={"learning_rate": 1e-3}),
+                    layers=[LayerInfo(name=n, activation="relu", is_output=i == layers - 1)
+                            for i, n in enumerate(names)],
+                    task="classification", num_classes=10, loss_scaling="dynamic")
+    evals = [Eval(step=int(s), split="val", loss=float(loss[s] + 0.1) if math.isfinite(loss[s]) else None,
+                  metrics={"accuracy": 0.8})
+             for s in range(999, steps, 1000)]
+    return Trace(path="<generated>", header=header, steps=t.astype(np.int64), columns=columns,
+                 present={k: np.ones(steps, dtype=bool) for k in columns}, layer_columns=layer_columns,
+                 layer_present={k: np.ones(steps, dtype=bool) for k in layer_columns}, evals=evals, headers=[header])
+
+
+# --------------------------------------------------------------------------- B: CLIPS, one fact per step
+
+CLIPS_RULES = """
+(deftemplate step (slot n) (slot prev) (slot loss-finite) (slot gnorm) (slot scale) (multislot ratio))
+(defglobal ?*smax* = 0.0 ?*collapsed* = FALSE)
+(deffunction count-above (?values ?limit)
+  (bind ?count 0)
+  (foreach ?v ?values (if (> ?v ?limit) then (bind ?count (+ ?count 1))))
+  ?count)
+(defrule loss-non-finite
+  (step (n ?n) (loss-finite FALSE))
+  (not (first-nonfinite ?))
+  =>
+  (assert (first-nonfinite ?n)))
+(defrule grad-huge
+  (step (n ?a) (gnorm ?g1&:(> ?g1 100)))
+  (step (n ?b) (prev ?a) (gnorm ?g2&:(> ?g2 100)))
+  (step (n ?c) (prev ?b) (gnorm ?g3&:(> ?g3 100)))
+  (not (first-huge ?))
+  =>
+  (assert (first-huge ?a)))
+(defrule ratio-high
+  (step (n ?a) (ratio $?r1&:(>= (count-above ?r1 0.1) (/ (length$ ?r1) 2))))
+  (step (n ?b) (prev ?a) (ratio $?r2&:(>= (count-above ?r2 0.1) (/ (length$ ?r2) 2))))
+  (step (n ?c) (prev ?b) (ratio $?r3&:(>= (count-above ?r3 0.1) (/ (length$ ?r3) 2))))
+  (not (first-ratio ?))
+  =>
+  (assert (first-ratio ?a)))
+(defrule scale-collapse
+  (step (n ?n) (scale ?s))
+  =>
+  (if (> ?s ?*smax*) then (bind ?*smax* ?s))
+  (if (and (not ?*collapsed*) (<= (/ ?s ?*smax*) 0.0009765625))
+   then (bind ?*collapsed* TRUE) (assert (first-collapse ?n))))
+"""
+
+
+def clips_decisions(trace: Trace, steps: int) -> dict:
+    """Assert one fact per step and run the rules after each (streaming, the conventional way)."""
+    import clips
+
+    env = clips.Environment()
+    for construct in _constructs(CLIPS_RULES):
+        env.build(construct)
+    template = env.find_template("step")
+    loss, grad, scale = (trace.columns[k] for k in ("loss", "grad_norm", "loss_scale"))
+    ratio = trace.layer_columns["layers.update_ratio"]
+    for i in range(steps):
+        g = float(grad[i])
+        template.assert_fact(n=i, prev=i - 1, **{"loss-finite": clips.Symbol("TRUE" if math.isfinite(loss[i])
+                                                                           else "FALSE")},
+                             gnorm=g if math.isfinite(g) else 1e308, scale=float(scale[i]),
+                             ratio=[float(x) for x in ratio[i]])
+        env.run()
+    found = {}
+    for fact in env.facts():
+        name = fact.template.name
+        if name.startswith("first-"):
+            found[name] = int(fact[0])
+    return {"loss.non-finite": found.get("first-nonfinite"), "grad.norm-huge": found.get("first-huge"),
+            "update.ratio-high": found.get("first-ratio"), "amp.loss-scale-collapse": found.get("first-collapse")}
+
+
+def _constructs(text: str) -> list[str]:
+    out, depth, start = [], 0, None
+    for i, ch in enumerate(text):
+        if ch == "(":
+            if depth == 0:
+                start = i
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+            if depth == 0:
+                out.append(text[start:i + 1])
+    return out
+
+
+def engine_decisions(diagnosis) -> dict:
+    first = {}
+    for s in diagnosis.symptoms:
+        if s.id in ("loss.non-finite", "grad.norm-huge", "update.ratio-high", "amp.loss-scale-collapse"):
+            first[s.id] = s.first_step if s.id not in first else min(first[s.id], s.first_step)
+    return first
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=100_000)
+    parser.add_argument("--layers", type=int, default=64)
+    parser.add_argument("--baseline-steps", type=int, default=None,
+                        help="steps given to CLIPS (default: all); fewer are extrapolated linearly")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+
+    kb = load_knowledge_base(use_env=False)
+    trace = make_trace(args.steps, args.layers)
+    print(f"trace: {args.steps} steps x {args.layers} layers; knowledge base: {len(kb.rules)} rules, "
+          f"{len(kb.causes)} causes")
+    try:
+        import clips  # noqa: F401
+        have_clips = True
+    except ImportError:
+        have_clips = False
+        print("clipspy is not installed: skipping the per-step CLIPS baseline (pip install clipspy)")
+
+    base_steps = args.baseline_steps or args.steps
+    a_times, b_times = [], []
+    diagnosis = clips_found = None
+    for r in range(args.repeats):
+        trace._eval_cache.clear()
+        t0 = time.perf_counter()
+        diagnosis = diagnose(trace, kb=kb)
+        a_times.append(time.perf_counter() - t0)
+        print(f"  A engine   run {r + 1}: {a_times[-1]:.3f} s")
+        if have_clips and r < 2:
+            t0 = time.perf_counter()
+            clips_found = clips_decisions(trace, base_steps)
+            elapsed = time.perf_counter() - t0
+            b_times.append(elapsed * args.steps / base_steps)
+            note = "" if base_steps == args.steps else f" ({elapsed:.2f} s for {base_steps} steps, scaled)"
+            print(f"  B clipspy  run {r + 1}: {b_times[-1]:.2f} s{note}")
+
+    a = statistics.median(a_times)
+    print(f"\nA engine (full KB, {len(kb.rules)} rules), median of {len(a_times)}: {a:.3f} s  "
+          f"[goal < 1 s: {'met' if a < 1 else 'MISSED'}]")
+    print(f"top cause: {diagnosis.top.id if diagnosis.top else None}; "
+          f"causes: {[c.id for c in diagnosis.causes]}")
+    mine = engine_decisions(diagnosis)
+    print(f"engine first steps: {mine}")
+    if b_times:
+        b = statistics.median(b_times)
+        print(f"clips  first steps: {clips_found}")
+        if base_steps == args.steps:
+            agree = all(mine.get(k) == v for k, v in clips_found.items())
+            print(f"decisions agree: {agree}")
+        print(f"B clipspy (4 rules, one fact per step), median of {len(b_times)}: {b:.2f} s")
+        print(f"ratio B/A: {b / a:.0f}x  [goal >= 100x: {'met' if b / a >= 100 else 'MISSED'}]")
+
+
+if __name__ == "__main__":
+    main()
