@@ -122,6 +122,7 @@ class Recorder:
         self._pending: list = []
         self._snapshots: dict[int, tuple] = {}
         self._call_steps: dict[int, int] = {}
+        self._early: list = []
         self._calls = 0
         self._steps_written = 0
         self._last_step: int | None = None
@@ -299,8 +300,11 @@ class Recorder:
 
     def write(self, record: _Record) -> None:
         """Write any trace record (an ``Eval``, ``Data`` from the data probe, a ``NoteEvent``)."""
-        self._ensure_header()
-        self._queue.put(("record", record))
+        if self._header is None:
+            # The header waits for the first step: its layer order comes from tracing the step.
+            self._early.append(record)
+        else:
+            self._queue.put(("record", record))
 
     def eval(self, step: int, split: str, *, loss: float | None = None, metrics: dict | None = None, **fields) -> None:
         """Write an evaluation record (host values)."""
@@ -430,6 +434,9 @@ class Recorder:
         self._header = build_header(self.model, layers, self._optimizer, recording=recording, **self._header_fields)
         self._layer_names = [l.name for l in self._header.layers]
         self._queue.put(("record", self._header))
+        for record in self._early:
+            self._queue.put(("record", record))
+        self._early.clear()
 
     def _on_signal(self, event) -> None:
         event.step = self._pending[-1][0] if self._pending else self._last_step  # where the loop was
