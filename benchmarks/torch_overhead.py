@@ -8,9 +8,9 @@ those ratios over the rounds (a noisy shared machine moves all variants of a rou
 Variants (each its own model and optimizer, same initial weights):
   none                     the plain training loop
   default                  TorchRecorder(...) with its defaults: cheap statistics every step,
-                           costly ones (parameter norms, update ratios, activations) every 10th
+                           costly ones (parameter norms, update ratios, activations) every 25th
   cheap only               costly statistics never (loss, lr, grad norms, batch/label stats)
-  costly every 10, no act  parameter norms and update ratios every 10th step, no activation hooks
+  costly every 25, no act  parameter norms and update ratios every 25th step, no activation hooks
   everything every step    costly_every=1
 
 and, to show what each statistic costs when computed every step, the plain loop plus one of:
@@ -161,7 +161,7 @@ def variants(build, state, folder):
         Variant("none", build, state, folder),
         Variant("default", build, state, folder, recorder={}),
         Variant("cheap only", build, state, folder, recorder={"costly_every": big, "activations": False}),
-        Variant("costly every 10, no act", build, state, folder, recorder={"activations": False}),
+        Variant("costly every 25, no act", build, state, folder, recorder={"activations": False}),
         Variant("everything every step", build, state, folder, recorder={"costly_every": 1}),
         Variant("+ grad norms (fused)", build, state, folder, extra=GradNorms),
         Variant("+ param norms", build, state, folder, extra=ParamNorms),

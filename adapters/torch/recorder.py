@@ -2,10 +2,10 @@
 
 Every step: loss, learning rate per parameter group, global and per-layer gradient norms
 (measured in a step pre-hook, so accumulated gradients are seen as the optimizer sees them), the
-label histogram's entropy, the GradScaler's scale and whether the step was skipped. Every
-``costly_every`` steps (and on a step with a NaN/Inf) also: parameter norms, update norms and
-update-to-weight ratios (see ``_updates.py`` for how each optimizer's update is measured),
-activation statistics and input batch statistics. All of a step's numbers are stacked on the
+GradScaler's scale and whether the step was skipped. Every ``costly_every`` steps (and on a step
+with a NaN/Inf) also: parameter norms, update norms and update-to-weight ratios (see
+``_updates.py`` for how each optimizer's update is measured), activation statistics, input batch
+statistics and the label histogram's entropy. All of a step's numbers are stacked on the
 device and copied to the host once, in :meth:`TorchRecorder.record`.
 
 Forward hooks keep a reference to each layer's output (and to the output of the nonlinearity that
@@ -26,7 +26,6 @@ import uuid
 from datetime import datetime, timezone
 from typing import Callable, Iterable, Mapping
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -66,8 +65,6 @@ from diag.trace.records import (
 )
 from diag.trace.writer import TraceWriter
 
-# Integer label batches up to this size are copied with the step's numbers and counted on the host.
-_HOST_LABELS = 65536
 _OPTIMIZER_NAMES = {"SGD": "sgd", "Adam": "adam", "AdamW": "adamw", "RMSprop": "rmsprop", "Adagrad": "adagrad"}
 
 
@@ -79,8 +76,9 @@ class TorchRecorder:
       optimizer: its optimizer; hooks on its ``step`` measure gradients and updates.
       path: the ``.jsonl`` trace file, or an open :class:`~diag.trace.TraceWriter`.
       scaler: the ``torch.amp.GradScaler`` when training with loss scaling.
-      costly_every: record parameter norms, update ratios and activation statistics every this
-        many steps (step 0 included); the cheap statistics are recorded every step.
+      costly_every: record parameter norms, update ratios, activation, input and label statistics
+        every this many steps (step 0 included; 25 like the Flax adapter's ``every``); the cheap
+        statistics are recorded every step.
       activations: keep forward hooks for activation statistics and non-finite localization.
       capture_crashes: record uncaught exceptions and SIGINT/SIGTERM and flush the trace on exit.
       run_id, task, num_classes, loss_kind, batch_size, steps_planned, seed, tags: header fields.
@@ -111,7 +109,7 @@ class TorchRecorder:
         path: str | os.PathLike | TraceWriter,
         *,
         scaler: "torch.amp.GradScaler | None" = None,
-        costly_every: int = 10,
+        costly_every: int = 25,
         activations: bool = True,
         capture_crashes: bool = True,
         run_id: str | None = None,
@@ -259,11 +257,6 @@ class TorchRecorder:
             label_kind = None
             if not (isinstance(labels, torch.Tensor) and labels.numel()):
                 labels = None
-            elif not labels.is_floating_point() and labels.numel() <= _HOST_LABELS:
-                # A few thousand class ids ride along in the one transfer; the histogram is
-                # cheaper in numpy than as a dozen small device ops.
-                label_kind = "ids"
-                add("labels", labels)
             elif costly:
                 label_kind, label_t = label_stats(labels, self._header_fields["num_classes"])
                 add("labels", label_t)
@@ -616,7 +609,7 @@ class TorchRecorder:
             framework="torch",
             framework_version=torch.__version__,
             diag_version=__version__,
-            versions={"python": platform.python_version(), "numpy": np.__version__},
+            versions={"python": platform.python_version(), "numpy": _numpy_version()},
             model_name=type(self.model).__name__,
             layers=layers,
             param_count=sum(p.numel() for p in params),
@@ -718,9 +711,7 @@ class TorchRecorder:
         if "input" in got:
             record["input"] = {k: jfloat(v) for k, v in batch_summary(got["input"], x).items()}
         if "labels" in got:
-            if label_kind == "ids":
-                record["labels"] = _label_histogram_stats(got["labels"])
-            elif label_kind == "classes":
+            if label_kind == "classes":
                 entropy, distinct = got["labels"]
                 record["labels"] = {"label_entropy": jfloat(entropy), "distinct_labels": int(distinct)}
             else:
@@ -761,14 +752,10 @@ class TorchRecorder:
         return NonFiniteEvent(step=step, time=now, tensor="parameter", message="non-finite parameters")
 
 
-def _label_histogram_stats(ids: list[float]) -> dict:
-    """Entropy (nats) and distinct count of a batch's class ids; negative ids (ignored) left out."""
-    counts = np.bincount(np.asarray(ids, dtype=np.int64).clip(min=-1) + 1)[1:]
-    total = counts.sum()
-    if total == 0:
-        return {}
-    p = counts[counts > 0] / total
-    return {"label_entropy": float(-(p * np.log(p)).sum()), "distinct_labels": int(len(p))}
+def _numpy_version() -> str:
+    import numpy
+
+    return numpy.__version__
 
 
 def _root(value: float) -> float:
