@@ -408,3 +408,53 @@ def test_rules_tab_lists_fired_and_skipped_rules(traces):
             assert f"Rules skipped for missing inputs ({len(diagnosis.rules_skipped)})" in text
 
     run(scenario)
+
+
+# --------------------------------------------------------------------------- mouse
+
+
+def test_clicking_a_column_header_sorts_the_layers_table(traces):
+    async def scenario():
+        app = make_app(traces["dead"])
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot)
+            await pilot.press("3")
+            await pilot.click("#layer-table", offset=(26, 0))  # the "grad norm" header
+            await pilot.pause()
+            assert "sort (grad norm ↓)" in screen_text(app)
+            await pilot.click("#layer-table", offset=(26, 0))
+            await pilot.pause()
+            assert "sort (grad norm ↑)" in screen_text(app)
+
+    run(scenario)
+
+
+def test_clicking_the_highlighted_cause_opens_its_detail(traces):
+    async def scenario():
+        app = make_app(traces["diverging"])
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot)
+            await pilot.click("#causes", offset=(8, 1))  # first row, below the header: highlights it
+            await pilot.pause()
+            assert "Evidence" not in screen_text(app)
+            await pilot.click("#causes", offset=(8, 1))  # a click on the highlighted row opens it
+            await pilot.pause()
+            assert "Evidence" in screen_text(app)
+
+    run(scenario)
+
+
+def test_slash_filters_the_causes_by_id_or_title(traces):
+    async def scenario():
+        app = make_app(traces["dead"])
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot)
+            ids = [c.id for c in app.outcome.causes]
+            assert len(ids) >= 2, "the dead-ReLU run after a blow-up has several causes"
+            await pilot.press("slash", *ids[1])
+            await pilot.pause()
+            table = app.main.query_one("#causes")
+            assert table.row_count == 1
+            assert f"filter '{ids[1]}': 1 of {len(ids)} causes shown" in screen_text(app)
+
+    run(scenario)

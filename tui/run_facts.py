@@ -26,20 +26,37 @@ class RunFacts:
     status: str
 
 
+def recent(trace: Trace, name: str, window: int) -> tuple[np.ndarray, np.ndarray]:
+    """(steps, values) of the recorded points of ``name`` among the last ``window`` steps.
+
+    Looks only at the tail of the columns: the status line is redrawn several times a second and
+    must not copy a 100,000-step column each time (``trace.series`` does).
+    """
+    if name not in trace.columns:
+        return np.empty(0, dtype=np.int64), np.empty(0)
+    mask = trace.present[name][-window:]
+    return trace.steps[-window:][mask], trace.columns[name][-window:][mask]
+
+
+def last_value(trace: Trace, name: str, window: int = 4096) -> float | None:
+    """The most recent recorded value of a step series, or None."""
+    _, values = recent(trace, name, window)
+    if len(values):
+        return float(values[-1])
+    return float(trace.series(name).values[-1]) if trace.has(name) else None
+
+
 def steps_per_second(trace: Trace, window: int = 100) -> float | None:
     """Recent training speed from the recorded wall-clock ``time`` of the last ``window`` steps.
 
     Recorded times rather than arrival times: a finished trace shows the speed it ran at.
     """
-    if not trace.has("time"):
-        if trace.has("step_time"):
-            recent = trace.series("step_time").values[-window:]
-            recent = recent[np.isfinite(recent) & (recent > 0)]
-            return float(1.0 / recent.mean()) if len(recent) else None
-        return None
-    series = trace.series("time")
-    steps, times = series.steps[-window:], series.values[-window:]
-    if len(steps) < 2 or not times[-1] > times[0]:
+    steps, times = recent(trace, "time", window)
+    if len(steps) < 2:
+        _, durations = recent(trace, "step_time", window)
+        durations = durations[np.isfinite(durations) & (durations > 0)]
+        return float(1.0 / durations.mean()) if len(durations) else None
+    if not times[-1] > times[0]:
         return None
     return float((steps[-1] - steps[0]) / (times[-1] - times[0]))
 
@@ -79,7 +96,7 @@ def run_facts(trace: Trace) -> RunFacts:
     else:
         steps = f"step {last}" + (f"/{planned}" if planned else "")
     speed = fmt.rate(steps_per_second(trace)) + " steps/s"
-    loss = "loss " + (fmt.num(float(trace.series("loss").values[-1])) if trace.has("loss") else "-")
+    loss = "loss " + fmt.num(last_value(trace, "loss"))
     val_parts = []
     for split in trace.eval_splits():
         name = f"eval.{split}.loss"

@@ -15,7 +15,7 @@ from textual.widgets import DataTable, Static
 
 from diag.tui import fmt
 from diag.tui.health import verdict
-from diag.tui.screens.pane import Pane, matches
+from diag.tui.screens.pane import ALL, Pane, matches, set_text
 from diag.tui.widgets.heatmap import HEAT_STATS, LayerHeatmap
 
 NONFINITE_SERIES = ("layers.grad_nonfinite", "layers.param_nonfinite", "activations.nonfinite")
@@ -75,7 +75,7 @@ class LayersPane(Pane):
 
     # ------------------------------------------------------------------ drawing
 
-    def redraw(self) -> None:
+    def redraw(self, kinds: frozenset[str] = ALL) -> None:
         trace = self.app.trace
         if self.query_one(ContentSwitcher).current == "heat":
             self.query_one(LayerHeatmap).show(trace, self.heat_stat, self.filter_text)
@@ -96,7 +96,7 @@ class LayersPane(Pane):
         names = list(trace.layer_names)
         if row is None or not names:
             table.clear()
-            caption.update(Text("no per-layer statistics recorded yet" if not names else "no steps yet",
+            set_text(caption, Text("no per-layer statistics recorded yet" if not names else "no steps yet",
                                 style="dim"))
             return
         step = int(trace.steps[row])
@@ -135,7 +135,7 @@ class LayersPane(Pane):
                     style="bold red" if flagged else "green")
         arrow = "↓" if self.sort_reverse else "↑"
         text.append(f"\n[ ] step · {{ }} ±10% · End latest · s sort ({self._sort_label()} {arrow}) · v heat view")
-        caption.update(text)
+        set_text(caption, text)
 
     def _sorted(self, rows: list) -> list:
         if self.sort_key == "layer":

@@ -13,13 +13,14 @@ from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
 
 from diag.tui.run_facts import first_nonfinite_step
-from diag.tui.screens.pane import Pane, matches
+from diag.tui.screens.pane import ALL, Pane, matches, set_text
 from diag.tui.widgets.series_plot import SeriesPlot
 
 # Most useful first; anything else recorded follows in the trace's order.
 PREFERRED = ("loss", "lr", "grad_norm", "loss_scale", "update_norm", "param_norm", "layers.grad_norm",
              "layers.update_ratio", "activations.zero_fraction")
 HIDDEN = {"time", "epoch"}
+PLOT_INTERVAL = 0.3
 
 
 class MetricsPane(Pane):
@@ -41,6 +42,7 @@ class MetricsPane(Pane):
         self.window: tuple[int, int] | None = None  # zoomed step range, None for all steps
         self.highlight_layer: str | None = None
         self._names: list[str] = []
+        self._plot_timer = None
 
     def compose(self) -> ComposeResult:
         with Horizontal():
@@ -51,8 +53,20 @@ class MetricsPane(Pane):
 
     # ------------------------------------------------------------------ drawing
 
-    def redraw(self) -> None:
+    def redraw(self, kinds: frozenset[str] = ALL) -> None:
         self._fill_series_list()
+        if kinds == {"trace"} and self.app.follow:
+            self._draw_plot_soon()
+        else:
+            self._draw_plot()
+
+    def _draw_plot_soon(self) -> None:
+        """Replot at most a few times a second while steps stream in (a plot costs a full build)."""
+        if self._plot_timer is None:
+            self._plot_timer = self.set_timer(PLOT_INTERVAL, self._draw_plot_now)
+
+    def _draw_plot_now(self) -> None:
+        self._plot_timer = None
         self._draw_plot()
 
     def _fill_series_list(self) -> None:
@@ -83,7 +97,7 @@ class MetricsPane(Pane):
         full = (int(trace.steps[0]), int(trace.steps[-1])) if trace.num_steps else None
         if not trace.has(self.selected):
             plot.show_lines(self.selected, [], self.window or full, onsets, bad)
-            caption.update(Text(f"{self.selected}: not recorded" if trace.num_steps else "no steps yet",
+            set_text(caption, Text(f"{self.selected}: not recorded" if trace.num_steps else "no steps yet",
                                 style="dim"))
             return
         lines = _lines_for(trace, self.selected, self.highlight_layer)
@@ -97,7 +111,7 @@ class MetricsPane(Pane):
             marks.append(f"non-finite@{bad}")
         if marks:
             text.append("\nonsets: " + ", ".join(marks), style="yellow")
-        caption.update(text)
+        set_text(caption, text)
 
     # ------------------------------------------------------------------ events and actions
 

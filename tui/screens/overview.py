@@ -9,7 +9,7 @@ from textual.widgets import DataTable, Sparkline, Static
 
 from diag.tui import fmt
 from diag.tui.run_facts import run_facts
-from diag.tui.screens.pane import Pane, matches
+from diag.tui.screens.pane import ALL, Pane, matches, set_text
 
 SEVERITY_STYLE = {"critical": "bold red", "high": "red", "medium": "yellow", "low": "cyan", "info": "dim"}
 BUCKET_STYLE = {"likely": "bold", "possible": "", "weak": "dim"}
@@ -35,25 +35,27 @@ class OverviewPane(Pane):
         yield Static(id="spark-label")
         yield Sparkline([], id="loss-spark")
 
-    def redraw(self) -> None:
+    def redraw(self, kinds: frozenset[str] = ALL) -> None:
         trace = self.app.trace
         if self.app.fatal:
-            self.query_one("#facts", Static).update(
+            set_text(self.query_one("#facts", Static), 
                 Text(f"cannot read {self.app.trace_path}:\n{self.app.fatal}", style="bold red"))
-            self.query_one("#diag-line", Static).update("")
+            set_text(self.query_one("#diag-line", Static), "")
             return
         facts = run_facts(trace)
         lines = Text()
         lines.append(facts.model, style="bold")
         lines.append(f"\n{facts.optimizer} · {facts.steps} · {facts.speed}")
         lines.append(f"\n{facts.loss}" + (f" · {facts.val}" if facts.val else "") + f" · run {facts.status}")
-        self.query_one("#facts", Static).update(lines)
+        set_text(self.query_one("#facts", Static), lines)
         self._draw_sparkline(trace)
-        self._draw_causes()
+        # The causes table changes with a diagnosis, not with every step (until the first one).
+        if "diagnosis" in kinds or self.app.outcome is None:
+            self._draw_causes()
 
     def show_diagnosing(self) -> None:
         if self.app.outcome is None:
-            self.query_one("#diag-line", Static).update(Text("diagnosis: running the rules…", style="italic"))
+            set_text(self.query_one("#diag-line", Static), Text("diagnosis: running the rules…", style="italic"))
 
     def _draw_causes(self) -> None:
         app = self.app
@@ -62,29 +64,31 @@ class OverviewPane(Pane):
         outcome = app.outcome
         previous = _row_key_at_cursor(table)
         table.clear()
-        self.query_one("#cause-summary", Static).update("")
+        set_text(self.query_one("#cause-summary", Static), "")
         if not app.trace.num_steps and not app.trace.events:
-            line.update(Text("no records yet: waiting for the run to write its trace" if app.follow
+            set_text(line, Text("no records yet: waiting for the run to write its trace" if app.follow
                              else "the trace holds no steps", style="italic"))
             return
         if outcome is None:
-            line.update(Text("diagnosis: running the rules…", style="italic"))
+            set_text(line, Text("diagnosis: running the rules…", style="italic"))
             return
         if outcome.error:
-            line.update(Text(f"diagnosis unavailable: {outcome.error}", style="bold red"))
+            set_text(line, Text(f"diagnosis unavailable: {outcome.error}", style="bold red"))
             return
         diagnosis = outcome.diagnosis
         causes = [c for c in diagnosis.causes if matches(self.filter_text, c.id, c.title)]
-        summary = Text()
-        if diagnosis.causes:
+        summary = Text(no_wrap=True, overflow="ellipsis")
+        if self.filter_text:
+            summary.append(f"filter '{self.filter_text}': {len(causes)} of {len(diagnosis.causes)} causes shown",
+                           style="bold yellow")
+        elif diagnosis.causes:
             summary.append(f"{len(diagnosis.causes)} cause{'s' if len(diagnosis.causes) != 1 else ''}", style="bold")
         else:
             summary.append("no cause found", style="bold green")
-        summary.append(f" · {len(diagnosis.rules_fired)} rules fired · {len(diagnosis.rules_skipped)} skipped"
-                       f" · as of step {outcome.last_step}")
-        if self.filter_text:
-            summary.append(f" · filter '{self.filter_text}': {len(causes)} shown", style="yellow")
-        line.update(summary)
+        if not self.filter_text:
+            summary.append(f" · {len(diagnosis.rules_fired)} rules fired · {len(diagnosis.rules_skipped)} skipped"
+                           f" · as of step {outcome.last_step}")
+        set_text(line, summary)
         for cause in causes:
             certainty = Text(f"{cause.certainty:.2f} {cause.bucket or ''}".rstrip(),
                              style=BUCKET_STYLE.get(cause.bucket or "", ""))
@@ -104,14 +108,14 @@ class OverviewPane(Pane):
         key = _row_key_at_cursor(self.query_one("#causes", DataTable))
         cause = outcome.cause(key) if outcome is not None and key else None
         if cause is None:
-            summary.update("")
+            set_text(summary, "")
             return
         text = Text(no_wrap=True, overflow="ellipsis")
         text.append(cause.title, style="bold")
         if cause.evidence:
             text.append("\n" + cause.evidence[0])
         text.append("\nEnter: evidence, why and fix", style="dim")
-        summary.update(text)
+        set_text(summary, text)
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         self._draw_summary()
@@ -120,7 +124,7 @@ class OverviewPane(Pane):
         label = self.query_one("#spark-label", Static)
         spark = self.query_one("#loss-spark", Sparkline)
         if not trace.has("loss"):
-            label.update(Text("loss: not recorded yet", style="dim"))
+            set_text(label, Text("loss: not recorded yet", style="dim"))
             spark.data = []
             return
         series = trace.series("loss")
@@ -138,7 +142,7 @@ class OverviewPane(Pane):
         if bad:
             first = int(series.steps[np.flatnonzero(~np.isfinite(values))[0]])
             text.append(f" · non-finite from step {first}", style="bold red")
-        label.update(text)
+        set_text(label, text)
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         from diag.tui.screens.cause_detail import CauseDetailScreen

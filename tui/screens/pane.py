@@ -3,36 +3,43 @@
 from __future__ import annotations
 
 from textual.containers import Vertical
+from diag.tui.widgets.static_text import set_text  # noqa: F401 - re-exported for the panes
+
+ALL = frozenset({"trace", "diagnosis"})
 
 
 class Pane(Vertical):
-    """One tab's content. Subclasses implement ``redraw`` and say which focusable widget leads."""
+    """One tab's content. Subclasses implement ``redraw`` and say which focusable widget leads.
 
-    # Which kinds of news make this pane out of date ("trace", "diagnosis").
-    DEPENDS_ON: frozenset[str] = frozenset({"trace", "diagnosis"})
+    News arrives as "trace" (new records) or "diagnosis" (a new diagnosis). A hidden pane only
+    remembers which kinds it missed and draws them when it is shown, so a live run costs the
+    drawing of one tab, and only of the parts the news touches.
+    """
+
+    DEPENDS_ON: frozenset[str] = ALL
     MAIN_WIDGET: str | None = None
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.stale = True
+        self.pending: set[str] = set(ALL)
         self.filter_text = ""
 
     def mark_stale(self, what: str) -> None:
         if what in self.DEPENDS_ON:
-            self.stale = True
+            self.pending.add(what)
 
     def redraw_if_stale(self) -> None:
-        if self.stale and self.is_mounted:
-            self.stale = False
-            self.redraw()
+        if self.pending and self.is_mounted:
+            kinds, self.pending = frozenset(self.pending), set()
+            self.redraw(kinds)
 
-    def redraw(self) -> None:  # pragma: no cover - every pane overrides it
+    def redraw(self, kinds: frozenset[str] = ALL) -> None:  # pragma: no cover - every pane overrides it
         raise NotImplementedError
 
     def apply_filter(self, text: str) -> None:
         """Show only the rows whose name contains ``text`` (case-insensitive)."""
         self.filter_text = text
-        self.redraw()
+        self.redraw(ALL)
 
     def focus_main(self) -> None:
         if self.MAIN_WIDGET:

@@ -8,7 +8,7 @@ from textual.app import ComposeResult
 from textual.widgets import DataTable, Static
 
 from diag.tui import fmt
-from diag.tui.screens.pane import Pane, matches
+from diag.tui.screens.pane import ALL, Pane, matches, set_text
 
 
 class RulesPane(Pane):
@@ -37,7 +37,12 @@ class RulesPane(Pane):
         events.add_column("detail", key="detail")
         yield events
 
-    def redraw(self) -> None:
+    def redraw(self, kinds: frozenset[str] = ALL) -> None:
+        if "diagnosis" in kinds:
+            self._draw_rules()
+        self._draw_events()
+
+    def _draw_rules(self) -> None:
         outcome = self.app.outcome
         diagnosis = outcome.diagnosis if outcome is not None else None
         fired = self.query_one("#fired", DataTable)
@@ -46,8 +51,8 @@ class RulesPane(Pane):
         skipped.clear()
         if diagnosis is None:
             reason = outcome.error if outcome is not None and outcome.error else "not diagnosed yet"
-            self.query_one("#fired-label", Static).update(Text(f"Rules fired: {reason}", style="bold"))
-            self.query_one("#skipped-label", Static).update(Text("Rules skipped", style="bold"))
+            set_text(self.query_one("#fired-label", Static), Text(f"Rules fired: {reason}", style="bold"))
+            set_text(self.query_one("#skipped-label", Static), Text("Rules skipped", style="bold"))
         else:
             contributions = _contributions(diagnosis)
             shown = 0
@@ -59,7 +64,7 @@ class RulesPane(Pane):
                     fired.add_row(Text(rule_id, style="bold"), fact or "-",
                                   "-" if adds is None else f"{adds:+.2f}", "-" if step is None else str(step),
                                   evidence or "")
-            self.query_one("#fired-label", Static).update(Text(
+            set_text(self.query_one("#fired-label", Static), Text(
                 f"Rules fired ({len(diagnosis.rules_fired)})" + (f", {len(diagnosis.rule_errors)} failed"
                                                                 if diagnosis.rule_errors else ""), style="bold"))
             for error in diagnosis.rule_errors:
@@ -69,12 +74,16 @@ class RulesPane(Pane):
             rows = [s for s in diagnosis.rules_skipped if matches(self.filter_text, s.id, *s.missing)]
             for skip in rows:
                 skipped.add_row(skip.id, ", ".join(skip.missing))
-            self.query_one("#skipped-label", Static).update(Text(
+            set_text(self.query_one("#skipped-label", Static), Text(
                 f"Rules skipped for missing inputs ({len(diagnosis.rules_skipped)})", style="bold"))
         self._draw_events()
 
     def _draw_events(self) -> None:
         trace = self.app.trace
+        shown = (len(trace.events), len(trace.problems), self.filter_text)
+        if shown == getattr(self, "_events_shown", None):
+            return  # a new step rarely brings an event: keep the table (and its cursor) as it is
+        self._events_shown = shown
         table = self.query_one("#events", DataTable)
         table.clear()
         count = 0
@@ -92,7 +101,7 @@ class RulesPane(Pane):
             where = f"line {problem.line}" if problem.line else "-"
             table.add_row(where, Text(problem.severity, style="yellow" if problem.severity == "warning" else "red"),
                           (f"{problem.field}: " if problem.field else "") + problem.message)
-        self.query_one("#events-label", Static).update(Text(f"Events and trace problems ({count})", style="bold"))
+        set_text(self.query_one("#events-label", Static), Text(f"Events and trace problems ({count})", style="bold"))
 
 
 def _event_detail(event) -> str:

@@ -8,6 +8,7 @@ from textual.widgets import Static
 from diag.trace.columnar import Trace
 
 from diag.tui.run_facts import run_facts
+from diag.tui.widgets.static_text import set_text
 
 
 class StatusBar(Static):
@@ -18,7 +19,7 @@ class StatusBar(Static):
         text.append(" diag ", style="bold reverse")
         if fatal:
             text.append(" " + fatal.splitlines()[0], style="bold red")
-            self.update(text)
+            set_text(self, text)
             return
         facts = run_facts(trace)
         text.append(f" {facts.run_id} ", style="bold")
@@ -29,4 +30,4 @@ class StatusBar(Static):
             text.append(f"● {facts.status} (following)", style="bold yellow")
         else:
             text.append(f"■ {facts.status}", style="bold")
-        self.update(text)
+        set_text(self, text)
