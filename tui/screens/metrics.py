@@ -58,7 +58,9 @@ class MetricsPane(Pane):
         if kinds == {"trace"} and self.app.follow:
             self._draw_plot_soon()
         else:
-            self._draw_plot()
+            # After the next paint: a tab switch shows at once (with the last plot), the new plot
+            # follows a frame later instead of holding up the key press.
+            self.call_after_refresh(self._draw_plot)
 
     def _draw_plot_soon(self) -> None:
         """Replot at most a few times a second while steps stream in (a plot costs a full build)."""

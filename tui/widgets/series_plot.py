@@ -25,16 +25,24 @@ class SeriesPlot(PlotextPlot):
         self._window: tuple[int, int] | None = None
         self._onsets: list[tuple[str, int]] = []
         self._nonfinite: int | None = None
+        self._version = 0
+        self._rendered: tuple | None = None  # (key, renderable) of the last build
 
     def show_lines(self, title: str, lines: list, window: tuple[int, int] | None,
                    onsets: list[tuple[str, int]], nonfinite_step: int | None) -> None:
         self._title, self._lines, self._window = title, lines, window
         self._onsets, self._nonfinite = onsets, nonfinite_step
+        self._version += 1
         self.refresh()
 
     def render(self):
-        self._draw()
-        return super().render()
+        # A plot build costs tens of milliseconds: repaints for other reasons (a tab switch, a
+        # toast) reuse the last one while neither the data nor the size changed.
+        key = (self._version, self.size, self.app.theme)
+        if self._rendered is None or self._rendered[0] != key:
+            self._draw()
+            self._rendered = (key, super().render())
+        return self._rendered[1]
 
     def _draw(self) -> None:
         plt = self.plt
