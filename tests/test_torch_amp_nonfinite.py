@@ -82,12 +82,12 @@ def test_gradscaler_overflow_backs_off_the_scale_and_skips_steps(tmp_path):
     assert (event.step, event.tensor, event.layer) == (0, "gradient", "4")
 
 
-def _train_with(tmp_path, name, plant, steps=5, loss_fn=None):
+def _train_with(tmp_path, name, plant, steps=5, loss_fn=None, localize="auto"):
     model = _model()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     x, y = _data()
     path = tmp_path / f"{name}.jsonl"
-    with TorchRecorder(model, opt, path, costly_every=100, capture_crashes=False) as rec:
+    with TorchRecorder(model, opt, path, costly_every=100, localize=localize, capture_crashes=False) as rec:
         for step in range(steps):
             xb = plant(step, model, x.clone())
             opt.zero_grad()
@@ -113,14 +113,16 @@ def test_nan_in_the_input_batch_is_located_in_the_input(tmp_path):
     assert dict(zip(counts.steps.tolist(), counts.values.tolist()))[2] == 1
 
 
-def test_overflowing_layer_is_named_first_in_forward_order_although_every_gradient_is_nan(tmp_path):
+@pytest.mark.parametrize("localize", ["replay", "hold"])
+def test_overflowing_layer_is_named_first_in_forward_order_although_every_gradient_is_nan(tmp_path, localize):
     def plant(step, model, x):
         if step == 3:
             with torch.no_grad():
                 model[2].weight[0] = 3e38  # layer "2" overflows; layers after it and every gradient follow
         return x
 
-    trace = _train_with(tmp_path, "overflow", plant)
+    trace = _train_with(tmp_path, "overflow", plant, localize=localize)
+    assert trace.header.recording["localize"] == localize
     (event,) = trace.events_of("nonfinite")
     assert (event.step, event.tensor, event.layer) == (3, "activation", "2")
     flags = trace.layer_matrix("layers.grad_nonfinite")
