@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import sys
 import tempfile
@@ -94,24 +95,17 @@ async def measure(path: Path, steps: int, template: list[Step], seconds: float) 
         while app.trace.num_steps < steps:
             await pilot.pause(0.02)
         open_seconds = time.monotonic() - opened
+        while not app.settled:  # the first diagnosis (and the knowledge base load) has finished
+            await pilot.pause(0.05)
+        await pilot.pause(0.5)
+        idle_keys = [await press_tab(app, i) for i in range(8)]  # nothing arriving: the baseline
         writer = StreamingWriter(path, steps, template, RATE)
         writer.start()
         end = time.monotonic() + seconds
         i = 0
         while time.monotonic() < end:
             await asyncio.sleep(0.4)
-            # The key goes through the app's own event queue, like a real key press; Pilot.press
-            # would also wait for the tab underline animation, which is not what a user waits for.
-            key = TABS[i % len(TABS)]
-            target = ("metrics", "layers", "rules", "overview")[TABS.index(key)]
-            refreshed = asyncio.Event()
-            t0 = time.monotonic()
-            app.simulate_key(key)
-            while app.main.query_one("#tabs").active != target:
-                await asyncio.sleep(0.001)
-            app.call_after_refresh(refreshed.set)
-            await refreshed.wait()
-            keys.append(time.monotonic() - t0)
+            keys.append(await press_tab(app, i))
             i += 1
         writer.stop.set()
         writer.join()
@@ -122,8 +116,26 @@ async def measure(path: Path, steps: int, template: list[Step], seconds: float) 
         if seen is not None:
             latencies.append(seen - flushed)
     missing = len(writer.flushed) - len(latencies)
-    return {"open": open_seconds, "latency": latencies, "keys": keys, "written": len(writer.flushed),
-            "missing": missing}
+    return {"open": open_seconds, "latency": latencies, "keys": keys, "idle_keys": idle_keys,
+            "written": len(writer.flushed), "missing": missing}
+
+
+async def press_tab(app, i: int) -> float:
+    """Seconds from a key press (switch to the next tab) to the paint that shows the new tab.
+
+    The key goes through the app's own event queue, like a real key press; Pilot.press would also
+    wait for the tab underline animation, which is not what a user waits for.
+    """
+    key = TABS[i % len(TABS)]
+    target = ("metrics", "layers", "rules", "overview")[TABS.index(key)]
+    refreshed = asyncio.Event()
+    t0 = time.monotonic()
+    app.simulate_key(key)
+    while app.main.query_one("#tabs").active != target:
+        await asyncio.sleep(0.001)
+    app.call_after_refresh(refreshed.set)
+    await refreshed.wait()
+    return time.monotonic() - t0
 
 
 def pct(values: list[float], q: float) -> float:
@@ -144,6 +156,7 @@ def main() -> None:
     records = read_records(real).records
     template = [r for r in records if isinstance(r, Step)]
     header = encode_record(records[0])
+    print(f"load average at the start {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores", flush=True)
     results: dict[str, list[dict]] = {"A": [], "B": []}
     sizes = {"A": args.short, "B": args.steps}
     for round_ in range(args.rounds):
@@ -161,18 +174,20 @@ def main() -> None:
                   f"TUI open {result['open']:.2f} s) latency p50 {pct(result['latency'], .5) * 1e3:.0f} ms "
                   f"p95 {pct(result['latency'], .95) * 1e3:.0f} ms max {max(result['latency']) * 1e3:.0f} ms; "
                   f"keys p50 {pct(result['keys'], .5) * 1e3:.0f} ms p95 {pct(result['keys'], .95) * 1e3:.0f} ms "
-                  f"max {max(result['keys']) * 1e3:.0f} ms; {result['written']} written, "
+                  f"max {max(result['keys']) * 1e3:.0f} ms (idle p50 {pct(result['idle_keys'], .5) * 1e3:.0f} ms); "
+                  f"{result['written']} written, "
                   f"{result['missing']} never seen", flush=True)
 
     def pooled(name, key):
         return [v for r in results[name] for v in r[key]]
 
-    print("\nsummary (pooled over rounds)")
+    print(f"\nsummary (pooled over rounds; load average at the end {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
     for name in ("A", "B"):
         lat, keys = pooled(name, "latency"), pooled(name, "keys")
         print(f"  {name} {sizes[name]:>7} steps: write-to-screen p50 {pct(lat, .5) * 1e3:.0f} ms, "
               f"p95 {pct(lat, .95) * 1e3:.0f} ms; key response p50 {pct(keys, .5) * 1e3:.0f} ms, "
-              f"p95 {pct(keys, .95) * 1e3:.0f} ms; open {statistics.mean(r['open'] for r in results[name]):.2f} s")
+              f"p95 {pct(keys, .95) * 1e3:.0f} ms (no records arriving: p50 "
+              f"{pct(pooled(name, 'idle_keys'), .5) * 1e3:.0f} ms); open {statistics.mean(r['open'] for r in results[name]):.2f} s")
     for label, key, q in (("latency p50", "latency", .5), ("latency p95", "latency", .95),
                           ("key p50", "keys", .5), ("key p95", "keys", .95)):
         a, b = pct(pooled("A", key), q), pct(pooled("B", key), q)
