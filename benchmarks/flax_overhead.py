@@ -1,0 +1,149 @@
+"""Step-time overhead of the Flax recorder: A/B interleaved in one process, medians of rounds.
+
+Variants (each with its own model and optimizer, same initialization):
+  none        plain nnx.jit step: the user's loop without diag
+  default     Recorder with the default settings (per-layer statistics every 25 steps)
+  every10     per-layer statistics every 10 steps
+  full        every statistic every step (every=1)
+  full-dev    every statistic every step, computed on the device but never fetched or written
+              (separates device compute from host transfer and writing)
+
+Each round runs every variant for --block steps back to back and times it (the block ends by
+waiting for the device); the ratio of each variant's median step time to the baseline's is
+printed. Other processes on the machine add noise: use enough rounds.
+
+Run:  python benchmarks/flax_overhead.py [--rounds 15] [--block 20] [--models mlp cnn]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from diag.adapters.flax import Recorder
+
+
+class MLP(nnx.Module):
+    def __init__(self, rngs, width=512, classes=10):
+        self.layers = nnx.List([nnx.Linear(width, width, rngs=rngs) for _ in range(3)])
+        self.head = nnx.Linear(width, classes, rngs=rngs)
+
+    def __call__(self, x):
+        for lin in self.layers:
+            x = nnx.relu(lin(x))
+        return self.head(x)
+
+
+class CNN(nnx.Module):
+    def __init__(self, rngs, classes=10):
+        self.c1 = nnx.Conv(3, 32, (3, 3), rngs=rngs)
+        self.c2 = nnx.Conv(32, 64, (3, 3), rngs=rngs)
+        self.fc = nnx.Linear(8 * 8 * 64, 256, rngs=rngs)
+        self.head = nnx.Linear(256, classes, rngs=rngs)
+
+    def __call__(self, x):
+        x = nnx.max_pool(nnx.relu(self.c1(x)), (2, 2), (2, 2))
+        x = nnx.max_pool(nnx.relu(self.c2(x)), (2, 2), (2, 2))
+        return self.head(nnx.relu(self.fc(x.reshape(x.shape[0], -1))))
+
+
+def ce(logits, y):
+    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+
+def make_plain(model_cls):
+    model = model_cls(nnx.Rngs(0))
+    opt = nnx.Optimizer(model, optax.adam(1e-4), wrt=nnx.Param)
+
+    @nnx.jit
+    def step(model, opt, x, y):
+        loss, grads = nnx.value_and_grad(lambda m: ce(m(x), y))(model)
+        opt.update(model, grads)
+        return loss
+
+    return lambda i, x, y: step(model, opt, x, y), None
+
+
+def make_recorded(model_cls, every, fetch=True):
+    model = model_cls(nnx.Rngs(0))
+    path = os.path.join(tempfile.mkdtemp(), "bench.jsonl")
+    rec = Recorder(path, model, task="classification", num_classes=10, every=every, handle_signals=False)
+    opt = nnx.Optimizer(model, rec.wrap(optax.adam(1e-4)), wrt=nnx.Param)
+
+    @rec.jit
+    def step(model, opt, x, y):
+        loss, grads = rec.value_and_grad(lambda m: ce(m(x), y))(model)
+        opt.update(model, grads)
+        return rec.stats(opt, loss, batch=x, labels=y)
+
+    def run(i, x, y):
+        out = step(model, opt, x, y)
+        if fetch:
+            rec.record(i, out)
+        return out
+
+    return run, rec
+
+
+def bench(name, model_cls, x, y, rounds, block):
+    variants = {
+        "none": make_plain(model_cls),
+        "default": make_recorded(model_cls, every=25),
+        "every10": make_recorded(model_cls, every=10),
+        "full": make_recorded(model_cls, every=1),
+        "full-dev": make_recorded(model_cls, every=1, fetch=False),
+    }
+    counters = {k: 0 for k in variants}
+    for k, (fn, _) in variants.items():  # compile and warm up (both variants of rec.jit)
+        for _ in range(30):
+            out = fn(counters[k], x, y)
+            counters[k] += 1
+        np.asarray(out)
+    times = {k: [] for k in variants}
+    for _ in range(rounds):
+        for k, (fn, _) in variants.items():
+            t0 = time.perf_counter()
+            for _ in range(block):
+                out = fn(counters[k], x, y)
+                counters[k] += 1
+            np.asarray(out)
+            times[k].append((time.perf_counter() - t0) / block)
+    for _, rec in variants.values():
+        if rec is not None:
+            rec.close()
+    base = np.median(times["none"])
+    print(f"\n{name}: median step time over {rounds} rounds of {block} steps (baseline {base * 1e3:.2f} ms)")
+    for k in variants:
+        med = np.median(times[k])
+        q1, q3 = np.percentile(np.array(times[k]) / base, [25, 75])
+        print(f"  {k:9s} {med * 1e3:7.2f} ms   ratio {med / base:.3f}   (IQR of per-round ratios {q1:.3f}-{q3:.3f})")
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--rounds", type=int, default=15)
+    p.add_argument("--block", type=int, default=20)
+    p.add_argument("--models", nargs="+", default=["mlp", "cnn"])
+    args = p.parse_args()
+    print(f"jax {jax.__version__} on {jax.default_backend()}, {os.cpu_count()} CPUs")
+    key = jax.random.key(0)
+    if "mlp" in args.models:
+        x = jax.random.normal(key, (256, 512))
+        y = jax.random.randint(key, (256,), 0, 10)
+        bench("MLP 4x512, batch 256", MLP, x, y, args.rounds, args.block)
+    if "cnn" in args.models:
+        x = jax.random.normal(key, (128, 32, 32, 3))
+        y = jax.random.randint(key, (128,), 0, 10)
+        bench("CNN 32x32x3, batch 128", CNN, x, y, args.rounds, args.block)
+
+
+if __name__ == "__main__":
+    main()
