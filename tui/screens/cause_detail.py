@@ -70,7 +70,7 @@ class CauseDetailScreen(Screen):
 
 
 def _title(cause, cause_id: str) -> Text:
-    text = Text()
+    text = Text(no_wrap=True, overflow="ellipsis")
     if cause is None:
         text.append(cause_id, style="bold")
         return text
