@@ -239,9 +239,14 @@ class TorchRecorder:
         parts: list[torch.Tensor] = []
         layout: list[tuple[str, int]] = []
 
+        device = self._segment.device
+
         def add(name: str, tensor: torch.Tensor) -> None:
-            # Inputs and labels may still sit on the CPU while the model is on an accelerator.
-            flat = tensor.detach().reshape(-1).float().to(self._segment.device, non_blocking=True)
+            flat = tensor.detach().reshape(-1)
+            if flat.dtype != torch.float32:
+                flat = flat.float()
+            if flat.device != device:  # inputs and labels may still sit on the CPU
+                flat = flat.to(device, non_blocking=True)
             parts.append(flat)
             layout.append((name, flat.numel()))
 
