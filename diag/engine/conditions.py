@@ -593,6 +593,9 @@ def _base(env, name: str):
     if not trace.has(name):
         return None
     if name in trace.layer_columns:
+        mask = trace.layer_present[name]
+        if mask.all():  # the common case: no copy of a (steps, layers) matrix
+            return trace.steps, trace.layer_columns[name]
         matrix = trace.layer_matrix(name)
         return matrix.steps, matrix.values
     series = trace.series(name)
@@ -640,6 +643,20 @@ def _within_slice(steps: np.ndarray, within) -> slice:
     return slice(lo, hi)
 
 
+def _measured(env, clause: Clause, raw: np.ndarray) -> np.ndarray:
+    if not len(raw):
+        return np.zeros(raw.shape[1], dtype=bool)
+    key = ("measured", clause.series, clause.within)
+    if key not in env.cache:
+        # Most columns have a number in their first row; only the others need a full scan.
+        measured = ~np.isnan(raw[0])
+        rest = np.flatnonzero(~measured)
+        if rest.size:
+            measured[rest] = ~np.isnan(raw[:, rest]).all(axis=0)
+        env.cache[key] = measured
+    return env.cache[key]
+
+
 def signal_result(clause: Clause, env) -> SignalResult | None:
     """The clause's predicate over all columns, cached per clause for per-layer bindings."""
     key = ("r", id(clause))
@@ -660,12 +677,13 @@ def signal_result(clause: Clause, env) -> SignalResult | None:
     # comparison; +-Inf compares as the number it is. With non_finite_is_true, an infinite
     # *recorded* value holds even where the derived value is NaN (inf/inf); a recorded NaN does
     # not (NaN is not a magnitude: a NaN gradient norm is not a spike).
-    hold = hold & ~np.isnan(y)
+    if clause.op == "!=":  # the only comparison NaN satisfies
+        hold = hold & ~np.isnan(y)
     if clause.non_finite_is_true:
         hold = hold | np.isinf(raw)
     if clause.is_layer_signal:
         # A per-layer column that is NaN at every point was not measured (null in the trace).
-        measured = ~np.isnan(raw).all(axis=0) if len(raw) else np.zeros(y.shape[1], dtype=bool)
+        measured = _measured(env, clause, raw)
     else:
         measured = np.full(y.shape[1], len(raw) > 0)
     n = len(steps)

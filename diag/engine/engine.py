@@ -113,6 +113,7 @@ class Run:
     cache: dict = field(default_factory=dict)
     facts: dict = field(default_factory=dict)
     facts_by_id: dict = field(default_factory=dict)
+    by_key: dict = field(default_factory=dict)
     fired: list = field(default_factory=list)
     skipped: dict = field(default_factory=dict)
     errors: dict = field(default_factory=dict)
@@ -225,6 +226,10 @@ def _emit(rule: Rule, run: Run, labels: dict, values: dict, outcome: Outcome) ->
     if labels.get("layer"):
         layers.insert(0, labels["layer"])
     series = [leaf.clause.series for leaf in leaves if leaf.ok and leaf.clause.kind == "signal"]
+    for leaf in leaves:
+        used = run.by_key.get(leaf.fact_key) if leaf.ok and leaf.clause.kind == "fact" else None
+        if used is not None:
+            series += [s for c in used.contributions for s in c.series]
     explains = set(rule.spec.explains) | {leaf.clause.fact_id for leaf in leaves
                                           if leaf.ok and leaf.clause.kind == "fact"}
     contribution = Contribution(
@@ -240,6 +245,7 @@ def _emit(rule: Rule, run: Run, labels: dict, values: dict, outcome: Outcome) ->
     if fact is None:
         fact = Fact(id=rule.emits, kind=kind, labels=fact_labels)
         run.facts[key] = fact
+        run.by_key[fact.key] = fact
         run.facts_by_id.setdefault(rule.emits, []).append(fact)
     fact.contributions.append(contribution)
     fact._cf = None

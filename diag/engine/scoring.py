@@ -59,10 +59,7 @@ def clause_result(outcome: Outcome, run: Run, depth: int = 0) -> ClauseResult:
 
 
 def _fact_by_key(run: Run, key: str) -> Fact | None:
-    for fact in run.facts.values():
-        if fact.key == key:
-            return fact
-    return None
+    return run.by_key.get(key)
 
 
 def justification(c, fact: Fact, run: Run, depth: int = 0) -> Justification:

@@ -289,7 +289,13 @@ def first_run(hold: np.ndarray, n: int = 1):
         return out
     h = hold if cols.size == hold.shape[1] else hold[:, cols]
     run = _all_in_window(h, n)
-    out[cols] = np.where(run.any(axis=0), np.argmax(run, axis=0), -1)
+    # argmax along axis 0 of a wide array is strided and slow: search only the rows where
+    # something holds (few, in all but the worst runs).
+    rows = np.flatnonzero(run.any(axis=1))
+    if rows.size == 0:
+        return out
+    sub = run[rows]
+    out[cols] = np.where(sub.any(axis=0), rows[np.argmax(sub, axis=0)], -1)
     return out
 
 
