@@ -5,7 +5,7 @@ the data itself. For each split the probe measures:
 
 * ``overlap_with_train``: examples whose exact input row (hashed) also occurs in the train split;
 * ``feature_scores``: how well each feature *alone* predicts the label: the accuracy, on held-out
-  rows, of the majority label per value bin (up to 16 quantile bins) of that feature. A feature
+  rows, of the majority label among the 7 nearest training values of that feature. A feature
   that scores near 1.0 alone is almost surely the label in disguise (target leakage);
 * ``id_like_features``: integer or string columns with (almost) one distinct value per row;
 * ``time_min``/``time_max`` when timestamps are given (validation should come after train);
@@ -34,7 +34,7 @@ from diag.trace.records import Data, FeatureScore
 MAX_FEATURES = 256  # features scored per split (the first ones); keeps the probe fast and records short
 TOP_SCORES = 10  # scores written per split, best first
 ID_LIKE_DISTINCT = 0.95  # distinct values / rows above which an integer/string column looks like an id
-BINS = 16
+NEIGHBOURS = 7
 
 
 def _rows(X) -> np.ndarray:
@@ -66,29 +66,39 @@ def _labels_1d(y) -> np.ndarray:
     return y.reshape(len(y))
 
 
-def _bin_codes(col: np.ndarray, edges: np.ndarray | None) -> np.ndarray:
-    if edges is None:  # few distinct values: each value is its own bin
-        return col
-    return np.searchsorted(edges, col, side="right")
+def single_feature_accuracy(train_col, train_y, test_col, test_y, k: int = NEIGHBOURS) -> float:
+    """Held-out accuracy of predicting a label from one feature by its ``k`` nearest train values.
+
+    Nearest neighbours on one axis follow the data's own clusters (quantile bins cut through
+    them): a feature that is the label in disguise scores ~1.0, a noise or row-id feature about
+    the majority-class share.
+    """
+    if len(test_y) == 0 or len(train_y) == 0:
+        return float("nan")
+    classes, train_codes = np.unique(train_y, return_inverse=True)
+    tr, te = _sortable(train_col), _sortable(test_col)
+    order = np.argsort(tr, kind="stable")
+    tr, train_codes = tr[order], train_codes[order]
+    k = min(k, len(tr))
+    # The k nearest lie among the k values on either side of the insertion point.
+    width = min(2 * k, len(tr))
+    start = np.clip(np.searchsorted(tr, te) - k, 0, len(tr) - width)
+    candidates = start[:, None] + np.arange(width)[None, :]
+    with np.errstate(invalid="ignore"):
+        distance = np.abs(tr[candidates] - te[:, None])
+    nearest = np.argsort(np.nan_to_num(distance, nan=0.0), axis=1, kind="stable")[:, :k]
+    window = np.take_along_axis(candidates, nearest, axis=1)
+    votes = np.zeros((len(te), len(classes)), np.int32)
+    np.add.at(votes, (np.repeat(np.arange(len(te)), k), train_codes[window].ravel()), 1)
+    pred = classes[votes.argmax(axis=1)]
+    return float(np.mean(pred == test_y))
 
 
-def _fit_bins(col: np.ndarray):
-    finite = col[np.isfinite(col)] if col.dtype.kind == "f" else col
-    if col.dtype.kind not in "biuf" or len(np.unique(finite)) <= BINS:
-        return None
-    return np.unique(np.quantile(finite, np.linspace(0, 1, BINS + 1)[1:-1]))
-
-
-def single_feature_accuracy(train_col, train_y, test_col, test_y) -> float:
-    """Held-out accuracy of predicting the majority train label of the test value's bin."""
-    edges = _fit_bins(train_col)
-    tr, te = _bin_codes(train_col, edges), _bin_codes(test_col, edges)
-    majority_all = _mode(train_y)
-    table: dict = {}
-    for code in np.unique(tr):
-        table[code] = _mode(train_y[tr == code])
-    pred = np.array([table.get(c, majority_all) for c in te])
-    return float(np.mean(pred == test_y)) if len(test_y) else float("nan")
+def _sortable(col: np.ndarray) -> np.ndarray:
+    if col.dtype.kind in "biuf":
+        return np.nan_to_num(col.astype(np.float64), nan=np.inf)
+    _, codes = np.unique(col.astype(str), return_inverse=True)  # strings: by category
+    return codes.astype(np.float64)
 
 
 def _mode(values: np.ndarray):
