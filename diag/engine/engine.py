@@ -27,7 +27,7 @@ from diag.engine.conditions import (
     matching_records,
 )
 from diag.engine.expressions import EvaluationFailed
-from diag.engine.facts import run_context
+from diag.engine.facts import records_of, run_context
 from diag.engine.kb import KnowledgeBase, Rule
 
 
@@ -176,14 +176,16 @@ def _missing_requirements(rule: Rule, run: Run) -> list[str]:
     req = rule.spec.requires
     missing = [s for s in req.series if not run.trace.has(s)]
     missing += [f"context.{c}" for c in req.context if run.context.get(c) is None]
-    from diag.engine.facts import records_of
-
     missing += [f"{k} records" for k in req.records if not records_of(run.trace, k)]
     return missing
 
 
 def _run_rule(rule: Rule, run: Run) -> None:
     missing = _missing_requirements(rule, run)
+    if rule.spec.for_each == "record":
+        clause = next(c for c in rule.when.walk() if c.kind == "record")
+        if not records_of(run.trace, clause.record_kind):
+            missing.append(f"{clause.record_kind} records")
     if missing:
         run.skipped[rule.id] = missing
         return
@@ -267,7 +269,34 @@ def forward_chain(trace, kb: KnowledgeBase) -> Run:
             _run_rule(rule, run)
         except (EvaluationFailed, ArithmeticError, ValueError, TypeError, KeyError, IndexError) as e:
             run.errors[rule_id] = f"{type(e).__name__}: {e}"
+    _mark_unreachable(run)
     return run
+
+
+def _mark_unreachable(run: Run) -> None:
+    """A rule that only reads facts no rule could measure was not really checked: list it as skipped.
+
+    Without this, a trace that lacks a series would report the cause rules reading its symptom
+    as "checked", and "nothing found" would sound more believable than it is.
+    """
+    producers: dict[str, list[str]] = {}
+    for rule in run.kb.rules.values():
+        producers.setdefault(rule.emits, []).append(rule.id)
+    reachable: dict[str, bool] = {}
+    for rule_id in run.kb.order:
+        rule = run.kb.rules[rule_id]
+        if rule_id not in run.evaluated:
+            reachable[rule_id] = False
+            continue
+        reads = [f for f in rule.reads if f in producers]
+        if not reads or rule_id in run.fired:
+            reachable[rule_id] = True
+            continue
+        sources = [p for f in reads for p in producers[f]]
+        reachable[rule_id] = any(reachable.get(p, False) for p in sources)
+        if not reachable[rule_id]:
+            run.evaluated.discard(rule_id)
+            run.skipped[rule_id] = sorted({m for p in sources for m in run.skipped.get(p, [])}) or ["its symptoms"]
 
 
 __all__ = ["CF_THRESHOLD", "Fact", "Run", "forward_chain"]

@@ -93,8 +93,10 @@ def render_text(d: Diagnosis, *, trace_arg: str | None = None) -> str:
         for c in d.ruled_out:
             out.append(f"   {c.id} ({c.certainty:.2f}): {c.evidence[0] if c.evidence else ''}")
         out.append("")
-    if not d.causes:
+    if not d.causes and d.checks_run:
         out.append("Why this is believable: every rule whose inputs the trace has was evaluated and none fired.")
+    elif not d.causes:
+        out.append("Nothing could be checked: the trace lacks the inputs every rule reads (see below).")
     checked = ", ".join(d.checks_run) or "none"
     out.append(f"Checked {len(d.checks_run)} causes: {checked}.")
     if d.checks_skipped:
