@@ -321,3 +321,23 @@ def test_inplace_relu_and_saturated_sigmoid_are_measured_before_and_after_the_no
     assert trace.layer_matrix("activations.mean").values[0, 0] == pytest.approx(float(z0.mean()), rel=1e-5)
     assert float(z0.mean()) < float(torch.relu(z0).mean())
     assert trace.layer_matrix("activations.zero_fraction").values[0, 0] == pytest.approx(float((z0 <= 0).float().mean()))
+
+
+def test_learning_rate_is_the_one_the_step_used_even_after_the_scheduler_moved_it(tmp_path):
+    torch.manual_seed(0)
+    model = Net()
+    opt = torch.optim.SGD([{"params": model.body.parameters()}, {"params": model.head.parameters(), "lr": 0.5}], lr=0.1)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+    x, y = _data()
+    with TorchRecorder(model, opt, tmp_path / "lr.jsonl", capture_crashes=False) as rec:
+        for _ in range(3):
+            opt.zero_grad()
+            loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            opt.step()
+            sched.step()
+            rec.record(loss)
+    trace = load_trace(tmp_path / "lr.jsonl")
+    assert trace.series("lr").values.tolist() == [0.1, 0.05, 0.025]
+    steps = [s for s in (r for r in open(tmp_path / "lr.jsonl")) if '"kind":"step"' in s]
+    assert '"lr_per_group":[0.1,0.5]' in steps[0] and '"lr_per_group":[0.05,0.25]' in steps[1]

@@ -513,6 +513,7 @@ class TorchRecorder:
     def _before_step(self, optimizer, args, kwargs) -> None:
         plan = self._ensure_plan()
         self._stepped = True
+        self._step_lrs = [float(g["lr"]) for g in optimizer.param_groups]
         with torch.no_grad():
             grad_sq = grad_layer_sq(plan.params, self._segment, len(plan.layers))
             self._pending["grad_sq"] = grad_sq
@@ -736,8 +737,8 @@ class TorchRecorder:
 
     def _step_dict(self, step, now, got, epoch, x, labels, label_kind) -> dict:
         plan = self._plan
-        groups = self.optimizer.param_groups
-        lrs = [float(g["lr"]) for g in groups]
+        # The learning rates the step used: a scheduler may have moved them since.
+        lrs = self._step_lrs if self._stepped else [float(g["lr"]) for g in self.optimizer.param_groups]
         grad_sq = got["grad_sq"]
         record: dict = {
             "kind": "step",
