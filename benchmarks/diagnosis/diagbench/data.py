@@ -46,6 +46,8 @@ def _blobs(cfg, rng):
     centers = np.random.default_rng(cfg.get("centers_seed", 1234)).normal(0, cfg.get("separation", 1.0), (c, d))
     y = rng.integers(0, c, n)
     x = centers[y] + rng.normal(0, cfg.get("noise", 1.0), (n, d))
+    if cfg.get("quantize"):  # survey-style answers on a coarse scale: identical rows recur
+        x = np.round(x / cfg["quantize"]) * cfg["quantize"]
     return x, y
 
 
@@ -198,6 +200,14 @@ def build(cfg: dict, seed: int) -> Dataset:
         ds.feature_names = [f"f{i}" for i in range(x.shape[1])]
     if times is not None:  # chronological split: train strictly before val
         ds.t_train, ds.t_val = times[:n_train], times[n_train:]
+    if cfg.get("rare_feature"):  # a binary flag set on a small share of rows (e.g. "is_refund")
+        share = float(cfg["rare_feature"])
+        ds.x_train = np.concatenate([ds.x_train, (rng.random((n_train, 1)) < share).astype(np.float32)], 1)
+        ds.x_val = np.concatenate([ds.x_val, (rng.random((len(ds.x_val), 1)) < share).astype(np.float32)], 1)
+        if ds.feature_names:
+            ds.feature_names = ds.feature_names + ["is_flagged"]
+    if cfg.get("as_sequence"):  # windows as (time, 1) sequences for a recurrent model
+        ds.x_train, ds.x_val = ds.x_train[..., None], ds.x_val[..., None]
     return ds
 
 

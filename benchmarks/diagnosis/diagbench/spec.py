@@ -92,11 +92,13 @@ def select(scenarios: list[dict], only: str | None = None, subset: str | None = 
     return chosen
 
 
+# Bump when a change to the training code changes what a scenario records (invalidates kept traces).
+TRAINING_VERSION = 1
+
+
 def cache_key(sc: dict) -> str:
-    """Changes when the scenario or the benchmark's training code changes (reuse of kept traces)."""
-    h = hashlib.sha1(json.dumps(sc, sort_keys=True, default=str).encode())
-    for f in sorted((HERE / "diagbench").glob("*.py")):
-        h.update(f.read_bytes())
+    """Changes when the scenario entry or TRAINING_VERSION changes (``--reuse`` of kept traces)."""
+    h = hashlib.sha1(json.dumps([TRAINING_VERSION, sc], sort_keys=True, default=str).encode())
     return h.hexdigest()[:16]
 
 
