@@ -430,3 +430,23 @@ def test_keep_going_loads_the_good_rules_and_lists_the_bad(tmp_path, nan_trace):
     assert "c.good" in kb.rules and "c.bad" not in kb.rules
     assert any("grad_nrom" in p.message for p in kb.problems)
     assert diagnose(nan_trace, kb=kb).causes[0].id == "exploding_gradients"
+
+
+def test_a_cause_whose_symptoms_cannot_be_measured_is_not_counted_as_checked(tmp_path):
+    write(tmp_path, "r.yaml", cause("fp16_overflow"), """
+- id: s.collapse
+  type: symptom
+  title: collapse
+  when: {signal: {series: loss_scale, fn: ratio_to_running_max, op: "<=", value: 0.001}}
+  cf: 1.0
+  evidence: collapse
+- id: c.collapse
+  type: cause
+  emits: fp16_overflow
+  when: {fact: s.collapse}
+  cf: 0.8
+  evidence: fp16
+""")
+    d = diagnose(trace_from_series({"loss": [2.0, 1.0]}), kb=kb_of(tmp_path))
+    assert d.checks_run == [] and d.checks_skipped == ["fp16_overflow"]
+    assert {s.id: s.missing for s in d.rules_skipped} == {"s.collapse": ["loss_scale"], "c.collapse": ["loss_scale"]}
