@@ -214,7 +214,7 @@ class Recorder:
             jnp.asarray(loss, jnp.float32).reshape(()),
             ms.lr if ms is not None else nan,
             skipped if skipped is not None else nan,
-            _loss_scale(optimizer) if optimizer is not None else nan,
+            _loss_scale(optimizer, self) if optimizer is not None else nan,
         ])
         layout = S.Layout(parts=[("scalars", 4)], full=full)
         pieces = [scalars]
@@ -579,8 +579,12 @@ def _skipped_flag(optimizer):
     return 1.0 - jnp.asarray(st.last_finite, jnp.float32)
 
 
-def _loss_scale(optimizer):
+def _loss_scale(optimizer, recorder=None):
     from diag.adapters.flax.loss_scale import LossScaleState
 
     st = find_state(nnx.as_pure(optimizer.opt_state), LossScaleState)
+    if st is not None and recorder is not None:
+        recorder._header_fields.setdefault("loss_scaling", "dynamic")
+        if recorder._header_fields.get("loss_scaling") is None:
+            recorder._header_fields["loss_scaling"] = "dynamic"
     return jnp.asarray(st.scale, jnp.float32) if st is not None else jnp.full((), jnp.nan, jnp.float32)

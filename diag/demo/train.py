@@ -74,7 +74,6 @@ def run_scenario(s: Scenario, out: str | Path, *, steps: int | None = None, seed
     rec = Recorder(out, model, task="classification", num_classes=d.num_classes,  # diag
                    loss_kind="softmax_cross_entropy", seed=seed, every=every, batch_size=s.batch_size,
                    steps_planned=steps, model_name=f"MLP ({s.name} demo)",
-                   loss_scaling="dynamic" if s.loss_scaling else None,
                    tags={"demo": s.name, "planted_cause": s.expected_cause})
     tx = optax.adam(s.lr) if s.optimizer == "adam" else optax.sgd(s.lr)
     tx = rec.wrap(tx)  # diag
