@@ -76,18 +76,23 @@ def run(tmp_path_factory):
         optimizer.update(model, grads)
         return rec.stats(optimizer, loss, batch=x, labels=y)
 
+    graphdef = nnx.graphdef(model)
+
+    @jax.jit
+    def reference(params, rest, x, y):
+        # Independent of the recorder: plain jax.value_and_grad of a pure function of the params.
+        loss, grads = jax.value_and_grad(lambda p: loss_of(nnx.merge(graphdef, p, rest)(x), y))(params)
+        return loss, grads, reference_forward(nnx.merge(graphdef, params, rest), x)
+
     rng = np.random.default_rng(0)
     refs = []
     with rec:
         for step in range(STEPS):
             x = jnp.asarray(rng.normal(size=(16, 8, 8, 3)), jnp.float32)
             y = jnp.asarray(rng.integers(0, 5, size=16))
-            clone = nnx.merge(*nnx.split(model))
-            graphdef, params, rest = nnx.split(clone, nnx.Param, ...)
+            _, params, rest = nnx.split(model, nnx.Param, ...)
             params, rest = nnx.as_pure(params), nnx.as_pure(rest)
-            pure_loss = lambda p: loss_of(nnx.merge(graphdef, p, rest)(x), y)  # noqa: E731
-            ref_loss, ref_grads = jax.value_and_grad(pure_loss)(params)
-            acts = reference_forward(nnx.merge(*nnx.split(model)), x)
+            ref_loss, ref_grads, acts = reference(params, rest, x, y)
             before = {k: np.asarray(v.get_value()) for k, v in nnx.to_flat_state(nnx.state(model, nnx.Param))}
             rec.record(step, train_step(model, optimizer, x, y))
             after = {k: np.asarray(v.get_value()) for k, v in nnx.to_flat_state(nnx.state(model, nnx.Param))}
@@ -181,3 +186,44 @@ def test_a_finished_run_ends_with_a_completed_event(run):
     trace, _ = run
     end = trace.events_of("run_end")
     assert len(end) == 1 and end[0].status == "completed" and end[0].steps == STEPS
+
+
+def test_the_loop_shown_in_the_readme_runs_and_writes_a_complete_trace(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(0)
+    batches = [(jnp.asarray(rng.normal(size=(32, 20)), jnp.float32), jnp.asarray(rng.integers(0, 10, 32)))
+               for _ in range(4)]
+
+    class MLP(nnx.Module):
+        def __init__(self, rngs):
+            self.hidden = nnx.Linear(20, 32, rngs=rngs)
+            self.out = nnx.Linear(32, 10, rngs=rngs)
+
+        def __call__(self, x):
+            return self.out(nnx.relu(self.hidden(x)))
+
+    # --- README: begin
+    from diag.adapters.flax import Recorder
+
+    model = MLP(nnx.Rngs(0))
+    rec = Recorder("run.jsonl", model, task="classification", num_classes=10,
+                   loss_kind="softmax_cross_entropy", seed=0)
+    optimizer = nnx.Optimizer(model, rec.wrap(optax.adam(1e-3)), wrt=nnx.Param)
+
+    @rec.jit                                              # was: @nnx.jit
+    def train_step(model, optimizer, x, y):
+        def loss_fn(model):
+            return optax.softmax_cross_entropy_with_integer_labels(model(x), y).mean()
+        loss, grads = rec.value_and_grad(loss_fn)(model)  # was: nnx.value_and_grad
+        optimizer.update(model, grads)
+        return rec.stats(optimizer, loss, batch=x, labels=y)
+
+    with rec:                                             # flushes on exceptions, SIGINT, SIGTERM
+        for step, (x, y) in enumerate(batches):
+            rec.record(step, train_step(model, optimizer, x, y))
+    # --- README: end
+
+    trace = load_trace(tmp_path / "run.jsonl")
+    assert list(trace.layer_names) == ["hidden", "out"] and trace.header.layers[0].activation == "relu"
+    assert len(trace.series("loss")) == 4 and list(trace.layer_matrix("layers.grad_norm").steps) == [0]  # every 25 steps
+    assert trace.events_of("run_end")[0].status == "completed"
