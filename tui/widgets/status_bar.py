@@ -12,7 +12,10 @@ from diag.tui.widgets.static_text import set_text
 
 
 class StatusBar(Static):
-    """``diag · run-id · step 1234/2000 · 48.2 steps/s · loss 0.43 · ● following``."""
+    """`` diag  ● following  run-id · step 1234/2000 · 48.2 steps/s · loss 0.43``.
+
+    The state comes first so that a long run id never pushes it off an 80-column screen.
+    """
 
     def show(self, trace: Trace, fatal: str | None, follow: bool) -> None:
         text = Text(no_wrap=True, overflow="ellipsis")
@@ -22,12 +25,12 @@ class StatusBar(Static):
             set_text(self, text)
             return
         facts = run_facts(trace)
-        text.append(f" {facts.run_id} ", style="bold")
-        text.append(f"· {facts.steps} · {facts.speed} · {facts.loss} ")
         if follow and facts.status in ("running", "waiting for steps"):
-            text.append("● following", style="bold green")
+            text.append(" ● following ", style="bold green")
         elif follow:
-            text.append(f"● {facts.status} (following)", style="bold yellow")
+            text.append(f" ● {facts.status} ", style="bold yellow")
         else:
-            text.append(f"■ {facts.status}", style="bold")
+            text.append(f" ■ {facts.status} ", style="bold")
+        text.append(f" {facts.run_id}", style="bold")
+        text.append(f" · {facts.steps} · {facts.speed} · {facts.loss}")
         set_text(self, text)
