@@ -43,7 +43,7 @@ def _norm(tensors):
     return math.sqrt(sum(float(t.double().pow(2).sum()) for t in tensors))
 
 
-def _train(tmp_path, make_opt, steps=6, zero_grad=True, costly_every=1, name="run"):
+def _train(tmp_path, make_opt, steps=6, zero_grad=True, costly_every=1, name="run", **options):
     """Train Net for a few steps, recording, and compute the references beside the recorder."""
     torch.manual_seed(0)
     model = Net()
@@ -51,7 +51,8 @@ def _train(tmp_path, make_opt, steps=6, zero_grad=True, costly_every=1, name="ru
     path = tmp_path / f"{name}.jsonl"
     x, y = _data()
     refs = []
-    with TorchRecorder(model, opt, path, costly_every=costly_every, task="classification", num_classes=3) as rec:
+    with TorchRecorder(model, opt, path, costly_every=costly_every, task="classification", num_classes=3,
+                       **options) as rec:
         for step in range(steps):
             xb, yb = x[step * 8 % 64 :][:8], y[step * 8 % 64 :][:8]
             if zero_grad:
@@ -168,6 +169,16 @@ def test_costly_statistics_are_recorded_only_at_the_interval(tmp_path):
     assert trace.series("grad_norm").steps.tolist() == list(range(7))
     assert trace.layer_series("layers.update_ratio", "head").steps.tolist() == [0, 3, 6]
     assert trace.layer_series("activations.mean", "head").steps.tolist() == [0, 3, 6]
+
+
+def test_gradient_norms_can_be_measured_at_their_own_interval(tmp_path):
+    trace, refs, _ = _train(tmp_path, lambda m: torch.optim.Adam(m.parameters(), lr=1e-3), steps=7,
+                            costly_every=5, grad_every=2)
+    assert trace.series("loss").steps.tolist() == list(range(7))
+    grads = trace.series("grad_norm")
+    assert grads.steps.tolist() == [0, 2, 4, 5, 6]
+    expected = [math.sqrt(sum(g * g for g in refs[s]["grad"])) for s in grads.steps]
+    assert np.allclose(grads.values, expected, rtol=1e-5)
 
 
 def test_missing_zero_grad_shows_as_gradient_norm_growing_with_the_step(tmp_path):
