@@ -12,7 +12,11 @@ Each round runs every variant for --block steps back to back and times it (the b
 waiting for the device); the ratio of each variant's median step time to the baseline's is
 printed. Other processes on the machine add noise: use enough rounds.
 
-Run:  python benchmarks/flax_overhead.py [--rounds 15] [--block 20] [--models mlp cnn]
+Run:  python benchmarks/flax_overhead.py [--rounds 15] [--block 20] [--models mlp cnn] [--breakdown]
+
+--breakdown replaces the recorder variants by plain steps that add one group of reductions each
+(per-layer gradient, parameter or update sums of squares; activation sums; input batch), to show
+where the cost of "everything every step" goes.
 """
 
 from __future__ import annotations
@@ -93,7 +97,45 @@ def make_recorded(model_cls, every, fetch=True):
     return run, rec
 
 
-def bench(name, model_cls, x, y, rounds, block):
+def make_partial(model_cls, parts):
+    """A plain nnx.jit step plus only some of the recorder's reductions (for --breakdown)."""
+    from diag.adapters.flax.recorder import _captured_outputs
+    from diag.adapters.flax.stats import activation_block, sumsq_by_layer
+
+    model = model_cls(nnx.Rngs(0))
+    opt = nnx.Optimizer(model, optax.adam(1e-4), wrt=nnx.Param)
+
+    @nnx.jit
+    def step(model, opt, x, y):
+        def loss_fn(m):
+            if "acts" in parts:
+                logits, inter = nnx.capture(m, nnx.Intermediate, method_outputs=nnx.Intermediate)(x)
+            else:
+                logits, inter = m(x), None
+            return ce(logits, y), inter
+
+        (loss, inter), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
+        params = nnx.as_pure(nnx.state(model, nnx.Param))
+        updates = opt.update(model, grads)
+        out = [loss[None]]
+        if "grads" in parts:
+            out.append(sumsq_by_layer(nnx.as_pure(grads)))
+        if "params" in parts:
+            out.append(sumsq_by_layer(params))
+        if "updates" in parts:
+            out.append(sumsq_by_layer(updates))
+        if "acts" in parts:
+            outs = [z for _, z in _captured_outputs(inter)]
+            out.append(activation_block(outs, ["relu"] * len(outs)).reshape(-1))
+        if "batch" in parts:
+            from diag.adapters.flax.stats import batch_block
+            out.append(batch_block(x))
+        return jnp.concatenate(out)
+
+    return lambda i, x, y: step(model, opt, x, y), None
+
+
+def bench(name, model_cls, x, y, rounds, block, breakdown=False):
     variants = {
         "none": make_plain(model_cls),
         "default": make_recorded(model_cls, every=25),
@@ -101,6 +143,10 @@ def bench(name, model_cls, x, y, rounds, block):
         "full": make_recorded(model_cls, every=1),
         "full-dev": make_recorded(model_cls, every=1, fetch=False),
     }
+    if breakdown:  # each reduction alone, on the device, every step
+        variants = {"none": variants["none"], "full-dev": variants["full-dev"]}
+        for parts in (("grads",), ("params",), ("updates",), ("acts",), ("batch",)):
+            variants["+" + parts[0]] = make_partial(model_cls, parts)
     counters = {k: 0 for k in variants}
     for k, (fn, _) in variants.items():  # compile and warm up (both variants of rec.jit)
         for _ in range(30):
@@ -132,17 +178,19 @@ def main():
     p.add_argument("--rounds", type=int, default=15)
     p.add_argument("--block", type=int, default=20)
     p.add_argument("--models", nargs="+", default=["mlp", "cnn"])
+    p.add_argument("--breakdown", action="store_true",
+                   help="profile: the cost of each group of statistics alone (where the time goes)")
     args = p.parse_args()
     print(f"jax {jax.__version__} on {jax.default_backend()}, {os.cpu_count()} CPUs")
     key = jax.random.key(0)
     if "mlp" in args.models:
         x = jax.random.normal(key, (256, 512))
         y = jax.random.randint(key, (256,), 0, 10)
-        bench("MLP 4x512, batch 256", MLP, x, y, args.rounds, args.block)
+        bench("MLP 4x512, batch 256", MLP, x, y, args.rounds, args.block, args.breakdown)
     if "cnn" in args.models:
         x = jax.random.normal(key, (128, 32, 32, 3))
         y = jax.random.randint(key, (128,), 0, 10)
-        bench("CNN 32x32x3, batch 128", CNN, x, y, args.rounds, args.block)
+        bench("CNN 32x32x3, batch 128", CNN, x, y, args.rounds, args.block, args.breakdown)
 
 
 if __name__ == "__main__":

@@ -125,6 +125,7 @@ class Recorder:
         self._early: list = []
         self._variables_key: tuple | None = None
         self._variables: list = []
+        self._last_wall: float | None = None
         self._calls = 0
         self._steps_written = 0
         self._last_step: int | None = None
@@ -296,7 +297,12 @@ class Recorder:
         self._call_steps[call] = step
         self._call_steps.pop(call - 4, None)
         extra = {k: v for k, v in dict(epoch=epoch, metrics=metrics, **fields).items() if v is not None}
-        self._pending.append((step, stats, call, time.time(), extra))
+        now = time.time()
+        if self._last_wall is not None:
+            # Wall time between two record() calls: the loop's pace, data loading included.
+            extra.setdefault("step_time", now - self._last_wall)
+        self._last_wall = now
+        self._pending.append((step, stats, call, now, extra))
         if len(self._pending) > 1:
             self._process(self._pending.pop(0))
 
