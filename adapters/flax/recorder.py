@@ -114,7 +114,7 @@ class Recorder:
         self._forward: ForwardInfo | None = None
         self._header: Header | None = None
         self._layer_names: list[str] = []
-        self._perm: dict[tuple, np.ndarray] = {}
+        self._perm: dict[int, list[int]] = {}
         self._layouts: dict[int, S.Layout] = {}
         self._param_layers = S.layer_groups(nnx.as_pure(nnx.state(model, nnx.Param)))[0]
         self._full = True  # trace-time flag: does the variant being traced measure?
@@ -258,6 +258,7 @@ class Recorder:
         def variant(full: bool):
             def traced(*args, **kwargs):
                 self._full = full
+                self._captured = None  # never a value left over from another trace
                 try:
                     return fn(*args, **kwargs)
                 finally:
@@ -503,7 +504,10 @@ class Recorder:
         if "table" in parts:
             n = len(layout.param_layers)
             g, p, u = parts["table"].reshape(3, n).astype(np.float64)
-            perm = [layout.param_layers.index(x) for x in names]
+            perm = self._perm.get(id(layout))
+            if perm is None:
+                index = {name: i for i, name in enumerate(layout.param_layers)}
+                perm = self._perm[id(layout)] = [index[x] for x in names]
             g, p, u = g[perm], p[perm], u[perm]
             gn, pn, un = np.sqrt(g), np.sqrt(p), np.sqrt(u)
             with np.errstate(divide="ignore", invalid="ignore"):
