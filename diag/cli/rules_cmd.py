@@ -188,6 +188,10 @@ def _validate(args) -> int:
     for problem in kb.problems:
         print(problem)
     selected = {str(Path(f).resolve()) for p in paths for f in _files_under(p)}
+    if errors:
+        # Tests cannot run against a broken knowledge base; the lint would only add noise.
+        print(f"{len(errors)} errors in {len(selected)} files (tests not run)")
+        return 2
     report = run_rule_tests(paths)
     lint = [p for p in coverage_problems(report, kb) if str(Path(p.path).resolve()) in selected]
     for problem in lint:

@@ -151,6 +151,7 @@ def _bindings(rule: Rule, run: Run, base_values: dict) -> list[tuple[dict, dict]
             values = dict(base_values)
             values["layer"] = name
             values["layer_index"] = float(i)
+            values["layer_is_output"] = i == len(run.layer_names) - 1 if not infos else False
             if i < len(infos):
                 values["layer_type"] = infos[i].type
                 values["layer_activation"] = infos[i].activation
@@ -190,6 +191,7 @@ def _run_rule(rule: Rule, run: Run) -> None:
         run.skipped[rule.id] = missing
         return
     fired = False
+    clean = False  # some binding was evaluated with all its inputs
     missed: list[str] = []
     base = dict(run.context)
     for name in rule.bound_names:
@@ -198,6 +200,7 @@ def _run_rule(rule: Rule, run: Run) -> None:
         outcome = evaluate_clause(rule.when, run, labels, values)
         if not outcome.ok:
             missed += outcome.missing
+            clean = clean or not outcome.missing
             if rule.spec.type == "cause":
                 satisfied, total = outcome.satisfied()
                 best = run.attempts.get(rule.emits)
@@ -209,7 +212,8 @@ def _run_rule(rule: Rule, run: Run) -> None:
     if fired:
         run.fired.append(rule.id)
         run.evaluated.add(rule.id)
-    elif missed:
+    elif missed and not clean:
+        # Skipped only when no binding could be evaluated (one unmeasured layer does not count).
         run.skipped[rule.id] = sorted(set(missed))
     else:
         run.evaluated.add(rule.id)

@@ -15,6 +15,8 @@ Example:
 
 from __future__ import annotations
 
+import math
+
 from rule_engine import DataType
 
 from diag.engine.expressions import BOOLEAN, FLOAT, STRING, STRINGS
@@ -22,7 +24,7 @@ from diag.engine.expressions import BOOLEAN, FLOAT, STRING, STRINGS
 CONTEXT_TYPES: dict = {
     "precision": STRING, "compute_dtype": STRING, "param_precision": STRING, "param_dtype": STRING,
     "optimizer": STRING, "lr": FLOAT, "momentum": FLOAT, "weight_decay": FLOAT, "grad_clip": FLOAT,
-    "loss_kind": STRING, "task": STRING, "num_classes": FLOAT, "batch_size": FLOAT,
+    "loss_kind": STRING, "task": STRING, "num_classes": FLOAT, "ln_num_classes": FLOAT, "batch_size": FLOAT,
     "framework": STRING, "loss_scaling": STRING, "num_layers": FLOAT, "num_steps": FLOAT,
     "first_step": FLOAT, "last_step": FLOAT, "steps_planned": FLOAT, "world_size": FLOAT, "seed": FLOAT,
     "device_platform": STRING, "model_name": STRING, "run_status": STRING,
@@ -120,6 +122,8 @@ def run_context(trace) -> dict:
         "loss_kind": h.loss_kind if h else None,
         "task": h.task if h else None,
         "num_classes": float(h.num_classes) if h and h.num_classes is not None else None,
+        # The loss of a uniform guess over C classes: what a well-initialized classifier starts at.
+        "ln_num_classes": math.log(h.num_classes) if h and h.num_classes and h.num_classes > 1 else None,
         "batch_size": float(h.batch_size) if h and h.batch_size is not None else None,
         "framework": h.framework if h else None,
         "loss_scaling": h.loss_scaling if h else None,
