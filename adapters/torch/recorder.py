@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import math
 import os
-import platform
 import time
 import traceback
 import uuid
@@ -31,43 +30,24 @@ from typing import Callable, Iterable, Mapping
 import torch
 from torch import nn
 
-from diag.adapters.torch._encode import encode_line, jfloat, jfloats
-from diag.adapters.torch._layers import (
-    SATURATING,
-    ZERO_ACTIVATIONS,
-    LayerPlan,
-    activation_name,
-    dtype_name,
-    find_layers,
-    plan_layers,
-)
+from diag.adapters.torch._encode import encode_line, jfloat
+from diag.adapters.torch._header import build_header
+from diag.adapters.torch._layers import LayerPlan, activation_name, find_layers, plan_layers
 from diag.adapters.torch._lifecycle import CrashCapture
-from diag.adapters.torch._stats import (
-    activation_counts,
-    batch_stats,
-    batch_summary,
-    grad_layer_sq,
-    label_stats,
-    moments,
-    nonfinite_count,
-    per_layer_sq,
-    sums,
-)
+from diag.adapters.torch._nonfinite import first_nonfinite
+from diag.adapters.torch._stats import activation_counts, batch_stats, grad_layer_sq, label_stats, per_layer_sq, sums
+from diag.adapters.torch._steprecord import activation_columns, step_record
 from diag.adapters.torch._updates import UpdateMeter
 from diag.trace.records import (
     Eval,
     ExceptionEvent,
     Header,
-    LayerInfo,
     NonFiniteEvent,
-    OptimizerInfo,
-    ParamInfo,
     RunEndEvent,
     SignalEvent,
 )
 from diag.trace.writer import TraceWriter
 
-_OPTIMIZER_NAMES = {"SGD": "sgd", "Adam": "adam", "AdamW": "adamw", "RMSprop": "rmsprop", "Adagrad": "adagrad"}
 
 
 class TorchRecorder:
@@ -631,55 +611,10 @@ class TorchRecorder:
             self.writer.write(self._header())
 
     def _header(self) -> Header:
-        plan = self._ensure_plan()
-        params = plan.params
-        param_dtype = dtype_name(params[0].dtype) if params else None
-        compute = dtype_name(self._autocast_dtype) if self._autocast_dtype is not None else param_dtype
-        device = params[0].device if params else torch.device("cpu")
-        layers = [
-            LayerInfo(
-                name=layer.name,
-                type=type(layer.module).__name__,
-                params=[ParamInfo(name=n, shape=list(p.shape), dtype=dtype_name(p.dtype))
-                        for n, p in zip(layer.param_names, layer.params)],
-                activation=layer.activation,
-                compute_dtype=compute,
-                is_output=layer.is_output,
-            )
-            for layer in plan.layers
-        ]
-        group = self.optimizer.param_groups[0]
-        hyper = {k: _scalar(v) for k, v in group.items() if k != "params" and _scalar(v) is not None}
-        opt_name = type(self.optimizer).__name__
-        from diag import __version__
-
-        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-        world_size = torch.distributed.get_world_size() if distributed else 1
-        rank = torch.distributed.get_rank() if distributed else 0
-
-        return Header(
-            run_id=self._header_fields["run_id"],
+        return build_header(
+            self.model, self.optimizer, self._ensure_plan(), self._header_fields,
             created_at=self._created_at,
-            framework="torch",
-            framework_version=torch.__version__,
-            diag_version=__version__,
-            versions={"python": platform.python_version(), "numpy": _numpy_version()},
-            model_name=type(self.model).__name__,
-            layers=layers,
-            param_count=sum(p.numel() for p in params),
-            optimizer=OptimizerInfo(name=_OPTIMIZER_NAMES.get(opt_name, opt_name.lower()), hyperparameters=hyper),
-            param_dtype=param_dtype,
-            compute_dtype=compute,
-            task=self._header_fields["task"],
-            num_classes=self._header_fields["num_classes"],
-            loss_kind=self._header_fields["loss_kind"],
-            batch_size=self._header_fields["batch_size"],
-            steps_planned=self._header_fields["steps_planned"],
-            seed=self._header_fields["seed"],
-            device_platform=device.type,
-            device_count=torch.cuda.device_count() if device.type == "cuda" else 1,
-            world_size=world_size,
-            process_index=rank,
+            autocast_dtype=self._autocast_dtype,
             loss_scaling="dynamic" if self.scaler is not None else None,
             recording={
                 "adapter": "diag.adapters.torch",
@@ -691,7 +626,6 @@ class TorchRecorder:
                 "localize": "hold" if self._hold_outputs else "replay",
                 "activation_stats": "mean/std/nonfinite of the layer output; zero/saturation of its nonlinearity",
             },
-            tags=self._header_fields["tags"],
         )
 
     def _activation_table(self, plan: LayerPlan) -> torch.Tensor:
@@ -706,29 +640,6 @@ class TorchRecorder:
             act = self._act_rows.get(key) if layer.activation else None
             rows.append(torch.cat([nan2 if out is None else out[0].to(device), nan2 if act is None else act[0].to(device)]))
         return torch.stack(rows)
-
-    def _activation_columns(self, plan: LayerPlan, table: list[float]) -> dict:
-        """The step record's ``activations`` object from the fetched ``(L, 4)`` table."""
-        mean, std, zero, saturation, nonfinite = [], [], [], [], []
-        for i, layer in enumerate(plan.layers):
-            key = id(layer.module)
-            total, total_sq, zeros, saturated = table[4 * i : 4 * i + 4]
-            out = self._output_rows.get(key)
-            if out is None:
-                mean.append(None), std.append(None), nonfinite.append(None)
-            else:
-                m, sd = moments(total, total_sq, out[1])
-                mean.append(jfloat(m)), std.append(jfloat(sd))
-                finite = math.isfinite(total) and math.isfinite(total_sq)
-                held = self._outputs.get(key)
-                nonfinite.append(0 if finite else (nonfinite_count(held) if held is not None else float("nan")))
-            act = self._act_rows.get(key) if layer.activation else None
-            n_act = act[1] if act is not None else 0
-            zero.append(jfloat(zeros / n_act) if act is not None and layer.activation in ZERO_ACTIVATIONS else None)
-            saturation.append(jfloat(saturated / n_act) if act is not None and layer.activation in SATURATING else None)
-        columns = {"mean": mean, "std": std, "zero_fraction": zero, "saturation_fraction": saturation,
-                   "nonfinite": nonfinite}
-        return {name: values for name, values in columns.items() if any(v is not None for v in values)}
 
     def _replay(self, x: torch.Tensor) -> None:
         """Run this step's forward pass again, with the parameters it used and copies of the
@@ -749,111 +660,16 @@ class TorchRecorder:
             self._update_layer_hooks()
 
     def _step_dict(self, step, now, got, epoch, x, labels, label_kind) -> dict:
-        plan = self._plan
         # The learning rates the step used: a scheduler may have moved them since.
         lrs = self._step_lrs if self._stepped else [float(g["lr"]) for g in self.optimizer.param_groups]
-        grad_sq = got.get("grad_sq")
-        record: dict = {
-            "kind": "step",
-            "step": step,
-            "epoch": epoch,
-            "time": now,
-            "loss": jfloat(got["loss"][0]),
-            "lr": lrs[0],
-            "lr_per_group": lrs if len(lrs) > 1 else None,
-            "skipped": not self._stepped,
-        }
-        layers: dict = {}
-        if grad_sq is not None:
-            record["grad_norm"] = jfloat(_root(sum(grad_sq)))
-            layers["grad_norm"] = jfloats([_root(v) for v in grad_sq])
-            any_nonfinite = not all(math.isfinite(v) for v in grad_sq)
-            if "param_sq" in got or any_nonfinite:
-                layers["grad_nonfinite"] = [0.0 if math.isfinite(v) else 1.0 for v in grad_sq]
-        if "param_sq" in got:
-            param_sq = got["param_sq"]
-            param_layer = [_root(v) for v in param_sq]
-            layers["param_norm"] = jfloats(param_layer)
-            layers["param_nonfinite"] = [0.0 if math.isfinite(v) else 1.0 for v in param_sq]
-            record["param_norm"] = jfloat(_root(sum(param_sq)))
-            if "update_sq" in got:
-                update_layer = [_root(v) for v in got["update_sq"]]
-                layers["update_norm"] = jfloats(update_layer)
-                layers["update_ratio"] = jfloats([_ratio(u, p) for u, p in zip(update_layer, param_layer)])
-                record["update_norm"] = jfloat(_root(sum(got["update_sq"])))
-        record["layers"] = layers or None
+        activations = None
         if "act" in got:
-            record["activations"] = self._activation_columns(plan, got["act"])
-        if "input" in got:
-            record["input"] = {k: jfloat(v) for k, v in batch_summary(got["input"], x).items()}
-        if "labels" in got:
-            if label_kind == "classes":
-                entropy, distinct = got["labels"]
-                record["labels"] = {"label_entropy": jfloat(entropy), "distinct_labels": int(distinct)}
-            else:
-                record["labels"] = {k: jfloat(v) for k, v in batch_summary(got["labels"], labels).items()}
-        if "scale" in got:
-            record["loss_scale"] = jfloat(got["scale"][0])
-        return record
+            activations = activation_columns(self._plan, got["act"], self._output_rows, self._act_rows, self._outputs)
+        return step_record(step, now, got, epoch=epoch, lrs=lrs, stepped=self._stepped, activations=activations,
+                           inputs=x, labels=labels, label_kind=label_kind)
 
     def _locate_nonfinite(self, step: int, now: float, got: dict, n_input: float) -> NonFiniteEvent:
-        """The first non-finite tensor of this step, in forward order: input, activations, loss,
-        then the gradient where backward first produced it (the layer nearest the output)."""
-        plan = self._plan
-        if n_input:
-            return NonFiniteEvent(step=step, time=now, tensor="input", value=float(n_input),
-                                  message=f"{int(n_input)} non-finite input entries")
-        if not self._outputs and self.activations and isinstance(self._input, torch.Tensor):
+        """The first non-finite tensor of this step in forward order (see ``_nonfinite.py``)."""
+        if not n_input and not self._outputs and self.activations and isinstance(self._input, torch.Tensor):
             self._replay(self._input)
-        with torch.no_grad():
-            held = []
-            for layer in plan.layers:
-                for out in (self._outputs.get(id(layer.module)), self._act_outputs.get(id(layer.module))):
-                    if out is not None:
-                        held.append((layer.name, out))
-            if held:
-                finite = torch.stack([torch.isfinite(out.detach()).all() for _, out in held]).tolist()
-                for (name, out), ok in zip(held, finite):
-                    if not ok:
-                        bad = out.detach()[~torch.isfinite(out.detach())]
-                        return NonFiniteEvent(step=step, time=now, tensor="activation", layer=name,
-                                              value=float(bad[0]), message=f"{bad.numel()} non-finite outputs of {name}")
-        loss = got["loss"][0]
-        if not math.isfinite(loss):
-            return NonFiniteEvent(step=step, time=now, tensor="loss", value=loss,
-                                  message="activations were finite; the loss computation produced it")
-        bad_layers = [name for name, v in zip(plan.names, got.get("grad_sq", ())) if not math.isfinite(v)]
-        if bad_layers:
-            return NonFiniteEvent(step=step, time=now, tensor="gradient", layer=bad_layers[-1],
-                                  value=float("nan"), message=f"non-finite gradients in {len(bad_layers)} layer(s); "
-                                  f"nearest the output: {bad_layers[-1]}")
-        return NonFiniteEvent(step=step, time=now, tensor="parameter", message="non-finite parameters")
-
-
-def _numpy_version() -> str:
-    import numpy
-
-    return numpy.__version__
-
-
-def _root(value: float) -> float:
-    """Square root that keeps NaN and Inf as they are (a norm from a sum of squares)."""
-    return math.sqrt(value) if value >= 0 else value
-
-
-def _ratio(update: float, param: float) -> float:
-    if not (math.isfinite(update) and math.isfinite(param)):
-        return float("nan")
-    if param > 0:
-        return update / param
-    return float("inf") if update > 0 else 0.0
-
-
-def _scalar(value):
-    if isinstance(value, (bool, int, float, str)) or value is None:
-        return value
-    if isinstance(value, tuple) and all(isinstance(v, (int, float)) for v in value):
-        return ",".join(str(v) for v in value)
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
-        return float(value)
-    return None
+        return first_nonfinite(self._plan, got, n_input, self._outputs, self._act_outputs, step=step, time=now)
