@@ -61,7 +61,17 @@ def steps_per_second(trace: Trace, window: int = 100) -> float | None:
     return float((steps[-1] - steps[0]) / (times[-1] - times[0]))
 
 
+_LAST: list = [None, None]  # (trace, facts): the status line and the overview ask for the same snapshot
+
+
 def run_facts(trace: Trace) -> RunFacts:
+    """``compute_run_facts`` of this snapshot, computed once however many widgets show it."""
+    if _LAST[0] is not trace:
+        _LAST[:] = [trace, compute_run_facts(trace)]
+    return _LAST[1]
+
+
+def compute_run_facts(trace: Trace) -> RunFacts:
     """Summarise a trace for the overview and the status line.
 
     Example:

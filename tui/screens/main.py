@@ -49,12 +49,16 @@ class MainScreen(Screen):
 
     # ------------------------------------------------------------------ panes
 
+    def on_mount(self) -> None:
+        # Looked up once: a live run asks for them ten times a second.
+        self._panes = {name: self.query_one(f"#{name}-pane", Pane) for name in TABS}
+        self._tabs = self.query_one("#tabs", TabbedContent)
+
     def panes(self) -> list[Pane]:
-        return list(self.query(Pane))
+        return list(self._panes.values())
 
     def active_pane(self) -> Pane:
-        active = self.query_one("#tabs", TabbedContent).active or "overview"
-        return self.query_one(f"#{active}-pane", Pane)
+        return self._panes[self._tabs.active or "overview"]
 
     def _redraw(self, what: str) -> None:
         active = self.active_pane()
@@ -73,7 +77,7 @@ class MainScreen(Screen):
         self._redraw("diagnosis")
 
     def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
-        pane = self.query_one(f"#{event.pane.id}-pane", Pane)
+        pane = self._panes[event.pane.id]
         pane.redraw_if_stale()
         pane.focus_main()
 

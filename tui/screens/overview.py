@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 from rich.text import Text
 from textual.app import ComposeResult
@@ -12,6 +14,7 @@ from diag.tui.run_facts import run_facts
 from diag.tui.screens.pane import ALL, Pane, matches, set_text
 
 SEVERITY_STYLE = {"critical": "bold red", "high": "red", "medium": "yellow", "low": "cyan", "info": "dim"}
+SPARKLINE_INTERVAL = 0.5
 BUCKET_STYLE = {"likely": "bold", "possible": "", "weak": "dim"}
 
 
@@ -19,6 +22,10 @@ class OverviewPane(Pane):
     """Run facts, the diagnosis status, the causes table and a loss sparkline."""
 
     MAIN_WIDGET = "#causes"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._sparkline_at = float("-inf")
 
     def compose(self) -> ComposeResult:
         yield Static(id="facts")
@@ -48,7 +55,12 @@ class OverviewPane(Pane):
         lines.append(f"\n{facts.optimizer} · {facts.steps} · {facts.speed}")
         lines.append(f"\n{facts.loss}" + (f" · {facts.val}" if facts.val else "") + f" · run {facts.status}")
         set_text(self.query_one("#facts", Static), lines)
-        self._draw_sparkline(trace)
+        now = time.monotonic()
+        # The sparkline summarises the whole run (a pass over every step): twice a second is
+        # plenty while steps stream in.
+        if kinds != {"trace"} or not self.app.follow or now - self._sparkline_at >= SPARKLINE_INTERVAL:
+            self._sparkline_at = now
+            self._draw_sparkline(trace)
         # The causes table changes with a diagnosis, not with every step (until the first one).
         if "diagnosis" in kinds or self.app.outcome is None:
             self._draw_causes()
