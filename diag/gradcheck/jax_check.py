@@ -47,9 +47,12 @@ from diag.gradcheck.compare import (
 )
 from diag.gradcheck.result import GradCheckReport, LeafResult
 
-# Elements of perturbed copies one vmap batch may hold (float64: 256 MB); more are evaluated in
-# sequential chunks of directions (jax.lax.map with batch_size).
-MAX_BATCH_ELEMENTS = 2**25
+# Elements of perturbed parameter copies one vmap batch may hold; more are evaluated in sequential
+# chunks of directions (jax.lax.map with batch_size). On CPU, chunks that stay in cache are 2-4x
+# faster than one large batch (measured at 1e5 and 1e6 parameters: 27 vs 122 ms, 416 vs 688 ms);
+# accelerators want the parallelism of large batches (float64 at 2**25: 256 MB).
+MAX_BATCH_ELEMENTS = {"cpu": 2**17}
+DEFAULT_BATCH_ELEMENTS = 2**25
 CANDIDATES = 8
 # The joint screen passes below threshold / (SCREEN_MARGIN * sqrt(leaves)): a leaf at the
 # threshold lifts the joint error to about threshold / sqrt(leaves), and K directions scatter it.
@@ -140,7 +143,8 @@ def _program(fn: Callable, spec: _Spec):
             return parts, jax.vmap(at)(offsets)
 
         total = sum(int(np.size(x)) for x in diff)
-        batch = max(1, MAX_BATCH_ELEMENTS // max(1, 2 * total))
+        budget = MAX_BATCH_ELEMENTS.get(jax.default_backend(), DEFAULT_BATCH_ELEMENTS)
+        batch = max(1, budget // max(1, 2 * total))
         parts, values = _map(body, jnp.arange(k_total, dtype=jnp.uint32), batch, k_total)
         return f0, parts, values, rms, w, grads
 
@@ -321,7 +325,7 @@ def check_gradients(
         grads, rms = None, None
         if effective == "float64" and n > 1:
             screen = tol / (SCREEN_MARGIN * np.sqrt(n))
-            joint, first = checker.stats(lambda r: r.parts @ r.weights, None, 0.01 * screen)
+            joint, first = checker.stats(lambda r: r.parts @ r.weights, None, screen)
             grads, rms = first.grads, first.rms
             covered = np.flatnonzero(first.weights > 0)
             if joint.error <= screen and len(covered) > 1:
