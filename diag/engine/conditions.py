@@ -586,6 +586,46 @@ class SignalResult:
     raw: np.ndarray
     hold: np.ndarray
     fired_at: np.ndarray
+    _stats: dict | None = None
+
+    def stats(self) -> dict:
+        """Per-column attributes, computed for all columns at once (a few passes, not one per layer)."""
+        if self._stats is None:
+            self._stats = _column_stats(self)
+        return self._stats
+
+
+def _column_stats(r: SignalResult) -> dict:
+    """Attributes of the fired columns, from the rows where something holds (few in most runs)."""
+    n, cols = r.y.shape
+    nan = np.full(cols, np.nan)
+    out = {k: nan.copy() for k in ("value", "raw", "peak", "low", "count", "frac", "last")}
+    out["last_true"] = np.full(cols, -1)
+    fired = np.flatnonzero(r.fired)
+    if not n or not fired.size:
+        return out
+    start = np.clip(r.start[fired], 0, n - 1)
+    rows = np.flatnonzero(r.hold.any(axis=1))
+    # Gathering rows costs a copy; worth it only when few rows hold (the usual case).
+    hold, y = (r.hold[rows], r.y[rows]) if rows.size < n // 2 else (r.hold, r.y)
+    if rows.size >= n // 2:
+        rows = np.arange(n)
+    if fired.size < cols:
+        hold, y = hold[:, fired], y[:, fired]
+    with np.errstate(invalid="ignore"):
+        peak = np.where(hold, y, -np.inf).max(axis=0)
+        low = np.where(hold, y, np.inf).min(axis=0)
+    value = r.y[start, fired]
+    count = hold.sum(axis=0)
+    out["value"][fired] = value
+    out["raw"][fired] = r.raw[start, fired]
+    out["peak"][fired] = np.where(np.isneginf(peak), value, peak)
+    out["low"][fired] = np.where(np.isposinf(low), value, low)
+    out["count"][fired] = count
+    out["frac"][fired] = count / n
+    out["last"][fired] = r.y[-1, fired]
+    out["last_true"][fired] = rows[np.where(hold, np.arange(len(rows))[:, None], -1).max(axis=0)]
+    return out
 
 
 def _base(env, name: str):
@@ -714,23 +754,15 @@ def signal_result(clause: Clause, env) -> SignalResult | None:
 
 
 def _column_attrs(clause: Clause, r: SignalResult, j: int, layer: str | None) -> dict:
+    st = r.stats()
     s = int(r.start[j])
-    hold_j = r.hold[:, j]
-    yj = r.y[:, j]
-    held = yj[hold_j]
-    finite_held = held[np.isfinite(held)]
-    if np.isposinf(held).any():
-        peak = float("inf")
-    else:
-        peak = float(finite_held.max()) if finite_held.size else float(yj[s])
-    low = float(finite_held.min()) if finite_held.size else float(yj[s])
-    true_idx = np.flatnonzero(hold_j)
+    last_true = int(st["last_true"][j])
     return {
         "first_step": float(r.steps[s]), "fired_at": float(r.steps[int(r.fired_at[j])]),
-        "last_step": float(r.steps[true_idx[-1]]) if true_idx.size else float(r.steps[s]),
-        "value": float(yj[s]), "peak": peak, "low": low, "last": float(yj[-1]), "raw": float(r.raw[s, j]),
-        "count": float(hold_j.sum()), "frac": float(hold_j.mean()), "n": float(len(yj)),
-        "series": clause.series, "layer": layer,
+        "last_step": float(r.steps[last_true if last_true >= 0 else s]),
+        "value": float(st["value"][j]), "peak": float(st["peak"][j]), "low": float(st["low"][j]),
+        "last": float(st["last"][j]), "raw": float(st["raw"][j]), "count": float(st["count"][j]),
+        "frac": float(st["frac"][j]), "n": float(len(r.steps)), "series": clause.series, "layer": layer,
     }
 
 
@@ -768,7 +800,9 @@ def _eval_signal(clause: Clause, env, labels: dict, values: dict) -> Outcome:
             return Outcome(clause, False, 0.0, observed=observed, threshold=clause.value)
         chosen = min(columns, key=lambda j: (int(r.start[j]) if r.start[j] >= 0 else 1 << 62, j))
     if not columns:
-        return Outcome(clause, False, 0.0, observed=_last_finite(r.y[:, chosen]), threshold=clause.value)
+        # The last value is what a reader compares with the threshold in a why-not report.
+        last = float(r.y[-1, chosen]) if len(r.steps) else float("nan")
+        return Outcome(clause, False, 0.0, observed=last if np.isfinite(last) else None, threshold=clause.value)
     layer = names[chosen] if is_layer and chosen < len(names) else None
     attrs = _column_attrs(clause, r, chosen, layer)
     if is_layer:
@@ -785,11 +819,6 @@ def _eval_signal(clause: Clause, env, labels: dict, values: dict) -> Outcome:
     _bind(clause, values, attrs)
     return Outcome(clause, cf >= CF_THRESHOLD, cf, attrs=attrs, observed=attrs["value"], threshold=clause.value,
                    steps=[int(attrs["first_step"]), int(attrs["last_step"])], layer=layer)
-
-
-def _last_finite(y: np.ndarray):
-    finite = y[np.isfinite(y)]
-    return float(finite[-1]) if finite.size else None
 
 
 def count_clauses(clause: Clause) -> int:
