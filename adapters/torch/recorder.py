@@ -63,7 +63,8 @@ class TorchRecorder:
       grad_every: measure the global and per-layer gradient norms every this many steps (and on
         every costly step). One fused pass over the gradients costs ~3-4% of a small CPU MLP's
         step (memory bound) and ~1% of a CNN's; loss, learning rate, loss scale and skipped
-        steps are recorded every step regardless.
+        steps are recorded every step regardless. On the CPU, a NaN that first appears on a step
+        without gradient norms is localized with the parameters after that step.
       activations: forward hooks for activation statistics and non-finite localization.
       localize: how the first NaN/Inf is traced to a layer: 'replay' (check the gradients at the
         optimizer step, copy the parameters only when they are bad, replay the forward pass),
@@ -71,7 +72,8 @@ class TorchRecorder:
         'auto': 'replay' on the CPU, 'hold' on accelerators.
       capture_crashes: record uncaught exceptions and SIGINT/SIGTERM and flush the trace on exit.
       run_id, task, num_classes, loss_kind, batch_size, steps_planned, seed, tags: header fields.
-      flush_every: records buffered before the file is written (also flushed every 2 s).
+      flush_every: records buffered before the file is written (also flushed every second, from
+        a background thread, so that ``diag tui --follow`` sees a stalled run's last steps).
 
     Example:
       >>> import tempfile, os, torch
@@ -122,7 +124,8 @@ class TorchRecorder:
         if localize not in ("auto", "replay", "hold"):
             raise ValueError(f"localize must be 'auto', 'replay' or 'hold', not {localize!r}")
         self.localize = localize
-        self.writer = path if isinstance(path, TraceWriter) else TraceWriter(path, flush_every=flush_every)
+        self.writer = path if isinstance(path, TraceWriter) else TraceWriter(
+            path, flush_every=flush_every, flush_seconds=1.0, background=True)
         self._header_fields = dict(
             run_id=run_id or uuid.uuid4().hex[:12], task=task, num_classes=num_classes, loss_kind=loss_kind,
             batch_size=batch_size, steps_planned=steps_planned, seed=seed, tags=dict(tags or {}),
