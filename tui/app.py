@@ -28,6 +28,9 @@ from diag.tui.screens.help import HelpScreen
 from diag.tui.screens.main import MainScreen
 
 
+DIAGNOSIS_DUTY = 5.0  # diagnoses start at least this many times their duration apart
+
+
 class DiagApp(App):
     """Terminal UI over one trace. Build it with ``make_app``."""
 
@@ -56,6 +59,7 @@ class DiagApp(App):
         self._diagnosing = False
         self._diagnosis_wanted = False
         self._last_diagnosis_start = float("-inf")
+        self._last_diagnosis_seconds = 0.0
         self._diagnosis_timer = None
         self.last_written_at: float | None = None  # monotonic time of the newest snapshot shown
 
@@ -113,7 +117,10 @@ class DiagApp(App):
         self._diagnosis_wanted = True
         if self._diagnosing or self._diagnosis_timer is not None:
             return
-        wait = self._last_diagnosis_start + self.diagnose_interval - time.monotonic()
+        # On a long trace a diagnosis takes a while and holds the GIL: keep it under about a fifth
+        # of the time so the interface stays quick to answer keys.
+        spacing = max(self.diagnose_interval, DIAGNOSIS_DUTY * self._last_diagnosis_seconds)
+        wait = self._last_diagnosis_start + spacing - time.monotonic()
         if wait > 0:
             self._diagnosis_timer = self.set_timer(wait, self._start_diagnosis)
         else:
@@ -135,6 +142,7 @@ class DiagApp(App):
 
     def on_diagnosis_ready(self, message: DiagnosisReady) -> None:
         self._diagnosing = False
+        self._last_diagnosis_seconds = time.monotonic() - self._last_diagnosis_start
         outcome = message.outcome
         if self.follow and outcome.diagnosis is not None:
             for cause in outcome.causes:
