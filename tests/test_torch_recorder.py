@@ -90,6 +90,7 @@ def adam_run(tmp_path_factory):
 
 def test_header_lists_layers_in_forward_order_with_their_activations(adam_run):
     trace, _, _ = adam_run
+    assert not trace.problems  # every line the recorder wrote passes the validating reader
     header = trace.header
     assert [layer.name for layer in header.layers] == LAYERS
     assert [layer.activation for layer in header.layers] == ["relu", "tanh", None]
@@ -352,3 +353,26 @@ def test_learning_rate_is_the_one_the_step_used_even_after_the_scheduler_moved_i
     assert trace.series("lr").values.tolist() == [0.1, 0.05, 0.025]
     steps = [s for s in (r for r in open(tmp_path / "lr.jsonl")) if '"kind":"step"' in s]
     assert '"lr_per_group":[0.1,0.5]' in steps[0] and '"lr_per_group":[0.05,0.25]' in steps[1]
+
+
+def test_time_spent_waiting_for_data_is_recorded(tmp_path):
+    import time
+
+    torch.manual_seed(0)
+    model = Net()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y = _data()
+    with TorchRecorder(model, opt, tmp_path / "w.jsonl", capture_crashes=False) as rec:
+        for step in range(3):
+            if step == 2:
+                time.sleep(0.2)  # a slow data loader
+            opt.zero_grad()
+            loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            opt.step()
+            rec.record(loss)
+    trace = load_trace(tmp_path / "w.jsonl")
+    wait = trace.series("data_wait_time")
+    assert wait.steps.tolist() == [1, 2]
+    assert wait.values[1] >= 0.2 > wait.values[0]
+    assert trace.series("step_time").values[-1] >= 0.2

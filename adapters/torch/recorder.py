@@ -143,6 +143,8 @@ class TorchRecorder:
         self.step = 0  # index of the step the next record() describes
         self.last_good_step: int | None = None
         self._last_record_time: float | None = None
+        self._record_end: float | None = None
+        self._forward_start: float | None = None
         self._nonfinite_reported = False
         # Filled between two record() calls.
         self._stepped = False
@@ -294,6 +296,9 @@ class TorchRecorder:
             floats.update(zip(metric_names, metric_values))
             record["metrics"] = {k: jfloat(v) for k, v in floats.items()}
         record["step_time"] = None if self._last_record_time is None else perf - self._last_record_time
+        if self._record_end is not None and self._forward_start is not None:
+            # From the end of the last record() to this step's first forward: mostly the data loader.
+            record["data_wait_time"] = max(self._forward_start - self._record_end, 0.0)
         self.writer.write_encoded(encode_line(record))
 
         if finite and not record.get("skipped"):
@@ -310,8 +315,10 @@ class TorchRecorder:
         self._pre_step_params = None
         self._stepped = False
         self._last_record_time = perf
+        self._forward_start = None
         self.step += 1
         self._update_layer_hooks()
+        self._record_end = time.perf_counter()
 
     def log_eval(
         self,
@@ -451,8 +458,11 @@ class TorchRecorder:
             device = next(module.parameters(), torch.empty(0)).device.type
             if torch.is_autocast_enabled(device):
                 self._autocast_dtype = torch.get_autocast_dtype(device)
-        if torch.is_grad_enabled() and args and isinstance(args[0], torch.Tensor):
-            self._input = args[0]
+        if torch.is_grad_enabled():
+            if self._forward_start is None:
+                self._forward_start = time.perf_counter()
+            if args and isinstance(args[0], torch.Tensor):
+                self._input = args[0]
 
     def _on_traced_call(self, module, args) -> None:
         self._call_order.append(module)
