@@ -34,7 +34,6 @@ without touching the model, so the event names the layer even between measuring 
 from __future__ import annotations
 
 import atexit
-import math
 import queue
 import threading
 import time
@@ -46,13 +45,12 @@ import numpy as np
 from flax import nnx
 
 from diag.adapters.flax import crash, stats as S
+from diag.adapters.flax.decode import decode_step
 from diag.adapters.flax.forward import ForwardInfo, trace_forward
 from diag.adapters.flax.header import build_header, describe_optimizer, order_layers, param_layers
 from diag.adapters.flax.nonfinite import locate_nonfinite
 from diag.adapters.flax.transform import MeasureState, find_state, measure
-from diag.trace.records import (
-    ActivationStats, BatchStats, Header, LayerStats, NoteEvent, OptimizerInfo, Step, _Record,
-)
+from diag.trace.records import Header, NoteEvent, OptimizerInfo, Step, _Record
 from diag.trace.writer import TraceWriter
 
 DEFAULT_EVERY = 25
@@ -493,68 +491,7 @@ class Recorder:
                     pass
 
     def _decode(self, step, vector, layout, wall, extra) -> Step:
-        parts = layout.split(vector) if layout else {"scalars": vector[:4]}
-        loss, lr, skipped, scale = (_f(v) for v in parts["scalars"])
-        rec = Step(step=step, time=wall, loss=loss, lr=lr if lr is not None and not math.isnan(lr) else None,
-                   skipped=None if skipped is None or math.isnan(skipped) else bool(skipped),
-                   loss_scale=None if scale is None or math.isnan(scale) else scale, **extra)
-        if layout is None or not layout.full:
-            return rec
-        names = self._layer_names
-        if "table" in parts:
-            n = len(layout.param_layers)
-            g, p, u = parts["table"].reshape(3, n).astype(np.float64)
-            perm = self._perm.get(id(layout))
-            if perm is None:
-                index = {name: i for i, name in enumerate(layout.param_layers)}
-                perm = self._perm[id(layout)] = [index[x] for x in names]
-            g, p, u = g[perm], p[perm], u[perm]
-            gn, pn, un = np.sqrt(g), np.sqrt(p), np.sqrt(u)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                ratio = np.where(pn > 0, un / pn, np.nan)
-            rec.layers = LayerStats(
-                grad_norm=_list(gn), param_norm=_list(pn), update_norm=_list(un),
-                update_ratio=[None if (pn[i] == 0) else float(ratio[i]) for i in range(len(names))],
-                grad_nonfinite=[0.0 if math.isfinite(x) else 1.0 for x in g],
-                param_nonfinite=[0.0 if math.isfinite(x) else 1.0 for x in p],
-            )
-            rec.grad_norm = float(np.sqrt(g.sum()))
-            rec.param_norm = float(np.sqrt(p.sum()))
-            rec.update_norm = float(np.sqrt(u.sum()))
-        if "acts" in parts and layout.act_layers:
-            a = parts["acts"].reshape(6, len(layout.act_layers)).astype(np.float64)
-            col = {name: j for j, name in enumerate(layout.act_layers)}
-            mean, std, zero, sat, bad = ([None] * len(names) for _ in range(5))
-            for i, name in enumerate(names):
-                j = col.get(name)
-                if j is None:
-                    continue
-                s, ss, n, z, st, nf = a[:, j]
-                m = s / n
-                mean[i] = float(m)
-                std[i] = float(math.sqrt(max(ss / n - m * m, 0.0))) if math.isfinite(ss) and math.isfinite(m) else float("nan")
-                zero[i] = None if math.isnan(z) else float(z / n)
-                sat[i] = None if math.isnan(st) else float(st / n)
-                bad[i] = float(nf)
-            rec.activations = ActivationStats(mean=mean, std=std, zero_fraction=zero, saturation_fraction=sat, nonfinite=bad)
-        if "input" in parts:
-            mean, std, lo, hi, nf = (float(v) for v in parts["input"])
-            rec.input = BatchStats(mean=mean, std=std, min=lo, max=hi, nonfinite=nf)
-        if "labels" in parts:
-            hist = parts["labels"].astype(np.float64)
-            total = hist.sum()
-            prob = hist[hist > 0] / total if total > 0 else np.array([])
-            rec.labels = BatchStats(label_entropy=float(-(prob * np.log(prob)).sum()) if total > 0 else None,
-                                    distinct_labels=int((hist > 0).sum()))
-        return rec
-
-
-def _f(v) -> float | None:
-    return float(v)
-
-
-def _list(a) -> list[float]:
-    return [float(x) for x in a]
+        return decode_step(step, vector, layout, self._layer_names, self._perm, wall, extra)
 
 
 def _captured_outputs(inter) -> list[tuple[str, Any]]:

@@ -1,0 +1,86 @@
+"""Turn one fetched statistics vector into a ``Step`` record (runs on the writer thread)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from diag.adapters.flax.stats import Layout
+from diag.trace.records import ActivationStats, BatchStats, LayerStats, Step
+
+
+def decode_step(step: int, vector: np.ndarray, layout: Layout | None, names: list[str], perm_cache: dict,
+                wall: float | None, extra: dict) -> Step:
+    """The Step record of one step.
+
+    Args:
+      step: the step number.
+      vector: the fetched float32 vector.
+      layout: how the vector is packed (None: only the leading scalars are known).
+      names: the header's layer names, forward order.
+      perm_cache: layout id -> permutation from tree order to forward order (filled here).
+      wall: wall-clock time of the step.
+      extra: more Step fields (epoch, metrics, step_time, ...).
+    """
+    parts = layout.split(vector) if layout else {"scalars": vector[:4]}
+    loss, lr, skipped, scale = (_f(v) for v in parts["scalars"])
+    rec = Step(step=step, time=wall, loss=loss, lr=lr if lr is not None and not math.isnan(lr) else None,
+               skipped=None if skipped is None or math.isnan(skipped) else bool(skipped),
+               loss_scale=None if scale is None or math.isnan(scale) else scale, **extra)
+    if layout is None or not layout.full:
+        return rec
+    if "table" in parts:
+        n = len(layout.param_layers)
+        g, p, u = parts["table"].reshape(3, n).astype(np.float64)
+        perm = perm_cache.get(id(layout))
+        if perm is None:
+            index = {name: i for i, name in enumerate(layout.param_layers)}
+            perm = perm_cache[id(layout)] = [index[x] for x in names]
+        g, p, u = g[perm], p[perm], u[perm]
+        gn, pn, un = np.sqrt(g), np.sqrt(p), np.sqrt(u)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.where(pn > 0, un / pn, np.nan)
+        rec.layers = LayerStats(
+            grad_norm=_list(gn), param_norm=_list(pn), update_norm=_list(un),
+            update_ratio=[None if (pn[i] == 0) else float(ratio[i]) for i in range(len(names))],
+            grad_nonfinite=[0.0 if math.isfinite(x) else 1.0 for x in g],
+            param_nonfinite=[0.0 if math.isfinite(x) else 1.0 for x in p],
+        )
+        rec.grad_norm = float(np.sqrt(g.sum()))
+        rec.param_norm = float(np.sqrt(p.sum()))
+        rec.update_norm = float(np.sqrt(u.sum()))
+    if "acts" in parts and layout.act_layers:
+        a = parts["acts"].reshape(6, len(layout.act_layers)).astype(np.float64)
+        col = {name: j for j, name in enumerate(layout.act_layers)}
+        mean, std, zero, sat, bad = ([None] * len(names) for _ in range(5))
+        for i, name in enumerate(names):
+            j = col.get(name)
+            if j is None:
+                continue
+            s, ss, n, z, st, nf = a[:, j]
+            m = s / n
+            mean[i] = float(m)
+            std[i] = float(math.sqrt(max(ss / n - m * m, 0.0))) if math.isfinite(ss) and math.isfinite(m) else float("nan")
+            zero[i] = None if math.isnan(z) else float(z / n)
+            sat[i] = None if math.isnan(st) else float(st / n)
+            bad[i] = float(nf)
+        rec.activations = ActivationStats(mean=mean, std=std, zero_fraction=zero, saturation_fraction=sat, nonfinite=bad)
+    if "input" in parts:
+        mean, std, lo, hi, nf = (float(v) for v in parts["input"])
+        rec.input = BatchStats(mean=mean, std=std, min=lo, max=hi, nonfinite=nf)
+    if "labels" in parts:
+        hist = parts["labels"].astype(np.float64)
+        total = hist.sum()
+        prob = hist[hist > 0] / total if total > 0 else np.array([])
+        rec.labels = BatchStats(label_entropy=float(-(prob * np.log(prob)).sum()) if total > 0 else None,
+                                distinct_labels=int((hist > 0).sum()))
+    return rec
+
+
+def _f(v) -> float:
+    return float(v)
+
+
+def _list(a) -> list[float]:
+    return [float(x) for x in a]
