@@ -62,6 +62,8 @@ def _activation_of(eqn) -> str | None:
         return "relu"
     if name in _ACTIVATIONS:
         return _ACTIVATIONS[name]
+    if name == "integer_pow" and eqn.params.get("y") == 3:
+        return "gelu"  # jax.nn.gelu's tanh approximation, inlined: x * 0.5 * (1 + tanh(c (x + a x^3)))
     called = eqn.params.get("name")
     if isinstance(called, str) and called in _ACTIVATIONS:
         return _ACTIVATIONS[called]
@@ -119,6 +121,12 @@ def _first_activation(jaxpr, var, consumers, depth: int = 0) -> str | None:
         act = _activation_of(eqn)
         if act:
             return act
+        if eqn.primitive.name in ("neg", "mul") and depth == 0:
+            # exact gelu, inlined: 0.5 * x * erfc(-x / sqrt(2))
+            for j in consumers.get(eqn.outvars[0], []):
+                for k in [j, *consumers.get(jaxpr.eqns[j].outvars[0], [])]:
+                    if jaxpr.eqns[k].primitive.name in ("erf", "erfc"):
+                        return "gelu"
         if eqn.primitive.name in _PASSTHROUGH and depth < 4:
             act = _first_activation(jaxpr, eqn.outvars[0], consumers, depth + 1)
             if act:
