@@ -40,7 +40,7 @@ def bench(tmp_path_factory):
     by_id = {s["id"]: s for s in SP.load()}
     scenarios = [by_id[i] for i in IDS]
     for sc in scenarios:
-        sc["steps"] = min(sc["steps"], 150)  # enough for every fault here to show
+        sc["steps"] = min(sc["steps"], 100)  # enough for every fault here to show
     results = R.run_all(scenarios, jobs=1, runs=runs, keep=True)
     traces = {sc["id"]: load_trace(runs / SP.trace_name(sc)) for sc in scenarios}
     return {"results": {r["scenario"]: r for r in results}, "traces": traces, "runs": runs, "scenarios": scenarios}

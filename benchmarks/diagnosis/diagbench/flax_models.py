@@ -110,8 +110,8 @@ def _linear(cfg, fan_in, fan_out, rngs, *, scale=1.0, bias=None, use_bias=True):
                       rngs=rngs)
 
 
-def _finish(cfg, logits):
-    if cfg.get("output") == "softmax":
+def _finish(softmax_output, logits):
+    if softmax_output:
         return jax.nn.softmax(logits.astype(jnp.float32))
     return logits
 
@@ -120,7 +120,9 @@ class MLP(nnx.Module):
     def __init__(self, cfg, in_dim, out_dim, rngs):
         widths = list(cfg.get("widths", [64, 64]))
         dims = [in_dim] + widths
-        self.cfg = cfg
+        self.softmax_output = cfg.get("output") == "softmax"
+        self.batch_standardize = bool(cfg.get("batch_standardize"))
+        self.cut = cfg.get("stop_gradient_after")
         self.act = ACTIVATIONS[cfg.get("activation", "relu")]
         pdt = DTYPES[cfg.get("param_dtype")] or jnp.float32
         self.layers = nnx.List([_linear(cfg, a, b, rngs, bias=cfg.get("bias_init")) for a, b in zip(dims[:-1], dims[1:])])
@@ -134,10 +136,10 @@ class MLP(nnx.Module):
             self.skip_proj = _linear(cfg, in_dim, widths[-1], rngs)
 
     def __call__(self, x):
-        if self.cfg.get("batch_standardize"):
+        if self.batch_standardize:
             x = (x - x.mean(0)) / x.std(0)  # no epsilon: a feature constant in the batch divides by zero
         h = x.reshape(x.shape[0], -1)
-        cut = self.cfg.get("stop_gradient_after")
+        cut = self.cut
         for i, layer in enumerate(self.layers):
             h = layer(h)
             if self.norms is not None:
@@ -149,14 +151,15 @@ class MLP(nnx.Module):
                 h = self.drop(h)
             if cut is not None and i == cut:
                 h = jax.lax.stop_gradient(h)  # e.g. meant to freeze a pretrained encoder, placed one layer too late
-        return _finish(self.cfg, self.head(h))
+        return _finish(self.softmax_output, self.head(h))
 
 
 class CNN(nnx.Module):
     def __init__(self, cfg, in_shape, out_dim, rngs):
         h, w, c = in_shape
         chans = list(cfg.get("channels", [8, 16]))
-        self.cfg = cfg
+        self.softmax_output = cfg.get("output") == "softmax"
+        self.cut = cfg.get("stop_gradient_after")
         self.act = ACTIVATIONS[cfg.get("activation", "relu")]
         dt, pdt = DTYPES[cfg.get("dtype")], DTYPES[cfg.get("param_dtype")] or jnp.float32
         dims = [c] + chans
@@ -177,7 +180,7 @@ class CNN(nnx.Module):
 
     def __call__(self, x):
         h = x
-        cut = self.cfg.get("stop_gradient_after")
+        cut = self.cut
         for i, conv in enumerate(self.convs):
             h = conv(h)
             if self.norms is not None:
@@ -189,7 +192,7 @@ class CNN(nnx.Module):
         h = self.act(self.dense(h.reshape(h.shape[0], -1)))
         if self.drop is not None:
             h = self.drop(h)
-        return _finish(self.cfg, self.head(h))
+        return _finish(self.softmax_output, self.head(h))
 
 
 class RNN(nnx.Module):
@@ -198,7 +201,7 @@ class RNN(nnx.Module):
     def __init__(self, cfg, in_shape, out_dim, rngs):
         t, f = in_shape
         hdim = cfg.get("hidden", 32)
-        self.cfg = cfg
+        self.softmax_output = cfg.get("output") == "softmax"
         self.act = ACTIVATIONS[cfg.get("activation", "tanh")]
         self.inp = _linear(cfg, f, hdim, rngs)
         scale = cfg.get("recurrent_scale", 1.0)
@@ -211,7 +214,7 @@ class RNN(nnx.Module):
         h = jnp.zeros((x.shape[0], xs.shape[-1]), xs.dtype)
         for t in range(x.shape[1]):  # unrolled: sequences here are short
             h = self.act(xs[:, t] + self.rec(h))
-        return _finish(self.cfg, self.head(h))
+        return _finish(self.softmax_output, self.head(h))
 
 
 class Attention(nnx.Module):
@@ -220,7 +223,9 @@ class Attention(nnx.Module):
     def __init__(self, cfg, in_shape, out_dim, rngs):
         t, f = in_shape
         d = cfg.get("dim", 32)
-        self.cfg, self.d = cfg, d
+        self.d = d
+        self.softmax_output = cfg.get("output") == "softmax"
+        self.attn_scale = cfg.get("attn_scale", True)
         self.embed = _linear(cfg, f, d, rngs)
         self.q, self.k, self.v = (_linear(cfg, d, d, rngs) for _ in range(3))
         self.ln = nnx.LayerNorm(d, rngs=rngs) if cfg.get("layernorm", True) else None
@@ -230,13 +235,13 @@ class Attention(nnx.Module):
     def __call__(self, x):
         h = self.embed(x)
         scores = jnp.einsum("btd,bsd->bts", self.q(h), self.k(h))
-        if self.cfg.get("attn_scale", True):
+        if self.attn_scale:
             scores = scores / jnp.sqrt(jnp.asarray(self.d, scores.dtype))
         h = h + jnp.einsum("bts,bsd->btd", jax.nn.softmax(scores, axis=-1), self.v(h))
         if self.ln is not None:
             h = self.ln(h)
         h = h + nnx.relu(self.mlp(h))
-        return _finish(self.cfg, self.head(h.mean(1)))
+        return _finish(self.softmax_output, self.head(h.mean(1)))
 
 
 def build(cfg: dict, in_shape: tuple, out_dim: int, rngs: nnx.Rngs) -> nnx.Module:
