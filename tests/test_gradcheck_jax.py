@@ -195,3 +195,53 @@ def test_non_scalar_output_is_checked_through_a_random_cotangent(point):
 
     assert check_gradients(outputs, point[0], point[1], jnp.float32(CORRECT)).passed
     assert not check_gradients(outputs, point[0], point[1], jnp.float32(SIGN)).passed
+
+
+def deep_loss(params, x, y, bugs):
+    """Six custom-VJP layers; the third sees its input scaled by 1/20, so its weight gradient is
+    small next to the others' (what the joint screen must not let hide a bug)."""
+    h = x
+    for i, layer in enumerate(params):
+        scale = 0.05 if i == 2 else 1.0
+        h = dense_tanh(scale * h, layer["w"], layer["b"], bugs[i])
+    return jnp.mean((h - y) ** 2)
+
+
+@pytest.fixture(scope="module")
+def deep_point():
+    k = jax.random.split(jax.random.key(7), 14)
+    params = [{"w": jax.random.normal(k[2 * i], (12, 12)) / np.sqrt(12), "b": 0.1 * jax.random.normal(k[2 * i + 1], (12,))}
+              for i in range(6)]
+    return params, jax.random.normal(k[12], (24, 12)), jax.random.normal(k[13], (24, 12))
+
+
+def test_correct_model_is_cleared_by_one_joint_pass_over_all_leaves(deep_point):
+    report = check_gradients(deep_loss, *deep_point, jnp.zeros(6))
+    assert report.passed, report.format()
+    assert all("joint directions over 12 leaves" in r.method for r in report.results)
+    assert max(r.error for r in report.results) < 1e-8
+
+
+@pytest.mark.parametrize("bug", list(BUGS))
+def test_bug_in_a_leaf_with_a_small_gradient_is_not_hidden_by_the_joint_screen(deep_point, bug):
+    bugs = jnp.zeros(6).at[2].set(BUGS[bug])
+    report = check_gradients(deep_loss, *deep_point, bugs)
+    assert [r.name for r in report.failures] == ["2/w"], report.format()
+    assert "per leaf" in report.failures[0].method
+    if bug == "factor_one_element":
+        assert report.failures[0].worst_elements[0] == [0, 0]
+
+
+def test_sign_directions_are_unit_random_and_distinct_per_leaf_and_direction():
+    from diag.gradcheck._directions import stream, unit_signs
+
+    def signs(seed, k, offset):
+        return np.asarray(unit_signs(stream(seed, k), offset, (40, 50), jnp.float32), np.float64).ravel()
+
+    v = np.stack([signs(3, k, 0) for k in range(64)])
+    assert np.allclose(np.sum(v * v, axis=1), 1.0, rtol=1e-6)
+    gram = v @ v.T  # off-diagonal entries of unrelated sign vectors: about +-1/sqrt(2000)
+    assert np.abs(gram - np.eye(64)).max() < 0.12
+    assert abs(v.mean() * 2000) < 0.05  # signs balanced overall
+    other_leaf, other_seed = signs(3, 0, 2000), signs(4, 0, 0)
+    assert abs(other_leaf @ v[0]) < 0.12 and abs(other_seed @ v[0]) < 0.12
