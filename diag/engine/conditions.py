@@ -817,7 +817,8 @@ def _eval_signal(clause: Clause, env, labels: dict, values: dict) -> Outcome:
         cf = _ramp_cf(x, clause.ramp)
     attrs["cf"] = cf
     _bind(clause, values, attrs)
-    return Outcome(clause, cf >= CF_THRESHOLD, cf, attrs=attrs, observed=attrs["value"], threshold=clause.value,
+    observed = attrs["last"] if clause.at == "last" else attrs["value"]
+    return Outcome(clause, cf >= CF_THRESHOLD, cf, attrs=attrs, observed=observed, threshold=clause.value,
                    steps=[int(attrs["first_step"]), int(attrs["last_step"])], layer=layer)
 
 

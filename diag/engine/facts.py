@@ -9,8 +9,8 @@
   concluded a fact measured: first/last step, value, peak, layer, ...
 
 Example:
-  >>> sorted(CONTEXT_TYPES)[:3]
-  ['batch_size', 'compute_dtype', 'first_step']
+  >>> normalize_dtype("bfloat16"), CONTEXT_TYPES["lr"] is FLOAT
+  ('bf16', True)
 """
 
 from __future__ import annotations

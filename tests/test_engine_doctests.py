@@ -1,0 +1,17 @@
+"""The examples in the engine's docstrings run and stay true."""
+
+import doctest
+import importlib
+import pkgutil
+
+import diag.engine
+
+
+def test_engine_docstring_examples_run():
+    failures = []
+    for info in pkgutil.iter_modules(diag.engine.__path__):
+        module = importlib.import_module(f"diag.engine.{info.name}")
+        result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+        if result.failed:
+            failures.append(info.name)
+    assert failures == []
