@@ -458,3 +458,27 @@ def test_slash_filters_the_causes_by_id_or_title(traces):
             assert f"filter '{ids[1]}': 1 of {len(ids)} causes shown" in screen_text(app)
 
     run(scenario)
+
+
+def test_layers_tab_shows_the_latest_step_that_recorded_layer_statistics(tmp_path, traces):
+    # Adapters record the costly per-layer statistics every Nth step only: keep them on every 5th.
+    path = tmp_path / "sparse.jsonl"
+    lines = []
+    for line in traces["dead"].read_text().splitlines():
+        record = json.loads(line)
+        if record["kind"] == "step" and record["step"] % 5:
+            record.pop("layers", None)
+            record.pop("activations", None)
+        lines.append(json.dumps(record))
+    path.write_text("\n".join(lines) + "\n")
+
+    async def scenario():
+        app = make_app(path)
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot)
+            await pilot.press("3")
+            assert "step 115 (latest 0–115)" in screen_text(app)
+            await pilot.press("left_square_bracket")
+            assert "step 110 (of 0–115)" in screen_text(app)
+
+    run(scenario)

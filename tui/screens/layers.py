@@ -81,13 +81,29 @@ class LayersPane(Pane):
             self.query_one(LayerHeatmap).show(trace, self.heat_stat, self.filter_text)
         self._draw_table(trace)
 
-    def _row_index(self, trace) -> int | None:
-        if not trace.num_steps:
+    def _layer_rows(self, trace) -> np.ndarray:
+        """Rows of the trace that recorded per-layer statistics (adapters may record every Nth step)."""
+        key = (id(trace), trace.num_steps)
+        if getattr(self, "_rows_key", None) != key:
+            recorded = np.zeros(trace.num_steps, dtype=bool)
+            for present in trace.layer_present.values():
+                recorded |= present
+            self._rows_key, self._rows = key, np.flatnonzero(recorded)
+        return self._rows
+
+    def _position(self, trace) -> int | None:
+        """Index into ``_layer_rows`` of the step shown (the latest recorded one by default)."""
+        rows = self._layer_rows(trace)
+        if not len(rows):
             return None
         if self.step is None:
-            return trace.num_steps - 1
-        index = int(np.searchsorted(trace.steps, self.step))
-        return min(index, trace.num_steps - 1)
+            return len(rows) - 1
+        index = int(np.searchsorted(trace.steps[rows], self.step))
+        return min(index, len(rows) - 1)
+
+    def _row_index(self, trace) -> int | None:
+        position = self._position(trace)
+        return None if position is None else int(self._layer_rows(trace)[position])
 
     def _draw_table(self, trace) -> None:
         caption = self.query_one("#layers-caption", Static)
@@ -96,8 +112,7 @@ class LayersPane(Pane):
         names = list(trace.layer_names)
         if row is None or not names:
             table.clear()
-            set_text(caption, Text("no per-layer statistics recorded yet" if not names else "no steps yet",
-                                style="dim"))
+            set_text(caption, Text("no per-layer statistics recorded yet", style="dim"))
             return
         step = int(trace.steps[row])
         rows = []
@@ -129,8 +144,9 @@ class LayersPane(Pane):
             table.move_cursor(row=table.get_row_index(key_at_cursor), animate=False)
         text = Text()
         text.append(f"step {step}", style="bold")
-        where = "latest" if row == trace.num_steps - 1 else "of"
-        text.append(f" ({where} {int(trace.steps[0])}–{int(trace.steps[-1])}) · ")
+        recorded = self._layer_rows(trace)
+        where = "latest" if row == recorded[-1] else "of"
+        text.append(f" ({where} {int(trace.steps[recorded[0]])}–{int(trace.steps[recorded[-1]])}) · ")
         text.append(f"{flagged} of {len(rows)} layers out of range" if flagged else "all layers in range",
                     style="bold red" if flagged else "green")
         arrow = "↓" if self.sort_reverse else "↑"
@@ -159,12 +175,14 @@ class LayersPane(Pane):
 
     def action_step(self, amount: float) -> None:
         trace = self.app.trace
-        row = self._row_index(trace)
-        if row is None:
+        position = self._position(trace)
+        if position is None:
             return
-        delta = int(amount) if abs(amount) >= 1 else int(round(amount * trace.num_steps)) or (1 if amount > 0 else -1)
-        row = max(0, min(trace.num_steps - 1, row + delta))
-        self.step = None if row == trace.num_steps - 1 and self.app.follow else int(trace.steps[row])
+        rows = self._layer_rows(trace)
+        delta = int(amount) if abs(amount) >= 1 else int(round(amount * len(rows))) or (1 if amount > 0 else -1)
+        position = max(0, min(len(rows) - 1, position + delta))
+        # At the newest recorded step of a live run, keep following the newest one.
+        self.step = None if position == len(rows) - 1 and self.app.follow else int(trace.steps[rows[position]])
         self.redraw()
 
     def action_latest(self) -> None:
