@@ -119,6 +119,9 @@ def test_number_keys_and_help_navigate_between_screens(traces):
             assert "diag tui keys" not in screen_text(app)
             await pilot.press("1")
             assert "MLP 8-32-32-32-4" in screen_text(app)
+            await pilot.press("shift+tab", "right")  # focus the tab bar, arrow to the next tab
+            await pilot.pause()
+            assert app.main.query_one("#tabs").active == "metrics"
             await pilot.press("q")
         assert app.return_code == 0
 
