@@ -193,8 +193,8 @@ def main() -> None:
         print(f"  diag (torch)      {row['torch_diag'] * 1e3:9.1f} ms")
         print(f"  ratios: check_grads / diag = {row['check_grads'] / row['warm']:.1f}x warm, "
               f"{row['check_grads_cold'] / row['cold']:.1f}x cold;  gradcheck / diag = "
-              f"{gc_time / row['warm']:,.0f}x warm, {gc_time / row['cold']:,.0f}x cold;  "
-              f"gradcheck / diag(torch) = {gc_time / row['torch_diag']:,.0f}x")
+              f"{_x(gc_time / row['warm'])} warm, {_x(gc_time / row['cold'])} cold;  "
+              f"gradcheck / diag(torch) = {_x(gc_time / row['torch_diag'])}")
         sys.stdout.flush()
 
     print("\n| params | diag warm | diag cold | check_grads warm | check_grads cold | vs check_grads (warm / cold) "
@@ -202,9 +202,13 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['params']:,} | {_fmt(r['warm'])} | {_fmt(r['cold'])} | {_fmt(r['check_grads'])} | "
-              f"{_fmt(r['check_grads_cold'])} | {r['check_grads'] / r['warm']:.1f}x / {r['check_grads_cold'] / r['cold']:.1f}x | "
-              f"{_fmt(r['gradcheck'])} | {r['gradcheck'] / r['warm']:,.0f}x / {r['gradcheck'] / r['cold']:,.0f}x | "
+              f"{_fmt(r['check_grads_cold'])} | {_x(r['check_grads'] / r['warm'])} / {_x(r['check_grads_cold'] / r['cold'])} | "
+              f"{_fmt(r['gradcheck'])} | {_x(r['gradcheck'] / r['warm'])} / {_x(r['gradcheck'] / r['cold'])} | "
               f"{_fmt(r['torch_diag'])} |")
+
+
+def _x(ratio: float) -> str:
+    return f"{ratio:,.0f}x" if ratio >= 10 else f"{ratio:.1f}x"
 
 
 def _fmt(seconds: float) -> str:

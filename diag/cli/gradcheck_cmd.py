@@ -8,8 +8,10 @@ from diag.errors import EXIT_FINDINGS, EXIT_OK, DiagInputError
 
 _DESCRIPTION = """\
 Check the gradient of a JAX, Flax NNX or PyTorch function against finite differences along
-K random directions per parameter tensor, all in one compiled call, in float64 by default. For
-JAX functions, every custom VJP is also compared with automatic differentiation of its primal.
+K random directions, in one compiled program, in float64 by default: JAX checks all parameter
+tensors together first (2K evaluations) and each tensor on its own only where that does not clear
+them. For JAX functions, every custom VJP is also compared with automatic differentiation of its
+primal.
 Reports the relative error per parameter (per layer), the threshold used, and the elements most
 responsible for a failure.
 
@@ -43,7 +45,7 @@ def register(subparsers) -> None:
     )
     parser.add_argument("target", metavar="TARGET", help="module:function or file.py:function returning (fn, args)")
     parser.add_argument("--directions", "-k", type=int, default=32, metavar="K",
-                        help="random directions per parameter tensor (default 32)")
+                        help="random directions, jointly and per tensor where needed (default 32)")
     parser.add_argument("--dtype", choices=("float64", "float32"), default="float64",
                         help="precision of the check (default float64; float32 sees only gross errors)")
     parser.add_argument("--argnums", type=int, default=0, help="which of args holds the parameters (default 0)")

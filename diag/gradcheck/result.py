@@ -20,7 +20,9 @@ class LeafResult:
         its primal).
       shape: the leaf's shape.
       error: relative error, ``||analytic - numeric|| / (||analytic|| + ||numeric||)`` over the
-        directions used (0 when both vanish below the finite-difference noise floor).
+        directions used (0 when both vanish below the finite-difference noise floor). A leaf
+        cleared by the JAX check's joint screen carries the joint error of all screened leaves
+        (about the RMS of their own errors; ``method`` says so); any other leaf, its own.
       threshold: the error above which the leaf fails, chosen for the dtype the function computed in.
       passed: ``error <= threshold``.
       dtype: the dtype the function computed in (``"float64"``, ``"float32"``).
