@@ -458,13 +458,16 @@ def _bind(clause: Clause, values: dict, attrs: dict) -> None:
 
 def _eval_expression(clause: Clause, values: dict) -> Outcome:
     expression = clause.expression
-    missing = sorted(s for s in expression.symbols if values.get(s) is None)
+    # A context value the trace lacks makes the clause unknown (missing input). A bound name that is
+    # null is not missing input: its clause did not hold, and `a ?? b` may handle it.
+    missing = sorted(s for s in expression.symbols if s in CONTEXT_TYPES and values.get(s) is None)
     if missing:
-        return Outcome(clause, False, 0.0, missing=[f"context.{m}" if m in CONTEXT_TYPES else m for m in missing])
+        return Outcome(clause, False, 0.0, missing=[f"context.{m}" for m in missing])
     try:
         result = bool(evaluate(expression, values))
     except EvaluationFailed as e:
-        return Outcome(clause, False, 0.0, missing=[str(e)])
+        unbound = any(values.get(s) is None for s in expression.symbols)
+        return Outcome(clause, False, 0.0, missing=[] if unbound else [str(e)])
     observed = {s: values[s] for s in sorted(expression.symbols) if not isinstance(values[s], dict)}
     text_obs = ", ".join(f"{k}={v}" for k, v in observed.items()) or None
     return Outcome(clause, result, 1.0 if result else 0.0, observed=text_obs)

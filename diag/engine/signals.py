@@ -163,7 +163,8 @@ def rolling_max(x: np.ndarray, window: int = 10) -> np.ndarray:
 def median_before(x: np.ndarray, window: int = 50) -> np.ndarray:
     """Median of the ``window`` points before each point (the point itself excluded).
 
-    Non-finite history counts as +Inf, so a few NaN points do not move the median.
+    The window is rounded up to an odd number of points; the first points use the history they
+    have. Non-finite history counts as +Inf, so a few NaN points do not move the median.
     """
     x = _as_float(x)
     w = max(int(window), 1) | 1  # odd, so the trailing window is exact; history before 0 repeats x[0]
@@ -171,8 +172,14 @@ def median_before(x: np.ndarray, window: int = 50) -> np.ndarray:
         return x.copy()
     size = (w,) + (1,) * (x.ndim - 1)
     origin = ((w - 1) // 2,) + (0,) * (x.ndim - 1)
-    inclusive = ndimage.median_filter(_finite_or(x, np.inf), size=size, mode="nearest", origin=origin)
-    return _shift(inclusive, 1)
+    filled = _finite_or(x, np.inf)
+    inclusive = ndimage.median_filter(filled, size=size, mode="nearest", origin=origin)
+    out = _shift(inclusive, 1)
+    # The first points have less history than a window: use what there is, not copies of x[0]
+    # (padding would make early growth look like a spike against the first value).
+    for t in range(1, min(w, len(x))):
+        out[t] = np.median(filled[:t], axis=0)
+    return out
 
 
 def ratio_to_median(x: np.ndarray, window: int = 50) -> np.ndarray:
