@@ -46,6 +46,34 @@ def layer_groups(tree) -> tuple[list[str], list[int]]:
     return names, owner
 
 
+def multi_sum(*operands) -> list[jax.Array]:
+    """Full sums of several same-shape arrays in one variadic reduction: one loop over memory.
+
+    XLA does not always merge sibling reductions on the CPU; a single ``lax.reduce`` with
+    several operands reads each element position once.
+    """
+    operands = [jnp.asarray(o, jnp.float32) for o in operands]
+    zeros = tuple(jnp.zeros((), jnp.float32) for _ in operands)
+    dims = tuple(range(operands[0].ndim))
+    return list(jax.lax.reduce(tuple(operands), zeros, lambda a, b: tuple(x + y for x, y in zip(a, b)), dims))
+
+
+def sumsq_by_layer_triple(grads, params, updates) -> jax.Array:
+    """``(n_layers, 3)`` float32 sums of squares of gradient, parameters and update per layer.
+
+    The three trees share one structure, so each tensor position is read in one fused loop.
+    """
+    names, owner = layer_groups(grads)
+    totals = [[jnp.zeros((), jnp.float32)] * 3 for _ in names]
+    for g, p, u, k in zip(jax.tree.leaves(grads), jax.tree.leaves(params), jax.tree.leaves(updates), owner):
+        g, p, u = (jnp.asarray(t).astype(jnp.float32) for t in (g, p, u))
+        sums = multi_sum(g * g, p * p, u * u)
+        totals[k] = [t + s for t, s in zip(totals[k], sums)]
+    if not totals:
+        return jnp.zeros((0, 3), jnp.float32)
+    return jnp.stack([jnp.stack(t) for t in totals])
+
+
 def sumsq_by_layer(tree) -> jax.Array:
     """``(n_layers,)`` float32: the sum of squares of each layer's tensors (tree order)."""
     names, owner = layer_groups(tree)
@@ -66,16 +94,18 @@ def activation_block(outputs: list, activations: list[str | None]) -> jax.Array:
     cols = []
     for z, act in zip(outputs, activations):
         z = jnp.asarray(z).astype(jnp.float32)
-        n = float(z.size)
-        finite = jnp.isfinite(z)
+        n = jnp.float32(z.size)
         nan = jnp.float32(jnp.nan)
-        zeros = jnp.sum((z <= 0).astype(jnp.float32)) if act in ZERO_AT_NONPOSITIVE else nan
         thr = SATURATION_THRESHOLD.get(act or "")
-        sat = jnp.sum((jnp.abs(z) > thr).astype(jnp.float32)) if thr is not None else nan
-        cols.append(jnp.stack([
-            jnp.sum(z), jnp.sum(z * z), jnp.float32(n), zeros, sat,
-            jnp.sum((~finite).astype(jnp.float32)),
-        ]))
+        operands = [z, z * z, (~jnp.isfinite(z)).astype(jnp.float32)]
+        if act in ZERO_AT_NONPOSITIVE:
+            operands.append((z <= 0).astype(jnp.float32))
+        if thr is not None:
+            operands.append((jnp.abs(z) > thr).astype(jnp.float32))
+        sums = multi_sum(*operands)
+        zeros = sums[3] if act in ZERO_AT_NONPOSITIVE else nan
+        sat = sums[-1] if thr is not None else nan
+        cols.append(jnp.stack([sums[0], sums[1], n, zeros, sat, sums[2]]))
     return jnp.stack(cols, axis=1) if cols else jnp.zeros((6, 0), jnp.float32)
 
 

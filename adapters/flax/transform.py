@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from diag.adapters.flax.stats import layer_groups, sumsq_by_layer
+from diag.adapters.flax.stats import layer_groups, sumsq_by_layer_triple
 
 
 class MeasureState(NamedTuple):
@@ -102,7 +102,7 @@ def measure(
         if enabled():
             if params is None:
                 raise ValueError("diag's measure() needs the parameters: nnx.Optimizer passes them.")
-            table = jnp.stack([sumsq_by_layer(updates), sumsq_by_layer(params), sumsq_by_layer(new_updates)], axis=1)
+            table = sumsq_by_layer_triple(updates, params, new_updates)
         else:
             table = state.table
         return new_updates, MeasureState(inner_state, state.count + 1, lr, table)
