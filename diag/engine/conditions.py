@@ -747,7 +747,7 @@ def signal_result(clause: Clause, env) -> SignalResult | None:
         start = signals.first_run(hold, need)
         fired = start >= 0
     if clause.min_frac > 0 and n:
-        fired = fired & (hold.mean(axis=0) >= clause.min_frac)
+        fired = fired & (np.count_nonzero(hold, axis=0) >= clause.min_frac * n)
         start = np.where(fired, start, -1)
     fired &= measured
     fired_at = np.where(fired, np.minimum(start + (need - 1 if clause.at == "any" else 0), max(n - 1, 0)), -1)

@@ -19,7 +19,6 @@ Example:
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -249,9 +248,10 @@ def ratio_to_layer_max(x: np.ndarray) -> np.ndarray:
     x = _as_float(x)
     if x.ndim == 1:
         return np.ones_like(x)
-    with warnings.catch_warnings():  # a step where no layer has a finite value is NaN, not a warning
-        warnings.simplefilter("ignore", RuntimeWarning)
-        top = np.nanmax(np.where(np.isfinite(x), x, np.nan), axis=1, keepdims=True) if x.shape[1] else x
+    if not x.shape[1]:
+        return x.copy()
+    top = np.max(np.where(np.isfinite(x), x, -np.inf), axis=1, keepdims=True)
+    top[np.isneginf(top)] = np.nan  # a step where no layer has a finite value
     with np.errstate(divide="ignore", invalid="ignore"):
         return x / top
 
