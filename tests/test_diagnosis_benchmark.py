@@ -87,7 +87,7 @@ def test_copied_validation_rows_show_as_overlap_in_the_data_facts(bench):
 def test_missing_zero_grad_makes_the_gradient_norm_grow_with_the_step(bench):
     g = bench["traces"]["missing_zero_grad/torch-mlp-sgd"].series("grad_norm").values
     g = g[np.isfinite(g)]
-    assert np.median(g[-20:]) > 10 * np.median(g[:5])
+    assert np.median(g[-20:]) > 5 * g[0]  # summed over ~100 steps instead of one
     healthy = bench["traces"]["healthy/mlp-blobs-adam"].series("grad_norm").values
     assert np.median(healthy[-5:]) < np.median(healthy[:2])
 
@@ -109,8 +109,13 @@ def test_scorer_counts_hits_misses_and_false_alarms_from_real_diagnoses(bench):
     assert "top-1 accuracy" in text and "confusion" in text
 
 
-def test_command_line_reuses_kept_traces_and_prints_json_figures(bench, capsys):
-    code = R.main(["--only", "healthy/mlp-blobs-adam", "--runs", str(bench["runs"]), "--reuse",
+def test_command_line_reuses_kept_traces_and_prints_json_figures(bench, capsys, tmp_path):
+    import yaml
+
+    healthy = [s for s in bench["scenarios"] if s["id"] == "healthy/mlp-blobs-adam"]
+    listing = tmp_path / "scenarios.yaml"
+    listing.write_text(yaml.safe_dump({"scenarios": healthy}))
+    code = R.main(["--scenarios", str(listing), "--runs", str(bench["runs"]), "--reuse",
                    "--format", "json", "--quiet"])
     doc = json.loads(capsys.readouterr().out)
     assert code == 0

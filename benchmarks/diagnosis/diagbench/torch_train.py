@@ -95,15 +95,15 @@ def build_model(cfg, in_shape, out_dim) -> nn.Module:
     raise ValueError(f"unknown torch model kind {kind!r}")
 
 
-def torch_loss(name: str):
+def torch_loss(name: str, reduction: str = "mean"):
     def ce(out, y):
-        return nn.functional.cross_entropy(out.float(), y)
+        return nn.functional.cross_entropy(out.float(), y, reduction=reduction)
 
     def mse(out, y):
-        return nn.functional.mse_loss(out[:, 0].float(), y.float())
+        return nn.functional.mse_loss(out[:, 0].float(), y.float(), reduction=reduction)
 
     def bce(out, y):
-        return nn.functional.binary_cross_entropy_with_logits(out[:, 0].float(), y.float())
+        return nn.functional.binary_cross_entropy_with_logits(out[:, 0].float(), y.float(), reduction=reduction)
 
     return {"ce": ce, "mse": mse, "mse_class_id": mse, "bce": bce}[name]
 
@@ -130,7 +130,7 @@ def train_torch(sc: dict, ds: Dataset, path: str) -> None:
         opt = torch.optim.Adam(model.parameters(), lr=lr)
     amp = train.get("amp")  # "float16" / "bfloat16"
     scaler = torch.amp.GradScaler("cpu", init_scale=float(train.get("init_scale", 2.0 ** 16))) if amp == "float16" else None
-    loss_fn = torch_loss(loss_name)
+    loss_fn = torch_loss(loss_name, train.get("reduction", "mean"))
     batch = int(train.get("batch", 64))
     rec = TorchRecorder(model, opt, path, scaler=scaler, costly_every=int(sc.get("every", 10)),
                         capture_crashes=False, run_id=sc["id"].replace("/", "."), task=ds.task,
