@@ -485,3 +485,16 @@ def test_layers_tab_shows_the_latest_step_that_recorded_layer_statistics(tmp_pat
             assert "step 110 (of 0–115)" in screen_text(app)
 
     run(scenario)
+
+
+def test_clicking_a_key_in_the_footer_presses_it(traces):
+    async def scenario():
+        app = make_app(traces["healthy"])
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot)
+            footer = screen_text(app).splitlines()[-1]
+            await pilot.click("KeyBar", offset=(footer.index("? Help") + 1, 0))
+            await pilot.pause()
+            assert "diag tui keys" in screen_text(app)
+
+    run(scenario)

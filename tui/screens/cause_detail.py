@@ -8,10 +8,11 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Footer, Static, Tree
+from textual.widgets import Static, Tree
 
 from diag.tui import fmt
 from diag.tui.screens.overview import SEVERITY_STYLE
+from diag.tui.widgets.key_bar import KeyBar
 
 
 class CauseDetailScreen(Screen):
@@ -43,7 +44,7 @@ class CauseDetailScreen(Screen):
             yield Static(Text("Why", style="bold underline"), classes="section")
             yield why_tree(cause)
             yield Static(_fix(cause), id="cause-fix")
-        yield Footer()
+        yield KeyBar()
 
     def on_mount(self) -> None:
         self.query_one(VerticalScroll).focus()

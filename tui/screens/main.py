@@ -5,13 +5,14 @@ from __future__ import annotations
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
-from textual.widgets import Footer, Input, TabbedContent, TabPane
+from textual.widgets import Input, TabbedContent, TabPane
 
 from diag.tui.screens.layers import LayersPane
 from diag.tui.screens.metrics import MetricsPane
 from diag.tui.screens.overview import OverviewPane
 from diag.tui.screens.pane import Pane
 from diag.tui.screens.rules import RulesPane
+from diag.tui.widgets.key_bar import KeyBar
 from diag.tui.widgets.status_bar import StatusBar
 
 TABS = ("overview", "metrics", "layers", "rules")
@@ -45,7 +46,7 @@ class MainScreen(Screen):
             with TabPane("4 Rules", id="rules"):
                 yield RulesPane(id="rules-pane")
         yield Input(id="line-input", classes="hidden")
-        yield Footer()
+        yield KeyBar()
 
     # ------------------------------------------------------------------ panes
 
