@@ -220,8 +220,8 @@ class Recorder:
         if full:
             if ms is not None:
                 layout.param_layers = self._param_layers
-                layout.parts.append(("table", ms.table.size))
-                pieces.append(ms.table.T.reshape(-1))
+                layout.parts.append(("table", ms.layers.size))
+                pieces.append(ms.layers.T.reshape(-1))
             if self._captured is not None:
                 outputs, kinds, act_names = [], [], []
                 layers = set(self._param_layers)
