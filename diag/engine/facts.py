@@ -49,7 +49,7 @@ RECORD_TYPES: dict = {
         "split": STRING, "size": FLOAT, "num_features": FLOAT, "overlap_with_train": FLOAT,
         "overlap_fraction": FLOAT, "id_like_features": STRINGS, "time_min": FLOAT, "time_max": FLOAT,
         "input_mean": FLOAT, "input_std": FLOAT, "input_nonfinite": FLOAT, "conflicting_labels": FLOAT,
-        "conflicting_fraction": FLOAT, "max_feature_score": FLOAT, "top_feature": STRING,
+        "conflicting_fraction": FLOAT, "max_feature_score": FLOAT, "top_feature": STRING, "second_feature_score": FLOAT,
         "majority_fraction": FLOAT, "num_labels": FLOAT,
     },
     "check": {
@@ -158,6 +158,7 @@ def record_attrs(kind: str, record) -> dict:
         scores = sorted(record.feature_scores, key=lambda s: -s.score)
         attrs["max_feature_score"] = float(scores[0].score) if scores else None
         attrs["top_feature"] = scores[0].feature if scores else None
+        attrs["second_feature_score"] = float(scores[1].score) if len(scores) > 1 else 0.0
         hist = record.label_histogram or {}
         total = sum(hist.values())
         attrs["majority_fraction"] = (max(hist.values()) / total) if total else None
