@@ -66,7 +66,7 @@ def test_uncaught_exception_is_written_with_traceback_layer_and_last_good_step(t
     assert (end.status, end.steps) == ("crashed", 3)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=lambda s: s.name)
 def test_signal_writes_the_signal_and_an_interrupted_end_after_every_recorded_step(tmp_path, sig):
     proc, path = _run(tmp_path, "loop")
     assert proc.stdout.readline().strip() == "ready"
