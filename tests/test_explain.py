@@ -107,7 +107,7 @@ def test_why_prints_the_justification_tree_down_to_the_series(capsys):
     code, out, _ = explain(capsys, "tests/traces/fp16_overflow.jsonl", "--why", "fp16_overflow")
     assert code == 0
     lines = out.splitlines()
-    assert lines[0].startswith("fp16_overflow  certainty 0.94 (likely)  rank 1")
+    assert lines[0].startswith("fp16_overflow  certainty 0.85 (likely)  rank 1")
     assert any("fp16_overflow.scale-collapse" in line for line in lines)
     assert any('✓ context precision == "fp16"' in line and "precision=fp16" in line for line in lines)
     assert any("ratio_to_running_max(loss_scale) <= 0.000976562" in line for line in lines)
