@@ -19,8 +19,11 @@ Four additions to an ordinary training loop::
             rec.record(step, train_step(model, optimizer, x, y))
 
 How it stays cheap: every statistic is computed on the device inside the step and packed into one
-float32 vector; ``record`` starts its copy to the host and decodes the *previous* step's vector on
-a background thread, so the loop never waits for a transfer. ``rec.jit`` compiles two variants of
+float32 vector; ``record`` starts its copy to the host and decodes the vector of the step two
+calls earlier, which the device has finished by then, so the loop never waits for a transfer.
+Decoding a step takes a few microseconds on the loop's thread (a background thread cost more in
+thread hand-offs than it saved); the trace file is written in batches and flushed by the writer's
+own thread every ``flush_seconds``. ``rec.jit`` compiles two variants of
 the step: the measuring one (per-layer gradient/parameter/update norms, activation and batch
 statistics) runs every ``every`` steps (default 25), the other records only the loss and the
 learning rate and costs nothing measurable. ``every=1`` records everything every step.
@@ -34,8 +37,6 @@ without touching the model, so the event names the layer even between measuring 
 from __future__ import annotations
 
 import atexit
-import queue
-import threading
 import time
 from typing import Any, Callable
 
@@ -97,6 +98,10 @@ class Recorder:
     ):
         self.model = model
         self.every = int(every)
+        # Steps decoded this many record() calls later: by then the device has finished them.
+        self.lag = 2
+        # On the CPU the "copy" is the array itself; elsewhere start the transfer now.
+        self._async_copy = jax.default_backend() != "cpu"
         self.localize = localize
         self.num_classes = num_classes
         self._header_fields = dict(task=task, num_classes=num_classes, loss_kind=loss_kind, seed=seed, **header)
@@ -129,9 +134,7 @@ class Recorder:
         self._last_step: int | None = None
         self._last_good: int | None = None
         self._nonfinite_reported = False
-        self._queue: queue.Queue = queue.Queue()
-        self._worker = threading.Thread(target=self._work, name="diag-flax-recorder", daemon=True)
-        self._worker.start()
+        self._signals: list = []
         self._guard = crash.SignalGuard(self._on_signal) if handle_signals else None
         self._closed = False
         atexit.register(self._atexit)
@@ -290,7 +293,7 @@ class Recorder:
         """
         if isinstance(stats, (tuple, list)):
             stats = stats[-1]
-        if hasattr(stats, "copy_to_host_async"):
+        if self._async_copy and hasattr(stats, "copy_to_host_async"):
             stats.copy_to_host_async()
         call = self._calls - 1
         self._call_steps[call] = step
@@ -302,7 +305,7 @@ class Recorder:
             extra.setdefault("step_time", now - self._last_wall)
         self._last_wall = now
         self._pending.append((step, stats, call, now, extra))
-        if len(self._pending) > 1:
+        if len(self._pending) > self.lag:
             self._process(self._pending.pop(0))
 
     def write(self, record: _Record) -> None:
@@ -311,7 +314,7 @@ class Recorder:
             # The header waits for the first step: its layer order comes from tracing the step.
             self._early.append(record)
         else:
-            self._queue.put(("record", record))
+            self._emit(record)
 
     def eval(self, step: int, split: str, *, loss: float | None = None, metrics: dict | None = None, **fields) -> None:
         """Write an evaluation record (host values)."""
@@ -324,9 +327,7 @@ class Recorder:
         """Decode everything pending and write it out (blocks on the device)."""
         while self._pending:
             self._process(self._pending.pop(0))
-        done = threading.Event()
-        self._queue.put(("flush", done))
-        done.wait(timeout=30)
+        self.writer.flush()
 
     def close(self, status_exc=(None, None, None)) -> None:
         """Write the closing events and flush (``with recorder:`` does this)."""
@@ -340,11 +341,12 @@ class Recorder:
             self._pending.clear()
             self.write(NoteEvent(level="warning", message=f"last steps lost: {type(e).__name__}: {e}"))
         self._ensure_header()
+        for event in self._signals:  # noted by the signal handler, written here (see _on_signal)
+            self._emit(event)
+        self._signals.clear()
         for event in crash.exit_events(exc_type, exc, tb, step=self._last_step,
                                        last_good_step=self._last_good, steps=self._steps_written):
-            self._queue.put(("record", event))
-        self._queue.put(("stop", None))
-        self._worker.join(timeout=30)
+            self._emit(event)
         self.writer.close()
         self._closed = True
         if self._guard:
@@ -399,17 +401,24 @@ class Recorder:
         layout = self._layouts.get(vector.size)
         self._ensure_header()
         self._last_step = step
-        finite = not (layout.has_nonfinite(vector) if layout else not np.isfinite(vector[0]))
+        if layout is not None and layout.full:
+            finite = not layout.has_nonfinite(vector)
+        else:
+            finite = bool(np.isfinite(vector[0]))
         if finite:
             self._last_good = step
         elif not self._nonfinite_reported:
             self._nonfinite_reported = True
             event = self._localize(step, call, vector, layout)
             if event is not None:
-                self._queue.put(("record", event))
+                self._emit(event)
         self._steps_written += 1
         if self._writes_steps:
-            self._queue.put(("step", (step, vector, layout, wall, extra)))
+            try:
+                record = self._decode(step, vector, layout, wall, extra)
+            except Exception as e:  # never stop the training loop over a record
+                record = NoteEvent(step=step, level="error", message=f"diag recorder: {type(e).__name__}: {e}")
+            self._emit(record)
 
     def _localize(self, step, call, vector, layout):
         """The NonFiniteEvent for the first non-finite step (runs once, on the main thread)."""
@@ -432,8 +441,8 @@ class Recorder:
         try:
             again = self._rerun(call)
         except Exception as e:
-            self._queue.put(("record", NoteEvent(step=step, level="warning",
-                                                 message=f"could not re-run step {step} to localize NaN: {e}")))
+            self._emit(NoteEvent(step=step, level="warning",
+                                 message=f"could not re-run step {step} to localize NaN: {e}"))
             return None
         if again is None:
             return None
@@ -450,17 +459,16 @@ class Recorder:
             recording["forward_order"] = "tree order: " + self._forward_error[:200]
         self._header = build_header(self.model, layers, self._optimizer, recording=recording, **self._header_fields)
         self._layer_names = [l.name for l in self._header.layers]
-        self._queue.put(("record", self._header))
+        self._emit(self._header)
         for record in self._early:
-            self._queue.put(("record", record))
+            self._emit(record)
         self._early.clear()
 
     def _on_signal(self, event) -> None:
+        # Runs between two bytecodes of the main thread, possibly inside a write holding the
+        # writer's lock: only note the event here; close() writes it as the exception unwinds.
         event.step = self._pending[-1][0] if self._pending else self._last_step  # where the loop was
-        self._queue.put(("record", event))
-        done = threading.Event()
-        self._queue.put(("flush", done))
-        done.wait(timeout=5)
+        self._signals.append(event)
 
     def _atexit(self) -> None:
         if not self._closed:
@@ -469,26 +477,11 @@ class Recorder:
             except Exception:
                 pass
 
-    # ---------------------------------------------------------------- background thread
-
-    def _work(self) -> None:
-        while True:
-            kind, payload = self._queue.get()
-            try:
-                if kind == "stop":
-                    return
-                if kind == "flush":
-                    self.writer.flush()
-                    payload.set()
-                elif kind == "record":
-                    self.writer.write(payload)
-                elif kind == "step":
-                    self.writer.write(self._decode(*payload))
-            except Exception as e:  # never kill the training loop over a record
-                try:
-                    self.writer.write(NoteEvent(level="error", message=f"diag recorder: {type(e).__name__}: {e}"))
-                except Exception:
-                    pass
+    def _emit(self, record) -> None:
+        try:
+            self.writer.write(record)
+        except ValueError:  # written after close (an atexit race): nothing left to do
+            pass
 
     def _decode(self, step, vector, layout, wall, extra) -> Step:
         return decode_step(step, vector, layout, self._layer_names, self._perm, wall, extra)
