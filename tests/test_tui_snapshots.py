@@ -32,6 +32,8 @@ def frozen_app(name: str):
 def keys(*pressed: str):
     async def run_before(pilot) -> None:
         await settle(pilot)
+        # Let the diagnosis's table paint before a modal (help) freezes the screen behind it.
+        await pilot.pause(0.2)
         for key in pressed:
             await pilot.press(key)
             await pilot.pause()

@@ -15,6 +15,7 @@ from diag.tui.screens.pane import ALL, Pane, matches, set_text
 
 SEVERITY_STYLE = {"critical": "bold red", "high": "red", "medium": "yellow", "low": "cyan", "info": "dim"}
 SPARKLINE_INTERVAL = 0.5
+TITLE_MIN = 12
 BUCKET_STYLE = {"likely": "bold", "possible": "", "weak": "dim"}
 
 
@@ -36,7 +37,7 @@ class OverviewPane(Pane):
         table.add_column("certainty", key="certainty", width=13)
         table.add_column("severity", key="severity", width=8)
         table.add_column("since", key="since", width=5)
-        table.add_column("title", key="title")
+        table.add_column("title", key="title", width=TITLE_MIN)
         yield table
         yield Static(id="cause-summary")
         yield Static(id="spark-label")
@@ -75,6 +76,7 @@ class OverviewPane(Pane):
         table = self.query_one("#causes", DataTable)
         outcome = app.outcome
         previous = _row_key_at_cursor(table)
+        self._fit_title_column(table)
         table.clear()
         set_text(self.query_one("#cause-summary", Static), "")
         if not app.trace.num_steps and not app.trace.events:
@@ -131,6 +133,19 @@ class OverviewPane(Pane):
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         self._draw_summary()
+
+    def _fit_title_column(self, table: DataTable) -> None:
+        """The title takes what the other columns leave (a fixed width: an automatic one is
+        measured lazily, so the first frames would differ from the later ones)."""
+        fixed = sum(c.get_render_width(table) for key, c in table.columns.items() if key.value != "title")
+        width = max(TITLE_MIN, (table.size.width or 80) - fixed - 2 * table.cell_padding - 1)
+        column = table.columns[next(k for k in table.columns if k.value == "title")]
+        if column.width != width:
+            column.width = width
+            table.refresh()
+
+    def on_resize(self) -> None:
+        self._fit_title_column(self.query_one("#causes", DataTable))
 
     def _draw_sparkline(self, trace) -> None:
         label = self.query_one("#spark-label", Static)
