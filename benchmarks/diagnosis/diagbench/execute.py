@@ -36,6 +36,20 @@ def train(sc: dict, path: Path) -> None:
         from diagbench.flax_train import train_flax
 
         train_flax(sc, ds, str(path))
+    _settle(path)
+
+
+def _settle(path: Path, timeout: float = 120.0) -> None:
+    """Wait until the trace stops growing: a loaded machine once returned from Recorder.close()
+    (its writer thread's join times out after 30 s) before the records were on disk."""
+    deadline = time.monotonic() + timeout
+    last = -1
+    while time.monotonic() < deadline:
+        size = path.stat().st_size if path.exists() else 0
+        if size > 0 and size == last:
+            return
+        last = size
+        time.sleep(0.5)
 
 
 def diagnose(path: Path) -> dict:
