@@ -71,8 +71,10 @@ class Recorder:
       seed: the run's random seed.
       every: record the per-layer statistics every this many steps (1: every step; 0: never).
       localize: re-run a non-measuring step that produced a NaN/Inf with measurements on, to name
-        the first non-finite tensor. Keeps a reference to the last two steps' inputs (model and
-        optimizer state arrays, batch): no copy, but their memory is freed one step later.
+        the first non-finite tensor. Keeps references (no copies) to the inputs of the steps not
+        yet decoded, usually one or two, at most ``max_pending + 1``: the device memory of that
+        many older versions of the model and optimizer state stays allocated. Turn it off for
+        a model whose state fills the device.
       handle_signals: turn SIGTERM/SIGINT into a flushed trace inside ``with recorder:``.
       flush_seconds: the longest a record waits in memory (what ``kill -9`` can lose).
       **header: more Header fields (batch_size, steps_planned, model_name, tags, ...).
@@ -98,8 +100,9 @@ class Recorder:
     ):
         self.model = model
         self.every = int(every)
-        # Steps decoded this many record() calls later: by then the device has finished them.
-        self.lag = 2
+        # Steps are decoded once the device has finished them (never waiting on one), or when
+        # this many are waiting: a loop far ahead of the device then paces itself here.
+        self.max_pending = 4
         # On the CPU the "copy" is the array itself; elsewhere start the transfer now.
         self._async_copy = jax.default_backend() != "cpu"
         self.localize = localize
@@ -305,7 +308,7 @@ class Recorder:
             extra.setdefault("step_time", now - self._last_wall)
         self._last_wall = now
         self._pending.append((step, stats, call, now, extra))
-        if len(self._pending) > self.lag:
+        while self._pending and (len(self._pending) > self.max_pending or _ready(self._pending[0][1])):
             self._process(self._pending.pop(0))
 
     def write(self, record: _Record) -> None:
@@ -376,7 +379,6 @@ class Recorder:
             self._variables = [v for _, v in nnx.to_flat_state(nnx.state(nodes))]
         values = [v.get_raw_value() for v in self._variables]  # get_value() costs ~14 us each
         self._snapshots[call] = (list(args), graph_at, values, kwargs, measured)
-        self._snapshots.pop(call - 3, None)
 
     def _rerun(self, call):
         snap = self._snapshots.get(call)
@@ -397,6 +399,10 @@ class Recorder:
 
     def _process(self, item) -> None:
         step, stats, call, wall, extra = item
+        # Inputs of earlier steps are no longer needed (the one before this may be: a NaN found
+        # in this step's parameters is traced back to it).
+        for old in [c for c in self._snapshots if c < call - 1]:
+            del self._snapshots[old]
         vector = np.asarray(stats, dtype=np.float32)
         layout = self._layouts.get(vector.size)
         self._ensure_header()
@@ -485,6 +491,11 @@ class Recorder:
 
     def _decode(self, step, vector, layout, wall, extra) -> Step:
         return decode_step(step, vector, layout, self._layer_names, self._perm, wall, extra)
+
+
+def _ready(array) -> bool:
+    is_ready = getattr(array, "is_ready", None)
+    return is_ready() if is_ready is not None else True
 
 
 def _captured_outputs(inter) -> list[tuple[str, Any]]:
