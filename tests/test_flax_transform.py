@@ -65,3 +65,26 @@ def test_dynamic_loss_scale_skips_overflowing_steps_and_grows_after_a_period():
     for _ in range(2):
         u, state = tx.update({"w": jnp.array([2.0, 2.0])}, state, params)
     assert float(state.scale) == 4.0 and u["w"].tolist() == [-1.0, -1.0]  # gradients unscaled by 2
+
+
+def test_steps_skipped_by_apply_if_finite_are_marked_in_the_trace(tmp_path):
+    from flax import nnx
+
+    from diag.adapters.flax import Recorder
+    from diag.trace import load_trace
+
+    model = nnx.Linear(3, 2, rngs=nnx.Rngs(0))
+    rec = Recorder(tmp_path / "run.jsonl", model, every=1)
+    optimizer = nnx.Optimizer(model, optax.apply_if_finite(rec.wrap(optax.sgd(0.1)), 5), wrt=nnx.Param)
+
+    @rec.jit
+    def step(model, optimizer, x, scale):
+        loss, grads = rec.value_and_grad(lambda m: (m(x) ** 2).mean() * scale)(model)
+        optimizer.update(model, grads)
+        return rec.stats(optimizer, loss)
+
+    with rec:
+        for i, scale in enumerate([1.0, jnp.inf, 1.0]):
+            rec.record(i, step(model, optimizer, jnp.ones((4, 3)), scale))
+    trace = load_trace(tmp_path / "run.jsonl")
+    assert trace.series("skipped").values.tolist() == [0, 1, 0]
