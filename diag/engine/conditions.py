@@ -738,11 +738,13 @@ def signal_result(clause: Clause, env) -> SignalResult | None:
         fired = hold.all(axis=0)
         start = np.where(fired, 0, -1)
     elif clause.at == "last":
-        t = np.arange(n)[:, None]
-        last_false = np.max(np.where(~hold, t, -1), axis=0)
-        run = n - 1 - last_false
-        fired = run >= need
-        start = np.where(fired, last_false + 1, -1)
+        # Only the last `need` points decide; the start of the trailing run is searched only
+        # for the columns that fired.
+        fired = hold[-need:].all(axis=0) if n >= need else np.zeros(hold.shape[1], dtype=bool)
+        start = np.full(hold.shape[1], -1)
+        for j in np.flatnonzero(fired):
+            falses = np.flatnonzero(~hold[:, j])
+            start[j] = falses[-1] + 1 if falses.size else 0
     else:
         start = signals.first_run(hold, need)
         fired = start >= 0

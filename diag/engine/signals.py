@@ -294,9 +294,11 @@ def first_run(hold: np.ndarray, n: int = 1):
     n = max(int(n), 1)
     if len(hold) < n:
         return out
-    cols = np.flatnonzero(hold.any(axis=0))
-    if cols.size == 0:
+    # Reducing along rows is contiguous (fast); find the rows with anything true first.
+    any_rows = np.flatnonzero(hold.any(axis=1))
+    if any_rows.size == 0:
         return out
+    cols = np.flatnonzero(hold[any_rows].any(axis=0))
     h = hold if cols.size == hold.shape[1] else hold[:, cols]
     run = _all_in_window(h, n)
     # argmax along axis 0 of a wide array is strided and slow: search only the rows where
