@@ -87,8 +87,8 @@ class ProbedApp(DiagApp):
         self.call_after_refresh(lambda: self.shown.append((last, time.monotonic())))
 
 
-async def measure(path: Path, steps: int, template: list[Step], seconds: float) -> dict:
-    app = ProbedApp(path, follow=True)
+async def measure(path: Path, steps: int, template: list[Step], seconds: float, interval: float = 0.1) -> dict:
+    app = ProbedApp(path, follow=True, poll_interval=interval)
     shown = app.shown
     keys: list[float] = []
     opened = time.monotonic()
@@ -153,6 +153,7 @@ def main() -> None:
     parser.add_argument("--short", type=int, default=1_000, help="steps of the short trace (A)")
     parser.add_argument("--seconds", type=float, default=12.0, help="streaming time per run")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--interval", type=float, default=0.1, help="the TUI's poll interval (diag tui --interval)")
     args = parser.parse_args()
 
     folder = Path(tempfile.mkdtemp(prefix="diag-tui-bench-"))
@@ -172,7 +173,7 @@ def main() -> None:
             load_trace(path)
             load_s = time.perf_counter() - t
             CPU_PER_KEY.clear()
-            result = asyncio.run(measure(path, sizes[name], template, args.seconds))
+            result = asyncio.run(measure(path, sizes[name], template, args.seconds, args.interval))
             result.update(size_mb=size_mb, load=load_s, key_cpu=list(CPU_PER_KEY))
             results[name].append(result)
             print(f"round {round_} {name}: {sizes[name]:>7} steps ({size_mb:.0f} MB; load_trace {load_s:.2f} s; "
