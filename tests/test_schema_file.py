@@ -22,3 +22,14 @@ def test_diag_schema_prints_the_committed_schema():
     schema = json.loads(out.stdout)
     assert schema["discriminator"]["propertyName"] == "kind"
     assert set(schema["discriminator"]["mapping"]) == {"header", "step", "eval", "data", "check", "event"}
+
+
+def _cli(*args: str) -> str:
+    return subprocess.run([sys.executable, "-m", "diag", *args], capture_output=True, text=True, check=True).stdout
+
+
+def test_committed_diagnosis_and_rule_schemas_are_fresh():
+    for args, name in ((("rules", "schema", "--diagnosis"), "diagnosis.schema.json"),
+                       (("rules", "schema"), "rules.schema.json")):
+        committed = resources.files("diag").joinpath("schemas", name).read_text()
+        assert committed == _cli(*args), f"diag/schemas/{name} is stale: regenerate it with `diag {' '.join(args)}`"
