@@ -33,7 +33,7 @@ class OverviewPane(Pane):
         yield Static("diagnosis: waiting for the trace", id="diag-line")
         table = DataTable(id="causes", cursor_type="row", zebra_stripes=True)
         table.add_column("#", key="rank", width=2)
-        table.add_column("cause", key="id", width=22)
+        table.add_column("cause", key="id", width=16)
         table.add_column("certainty", key="certainty", width=13)
         table.add_column("severity", key="severity", width=8)
         table.add_column("since", key="since", width=5)
@@ -91,6 +91,10 @@ class OverviewPane(Pane):
             return
         diagnosis = outcome.diagnosis
         causes = [c for c in diagnosis.causes if matches(self.filter_text, c.id, c.title)]
+        # Cause ids are the contract users search for: never cut them; the title gives way.
+        id_column = table.columns[next(k for k in table.columns if k.value == "id")]
+        id_column.width = max([16] + [len(c.id) for c in diagnosis.causes])
+        self._fit_title_column(table)
         summary = Text(no_wrap=True, overflow="ellipsis")
         if self.filter_text:
             summary.append(f"filter '{self.filter_text}': {len(causes)} of {len(diagnosis.causes)} causes shown",
