@@ -44,6 +44,23 @@ def test_avg_matches_the_mean_of_the_trailing_window(xs, w):
         assert out[t] == pytest.approx(window.mean(), rel=1e-6, abs=1e-6)
 
 
+def test_avg_after_a_huge_value_is_the_mean_of_the_later_window_not_zero():
+    # A loss that blew up to 1e23 and came back: the windows after it average the later values.
+    x = np.array([1.0, 2.0e23, 1.5, 1.5, 1.5, 1.5])
+    out = signals.avg(x, 2)
+    assert out[1] == pytest.approx(1.0e23)
+    assert out[3:].tolist() == [1.5, 1.5, 1.5]
+
+
+@settings(max_examples=50, deadline=None)
+@given(finite_lists, st.integers(1, 70))
+def test_avg_per_layer_columns_match_scalar_columns(xs, w):
+    x = np.array(xs)
+    both = signals.avg(np.stack([x, 2 * x], axis=1), w)
+    assert both[:, 0] == pytest.approx(signals.avg(x, w), rel=1e-9, abs=1e-9)
+    assert both[:, 1] == pytest.approx(2 * signals.avg(x, w), rel=1e-9, abs=1e-9)
+
+
 @settings(max_examples=100, deadline=None)
 @given(finite_lists, st.integers(1, 9))
 def test_median_before_excludes_the_point_itself(xs, w):

@@ -50,16 +50,44 @@ def _window(window: int, n: int) -> int:
     return min(int(window), max(n, 1))
 
 
+def _window_sum(x: np.ndarray, window: int) -> np.ndarray:
+    """``out[t] = x[t-window+1 .. t].sum(axis=0)`` (fewer points at the start), without subtraction.
+
+    A difference of cumulative sums loses everything after one huge value: a loss of 1e23 at a
+    divergence leaves ``csum[t] - csum[t-w]`` at 0 for every later window, so a run that blew up
+    and came back would look like it had a loss of 0. Sums of power-of-two windows built by
+    pairwise addition (``S_{a+b}(i) = S_a(i) + S_b(i+a)``) only ever add: O(n log w), exact to
+    rounding.
+    """
+    n = len(x)
+    if not n:
+        return x.copy()
+    w = min(max(int(window), 1), n)
+    padded = np.concatenate([np.zeros((w - 1,) + x.shape[1:]), x]) if w > 1 else x
+    total = len(padded)
+    acc, a = None, 0
+    power, k = padded, 1
+    while True:
+        if w & 1:
+            if acc is None:
+                acc, a = power, k
+            else:
+                length = total - (a + k) + 1
+                acc = acc[:length] + power[a:a + length]
+                a += k
+        w >>= 1
+        if not w:
+            return np.array(acc[:n], dtype=np.float64)
+        length = len(power) - k
+        power = power[:length] + power[k:k + length]
+        k *= 2
+
+
 def _rolling_sum(x: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
     """Sum and count of the finite values among the last ``window`` points (inclusive)."""
     ok = np.isfinite(x)
     filled = np.where(ok, x, 0.0)
-    zero = np.zeros((1,) + x.shape[1:])
-    csum = np.concatenate([zero, np.cumsum(filled, axis=0)])
-    ccount = np.concatenate([zero, np.cumsum(ok, axis=0, dtype=np.float64)])
-    idx = np.arange(1, len(x) + 1)
-    lo = np.maximum(idx - window, 0)
-    return csum[idx] - csum[lo], ccount[idx] - ccount[lo]
+    return _window_sum(filled, window), _window_sum(ok.astype(np.float64), window)
 
 
 # --------------------------------------------------------------------------- pointwise
