@@ -4,6 +4,7 @@ layers), the fix and the docs; ``m`` jumps to the metric and ``l`` to the layer 
 from __future__ import annotations
 
 from rich.text import Text
+from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
@@ -11,6 +12,7 @@ from textual.screen import Screen
 from textual.widgets import Static, Tree
 
 from diag.tui import fmt
+from diag.tui.docs import cause_documentation
 from diag.tui.screens.overview import SEVERITY_STYLE
 from diag.tui.widgets.key_bar import KeyBar
 
@@ -44,10 +46,25 @@ class CauseDetailScreen(Screen):
             yield Static(Text("Why", style="bold underline"), classes="section")
             yield why_tree(cause)
             yield Static(_fix(cause), id="cause-fix")
+            yield Static(_docs_header(cause, Text("loading the documentation…", style="dim")), id="cause-docs")
         yield KeyBar()
 
     def on_mount(self) -> None:
         self.query_one(VerticalScroll).focus()
+        if self.cause is not None:
+            self._load_docs(self.cause)
+
+    @work(thread=True, exclusive=True, group="docs", exit_on_error=False)
+    def _load_docs(self, cause) -> None:
+        try:
+            body = cause_documentation(cause.id) or Text("(not in the knowledge base)", style="dim")
+        except Exception as e:  # noqa: BLE001 - a broken rule file must not break the screen
+            body = Text(f"documentation unavailable: {type(e).__name__}", style="red")
+        self.app.call_from_thread(self._show_docs, _docs_header(cause, body))
+
+    def _show_docs(self, text: Text) -> None:
+        if self.is_mounted:
+            self.query_one("#cause-docs", Static).update(text)
 
     def action_back(self) -> None:
         self.app.pop_screen()
@@ -111,8 +128,13 @@ def _fix(cause) -> Text:
         if extras:
             text.append(f" ({'; '.join(extras)})", style="dim not underline")
         text.append("\n", style="not underline")
-    text.append("\nDocs\n", style="bold underline")
-    text.append((cause.docs or f"diag rules show {cause.id}") + "\n", style="not underline")
+    return text
+
+
+def _docs_header(cause, body: Text) -> Text:
+    text = Text("Docs", style="bold underline")
+    text.append(f"  ({cause.docs or f'diag rules show {cause.id}'})\n", style="dim not underline")
+    text.append_text(body)
     return text
 
 
