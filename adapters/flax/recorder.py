@@ -300,7 +300,7 @@ class Recorder:
             stats.copy_to_host_async()
         call = self._calls - 1
         self._call_steps[call] = step
-        self._call_steps.pop(call - 4, None)
+        self._call_steps.pop(call - 2 * self.max_pending - 2, None)
         extra = {k: v for k, v in dict(epoch=epoch, metrics=metrics, **fields).items() if v is not None}
         now = time.time()
         if self._last_wall is not None:
@@ -379,6 +379,8 @@ class Recorder:
             self._variables = [v for _, v in nnx.to_flat_state(nnx.state(nodes))]
         values = [v.get_raw_value() for v in self._variables]  # get_value() costs ~14 us each
         self._snapshots[call] = (list(args), graph_at, values, kwargs, measured)
+        # Bounded even when record() is not called for every step.
+        self._snapshots.pop(call - self.max_pending - 2, None)
 
     def _rerun(self, call):
         snap = self._snapshots.get(call)
