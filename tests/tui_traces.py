@@ -189,13 +189,19 @@ def write_snapshot_data(folder: Path = SNAPSHOT_DATA) -> None:
     ``pytest tests/test_tui_snapshots.py --snapshot-update`` when the layout or the engine's
     output format changes on purpose.
     """
+    import json
+
     from diag.engine import diagnose
     from diag.trace import load_trace
+    from diag.tui.docs import cause_documentation
 
     folder.mkdir(parents=True, exist_ok=True)
     for name, options in SNAPSHOT_RUNS.items():
         trace = write_run(folder / f"{name}.jsonl", steps=120, run_id=name, **options)
-        (folder / f"{name}.diagnosis.json").write_text(diagnose(load_trace(trace)).to_json() + "\n")
+        diagnosis = diagnose(load_trace(trace))
+        (folder / f"{name}.diagnosis.json").write_text(diagnosis.to_json() + "\n")
+        docs = {c.id: cause_documentation(c.id).markup for c in diagnosis.causes}
+        (folder / f"{name}.docs.json").write_text(json.dumps(docs, indent=1) + "\n")
 
 
 def main() -> None:
