@@ -245,3 +245,24 @@ def test_sign_directions_are_unit_random_and_distinct_per_leaf_and_direction():
     assert abs(v.mean() * 2000) < 0.05  # signs balanced overall
     other_leaf, other_seed = signs(3, 0, 2000), signs(4, 0, 0)
     assert abs(other_leaf @ v[0]) < 0.12 and abs(other_seed @ v[0]) < 0.12
+
+
+def test_model_keeping_a_dict_attribute_is_still_checked():
+    """A model whose graph holds an unhashable attribute cannot key the compile cache; it still runs."""
+    from flax import nnx
+    import jax.numpy as jnp
+
+    from diag.gradcheck import check_model
+
+    class WithConfig(nnx.Module):
+        def __init__(self, rngs):
+            self.config = {"width": 3}
+            self.dense = nnx.Linear(3, 2, rngs=rngs)
+
+        def __call__(self, x):
+            return self.dense(x)
+
+    model = WithConfig(nnx.Rngs(0))
+    report = check_model(model, lambda m, x: jnp.mean(jnp.tanh(m(x)) ** 2), jnp.ones((4, 3)))
+    assert report.passed
+    assert {r.name for r in report.results} >= {"dense/kernel", "dense/bias"}

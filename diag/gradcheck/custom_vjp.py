@@ -13,7 +13,6 @@ are not reached and are reported in the notes.
 
 from __future__ import annotations
 
-import functools
 import time
 from typing import Any, Callable, Sequence
 
@@ -22,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from diag.errors import DiagInputError
+from diag.gradcheck._cache import cache_if_hashable
 from diag.gradcheck import _jax_util as U
 from diag.gradcheck.jax_check import _select_leaves
 from diag.gradcheck.result import GradCheckReport, LeafResult
@@ -205,7 +205,7 @@ def check_custom_vjp(
     return report
 
 
-@functools.lru_cache(maxsize=64)
+@cache_if_hashable()
 def _pullbacks(fn, treedef, positions: tuple[int, ...], directions: int, replaces: tuple[frozenset[str], ...]):
     """The jitted pullbacks of K random cotangents, once per set in ``replaces`` with the custom
     rules in that set inlined as their primal (cached, so repeated checks of one function compile once)."""

@@ -26,7 +26,6 @@ References:
 
 from __future__ import annotations
 
-import functools
 import time
 from typing import Any, Callable, NamedTuple, Sequence
 
@@ -35,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from diag.errors import DiagInputError
+from diag.gradcheck._cache import cache_if_hashable
 from diag.gradcheck import _directions as D
 from diag.gradcheck import _jax_util as U
 from diag.gradcheck.compare import (
@@ -108,7 +108,7 @@ def _scalar(fn: Callable, spec: _Spec):
     return scalar_f
 
 
-@functools.lru_cache(maxsize=64)
+@cache_if_hashable()
 def _program(fn: Callable, spec: _Spec):
     """The compiled check for one function and argument structure (cached: repeated checks reuse it).
 
@@ -151,7 +151,7 @@ def _program(fn: Callable, spec: _Spec):
     return jax.jit(run)
 
 
-@functools.lru_cache(maxsize=64)
+@cache_if_hashable()
 def _localizer(fn: Callable, spec: _Spec, leaf_index: int, candidates: int):
     """The compiled element search for one failed leaf: back-projection, then coordinate checks."""
     scalar_f = _scalar(fn, spec)
@@ -393,7 +393,7 @@ def _failure_message(r: LeafResult) -> str:
     return text
 
 
-@functools.lru_cache(maxsize=64)
+@cache_if_hashable()
 def _model_loss(graphdef, loss_fn: Callable):
     """The loss as a function of (params, rest, *batch); cached so that checking the same model
     structure again reuses the compiled program (a fresh closure per call would recompile)."""
