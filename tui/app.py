@@ -103,6 +103,9 @@ class DiagApp(App):
             time.sleep(self.poll_interval)
 
     def on_trace_updated(self, message: TraceUpdated) -> None:
+        run_id = message.trace.header.run_id if message.trace.header else None
+        if self.trace.header is not None and run_id != self.trace.header.run_id:
+            self.seen_causes.clear()  # a new run wrote over the file: announce its causes afresh
         self.trace = message.trace
         self.fatal = message.fatal
         self.loaded = True
