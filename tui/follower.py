@@ -138,8 +138,8 @@ class TraceFollower:
         before = builder.records
         for number, line in lines:
             if line.strip():
-                trace_reader._feed_line(self.path, builder, number, line, torn=False)
-        steps = builder._rows
+                trace_reader.feed_line(self.path, builder, number, line, torn=False)
+        steps = builder.step_rows
         result = PollResult(builder.records - before, steps - self._steps, restarted)
         self._steps = steps
         return result

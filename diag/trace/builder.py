@@ -8,8 +8,9 @@ which gives the same answer the schema would and the precise error message. The 
 ever accepts what the pydantic model accepts. Other record kinds are few and always go through
 pydantic.
 
-The builder is incremental: ``feed_line`` any number of times, ``build()`` whenever a snapshot is
-wanted (the TUI follows a growing file this way).
+The builder is incremental: ``feed`` parsed records (or ``diag.trace.reader.feed_line`` raw JSONL
+lines) any number of times, ``build()`` whenever a snapshot is wanted (the TUI follows a growing
+file this way).
 """
 
 from __future__ import annotations
@@ -98,6 +99,11 @@ class TraceBuilder:
         self.events: list = []
         self.problems: list[Problem] = []
         self.records = 0
+
+    @property
+    def step_rows(self) -> int:
+        """Step records fed so far (before repeated steps are resolved by ``build``)."""
+        return self._rows
 
     # ------------------------------------------------------------------ feeding
 

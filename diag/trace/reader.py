@@ -20,7 +20,7 @@ import orjson
 
 from diag.errors import DiagInputError, Problem
 from diag.trace.builder import TraceBuilder, count_lines
-from diag.trace.records import SCHEMA_NAME, SCHEMA_VERSION, RECORD_KINDS, Header
+from diag.trace.records import RECORD_KINDS, SCHEMA_NAME, SCHEMA_VERSION
 
 SHARD_SUFFIXES = (".jsonl", ".json")
 _DOCUMENT_LIMIT = 256 << 20  # a single JSON document larger than this is read as JSONL
@@ -133,18 +133,23 @@ def _read_lines(path: Path, handle, builder: TraceBuilder) -> None:
     for line in handle:
         number += 1
         if pending is not None:
-            _feed_line(path, builder, *pending, torn=False)
+            feed_line(path, builder, *pending, torn=False)
             pending = None
         if not line.endswith(b"\n"):
             pending = (number, line)  # the last line: it may be torn
             continue
         if line.strip():
-            _feed_line(path, builder, number, line, torn=False)
+            feed_line(path, builder, number, line, torn=False)
     if pending is not None and pending[1].strip():
-        _feed_line(path, builder, *pending, torn=True)
+        feed_line(path, builder, *pending, torn=True)
 
 
-def _feed_line(path: Path, builder: TraceBuilder, number: int, line: bytes, *, torn: bool) -> None:
+def feed_line(path: Path, builder: TraceBuilder, number: int, line: bytes, *, torn: bool = False) -> None:
+    """Parse one JSONL line (line ``number`` of ``path``) and feed it to ``builder``.
+
+    A line that is not JSON is reported as an error, or, with ``torn=True`` (the unterminated last
+    line of a killed run), as a warning. A header of another schema version raises DiagInputError.
+    """
     try:
         raw = loads(line)
     except ValueError as e:
@@ -223,4 +228,4 @@ def read_records(path: str | os.PathLike) -> ReadResult:
                       problems=builder.problems)
 
 
-__all__ = ["ReadResult", "loads", "read_into", "read_records", "Header"]
+__all__ = ["ReadResult", "feed_line", "loads", "read_into", "read_records"]
