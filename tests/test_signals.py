@@ -142,3 +142,8 @@ def test_series_notation_keeps_nan_as_a_value():
 def test_series_notation_rejects_malformed_terms(text):
     with pytest.raises(NotationError):
         parse_series(text)
+
+
+def test_ratio_to_last_layer_compares_each_layer_with_the_output_layer():
+    x = np.array([[40.0, 60.0, 0.8], [1.0, 2.0, 1.0]])
+    assert signals.ratio_to_last_layer(x).tolist() == [[50.0, 75.0, 1.0], [1.0, 2.0, 1.0]]

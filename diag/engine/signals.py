@@ -284,6 +284,20 @@ def ratio_to_layer_max(x: np.ndarray) -> np.ndarray:
         return x / top
 
 
+def ratio_to_last_layer(x: np.ndarray) -> np.ndarray:
+    """Per-layer value over the last layer's (the output's, layers being in forward order) at the same step.
+
+    Gradients that grow as they flow backward (through depth or time) make the earlier layers'
+    gradient norms many times the output layer's: the signature of exploding gradients that a
+    global norm hides when it starts high and stays there.
+    """
+    x = _as_float(x)
+    if x.ndim == 1 or not x.shape[1]:
+        return np.ones_like(x)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return x / x[:, -1:]
+
+
 # --------------------------------------------------------------------------- pairs
 
 
@@ -398,6 +412,7 @@ SIGNALS: dict[str, SignalSpec] = {
     "ratio_to_running_min": _spec(ratio_to_running_min),
     "ratio_to_first": _spec(ratio_to_first),
     "ratio_to_layer_max": _spec(ratio_to_layer_max),
+    "ratio_to_last_layer": _spec(ratio_to_last_layer),
     "gap": _spec(gap, pair=True),
     "ratio": _spec(ratio, pair=True),
 }
