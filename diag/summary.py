@@ -111,7 +111,8 @@ def first_nonfinite(trace: Trace) -> NonFiniteFirstSeen | None:
     located = trace.events_of("nonfinite")
     if located:
         event = min(located, key=lambda e: e.step if e.step is not None else math.inf)
-        value = "NaN" if event.value is None else _name(event.value)
+        # the event's value may be a count of non-finite entries rather than the value itself
+        value = _name(event.value) if event.value is not None and not math.isfinite(event.value) else "NaN/Inf"
         return NonFiniteFirstSeen(step=event.step or 0, series=event.tensor, layer=event.layer, value=value,
                                   source="event")
     best: tuple[int, int, str, str | None, float] | None = None
@@ -221,7 +222,8 @@ def render_text(summary: Summary) -> str:
     if summary.first_nonfinite is not None:
         nf = summary.first_nonfinite
         where = f" in layer {nf.layer}" if nf.layer else ""
-        row("nonfinite", f"{nf.value} first in {nf.series}{where} at step {nf.step}")
+        what = nf.value if nf.value in ("NaN", "Infinity", "-Infinity", "NaN/Inf") else "NaN/Inf"
+        row("nonfinite", f"{what} first in {nf.series}{where} at step {nf.step}")
     else:
         row("nonfinite", "none")
     for ev in summary.evals:

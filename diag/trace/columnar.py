@@ -29,6 +29,8 @@ STEP_SCALARS = (
     "epoch", "time", "step_time", "data_wait_time", "loss", "lr", "grad_norm", "update_norm",
     "param_norm", "loss_scale", "skipped", "memory_bytes",
 )
+SERIES_ORDER = ("loss", "lr", "grad_norm", "update_norm", "param_norm", "loss_scale", "skipped", "epoch",
+                "step_time", "data_wait_time", "time", "memory_bytes")
 BATCH_FIELDS = ("mean", "std", "min", "max", "nonfinite", "label_entropy", "distinct_labels")
 LAYER_GROUPS = {
     "layers": ("grad_norm", "param_norm", "update_norm", "update_ratio", "grad_nonfinite", "param_nonfinite"),
@@ -132,8 +134,11 @@ class Trace:
         return Series(matrix.steps, matrix.values[:, index])
 
     def series_names(self) -> list[str]:
-        names = [n for n in self.columns if self.present[n].any()]
-        names += [n for n in self.layer_columns if self.layer_present[n].any()]
+        # The headline series first (in STEP_SCALARS order), then the rest alphabetically: the
+        # order must not depend on which fields happened to appear first in the file.
+        rank = {name: i for i, name in enumerate(SERIES_ORDER)}
+        names = sorted((n for n in self.columns if self.present[n].any()), key=lambda n: (rank.get(n, len(rank)), n))
+        names += sorted(n for n in self.layer_columns if self.layer_present[n].any())
         for split in self.eval_splits():
             names.append(f"eval.{split}.loss")
             metric_names = sorted({m for e in self.evals if e.split == split for m in e.metrics})
