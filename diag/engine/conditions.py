@@ -552,9 +552,12 @@ def matching_records(clause: Clause, env, values: dict) -> list[dict] | None:
     records = records_of(env.trace, clause.record_kind)
     if not records:
         return None
+    train = None
+    if clause.record_kind == "data":
+        train = next((r for r in records if getattr(r, "split", None) == "train"), None)
     out = []
     for record in records:
-        attrs = record_attrs(clause.record_kind, record)
+        attrs = record_attrs(clause.record_kind, record, train)
         if clause.expression is None:
             out.append(attrs)
             continue

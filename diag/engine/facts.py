@@ -50,7 +50,7 @@ RECORD_TYPES: dict = {
         "overlap_fraction": FLOAT, "id_like_features": STRINGS, "time_min": FLOAT, "time_max": FLOAT,
         "input_mean": FLOAT, "input_std": FLOAT, "input_nonfinite": FLOAT, "conflicting_labels": FLOAT,
         "conflicting_fraction": FLOAT, "max_feature_score": FLOAT, "top_feature": STRING, "second_feature_score": FLOAT,
-        "majority_fraction": FLOAT, "num_labels": FLOAT,
+        "majority_fraction": FLOAT, "num_labels": FLOAT, "label_shift": FLOAT, "label_shift_noise": FLOAT,
     },
     "check": {
         "name": STRING, "target": STRING, "passed": BOOLEAN, "method": STRING, "error": FLOAT,
@@ -143,8 +143,30 @@ def run_context(trace) -> dict:
     return ctx
 
 
-def record_attrs(kind: str, record) -> dict:
-    """The attributes a ``record:`` clause sees for one record (floats for numbers)."""
+def _label_shift(hist: dict, ref: dict) -> tuple[float | None, float | None]:
+    """Total variation distance between two label histograms, and what random splitting gives.
+
+    The second number is the expected distance if both splits were drawn from one pool
+    (``0.5 * sum_i sqrt(2/pi) * sqrt(p_i (1 - p_i) (1/n + 1/m))``, the mean absolute deviation
+    of each class share), so a rule can ask for a shift several times larger than chance.
+    """
+    n, m = sum(hist.values()), sum(ref.values())
+    if not n or not m:
+        return None, None
+    labels = set(hist) | set(ref)
+    tv = 0.5 * sum(abs(hist.get(k, 0) / n - ref.get(k, 0) / m) for k in labels)
+    pooled = {k: (hist.get(k, 0) + ref.get(k, 0)) / (n + m) for k in labels}
+    spread = math.sqrt(2 / math.pi) * math.sqrt(1 / n + 1 / m)
+    noise = 0.5 * sum(spread * math.sqrt(p * (1 - p)) for p in pooled.values())
+    return tv, noise
+
+
+def record_attrs(kind: str, record, train=None) -> dict:
+    """The attributes a ``record:`` clause sees for one record (floats for numbers).
+
+    ``train`` is the training split's data record (for ``label_shift``: how far this split's
+    label proportions are from the training set's).
+    """
     attrs: dict = {}
     for name in RECORD_TYPES[kind]:
         value = getattr(record, name, None)
@@ -163,6 +185,8 @@ def record_attrs(kind: str, record) -> dict:
         total = sum(hist.values())
         attrs["majority_fraction"] = (max(hist.values()) / total) if total else None
         attrs["num_labels"] = float(len(hist)) if hist else None
+        ref = (train.label_histogram or {}) if train is not None else {}
+        attrs["label_shift"], attrs["label_shift_noise"] = _label_shift(hist, ref) if hist and ref else (None, None)
     elif kind == "eval":
         acc = record.metrics.get("accuracy")
         attrs["accuracy"] = float(acc) if acc is not None else None
