@@ -33,3 +33,31 @@ def test_every_command_is_documented_in_the_readme_and_its_help_has_an_example()
         assert name in {m for m in COMMAND_MODULES}
         assert f"diag {name}" in text, f"`diag {name}` is not documented in the README"
         assert "Example" in (sub.description or "") or "Example" in (sub.epilog or ""), f"diag {name} --help has no example"
+
+
+def test_custom_rule_walkthrough_works_as_written(tmp_path):
+    """The README's 'adding your own rule' commands, run as a user would, print what it shows."""
+    import subprocess
+    import sys
+
+    text = README.read_text()
+    block = re.search(r"### The knowledge base, and adding your own rule.*?```console\n(.*?)```", text, re.S).group(1)
+    examples = README.parent / "examples"
+    commands, expected = [], {}
+    for line in block.splitlines():
+        if line.startswith("$ diag "):
+            command = line[2:].split("  #")[0].strip()
+            commands.append(command)
+            expected[command] = []
+        elif commands and line.strip():
+            expected[commands[-1]].append(line.strip())
+    assert len(commands) >= 5
+    for command in commands:
+        args = command.split()[1:]
+        args = [str(examples / a[len("examples/"):]) if a.startswith("examples/") else a for a in args]
+        out = subprocess.run([sys.executable, "-m", "diag", *args], cwd=tmp_path, capture_output=True, text=True,
+                             timeout=300)
+        assert out.returncode == 0, (command, out.stderr)
+        lines = [line.strip() for line in out.stdout.splitlines()]
+        for want in expected[command]:
+            assert want in lines, f"`{command}` no longer prints {want!r}"
