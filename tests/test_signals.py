@@ -147,3 +147,8 @@ def test_series_notation_rejects_malformed_terms(text):
 def test_ratio_to_last_layer_compares_each_layer_with_the_output_layer():
     x = np.array([[40.0, 60.0, 0.8], [1.0, 2.0, 1.0]])
     assert signals.ratio_to_last_layer(x).tolist() == [[50.0, 75.0, 1.0], [1.0, 2.0, 1.0]]
+
+
+def test_ratio_to_last_layer_is_nan_when_the_last_layer_has_no_gradient():
+    out = signals.ratio_to_last_layer(np.array([[1.0, 0.0], [1.0, np.inf]]))
+    assert np.isnan(out).all()

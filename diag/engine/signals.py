@@ -294,8 +294,11 @@ def ratio_to_last_layer(x: np.ndarray) -> np.ndarray:
     x = _as_float(x)
     if x.ndim == 1 or not x.shape[1]:
         return np.ones_like(x)
+    last = x[:, -1:]
+    # A last layer with no gradient (a disconnected head) is no yardstick: NaN, never a spike.
+    last = np.where(np.isfinite(last) & (last > 0), last, np.nan)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return x / x[:, -1:]
+        return x / last
 
 
 # --------------------------------------------------------------------------- pairs
