@@ -72,9 +72,10 @@ class Recorder:
       every: record the per-layer statistics every this many steps (1: every step; 0: never).
       localize: re-run a non-measuring step that produced a NaN/Inf with measurements on, to name
         the first non-finite tensor. Keeps references (no copies) to the inputs of the steps not
-        yet decoded, usually one or two, at most ``max_pending + 1``: the device memory of that
-        many older versions of the model and optimizer state stays allocated. Turn it off for
-        a model whose state fills the device.
+        yet decoded, usually one or two and at most ``max_snapshots`` (8): the device memory of
+        that many older versions of the model and optimizer state stays allocated. Turn it off
+        for a model whose state fills the device. A step decoded more than ``max_snapshots``
+        steps after it ran is localized at the next measuring step instead.
       handle_signals: turn SIGTERM/SIGINT into a flushed trace inside ``with recorder:``.
       flush_seconds: the longest a record waits in memory (what ``kill -9`` can lose).
       **header: more Header fields (batch_size, steps_planned, model_name, tags, ...).
@@ -100,9 +101,12 @@ class Recorder:
     ):
         self.model = model
         self.every = int(every)
-        # Steps are decoded once the device has finished them (never waiting on one), or when
-        # this many are waiting: a loop far ahead of the device then paces itself here.
-        self.max_pending = 4
+        # Steps are decoded once the device has finished them, never waiting on one: a blocking
+        # fetch cost 4-9% of a CPU step (the waiting thread spins on cores the step needs).
+        # JAX's dispatch already keeps the loop from running far ahead; this bound is a backstop.
+        self.max_pending = 64
+        # Inputs kept for re-running a step that turned out non-finite (see ``localize``).
+        self.max_snapshots = 8
         # On the CPU the "copy" is the array itself; elsewhere start the transfer now.
         self._async_copy = jax.default_backend() != "cpu"
         self.localize = localize
@@ -380,7 +384,7 @@ class Recorder:
         values = [v.get_raw_value() for v in self._variables]  # get_value() costs ~14 us each
         self._snapshots[call] = (list(args), graph_at, values, kwargs, measured)
         # Bounded even when record() is not called for every step.
-        self._snapshots.pop(call - self.max_pending - 2, None)
+        self._snapshots.pop(call - self.max_snapshots, None)
 
     def _rerun(self, call):
         snap = self._snapshots.get(call)
