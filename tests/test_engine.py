@@ -450,3 +450,32 @@ def test_a_cause_whose_symptoms_cannot_be_measured_is_not_counted_as_checked(tmp
     d = diagnose(trace_from_series({"loss": [2.0, 1.0]}), kb=kb_of(tmp_path))
     assert d.checks_run == [] and d.checks_skipped == ["fp16_overflow"]
     assert {s.id: s.missing for s in d.rules_skipped} == {"s.collapse": ["loss_scale"], "c.collapse": ["loss_scale"]}
+
+
+def test_builtin_knowledge_base_is_shared_and_user_folders_are_reread(tmp_path, monkeypatch):
+    from diag.engine.api import builtin_knowledge_base
+
+    monkeypatch.delenv("DIAG_RULES_PATH", raising=False)
+    first = builtin_knowledge_base()
+    assert builtin_knowledge_base() is first  # the TUI asks after diagnose(): no second parse
+    assert "lr_too_high" in first.causes
+    write(tmp_path, "r.yaml", cause("my_cause"), """
+- id: mine.nan
+  type: cause
+  emits: my_cause
+  when: {signal: {series: loss, fn: non_finite}}
+  cf: 0.99
+  evidence: mine
+""")
+    assert "my_cause" in builtin_knowledge_base([tmp_path]).causes
+    write(tmp_path, "r.yaml", cause("my_other_cause"), """
+- id: mine.nan
+  type: cause
+  emits: my_other_cause
+  when: {signal: {series: loss, fn: non_finite}}
+  cf: 0.99
+  evidence: mine
+""")
+    edited = builtin_knowledge_base([tmp_path])
+    assert "my_other_cause" in edited.causes and "my_cause" not in edited.causes
+    assert "my_cause" not in builtin_knowledge_base().causes

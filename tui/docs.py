@@ -10,13 +10,9 @@ SECTIONS = (("what", "What it detects"), ("why", "Why it matters"), ("use_instea
 
 def knowledge_base():
     """The knowledge base the diagnosis used: the engine's per-process cache, loaded once."""
-    try:
-        from diag.engine.api import _cached_kb  # already filled by diagnose(): no second parse
-    except ImportError:  # pragma: no cover - an engine without the cache
-        from diag.engine.kb import load_knowledge_base
+    from diag.engine.api import builtin_knowledge_base  # already filled by diagnose(): no second parse
 
-        return load_knowledge_base(())
-    return _cached_kb((), True)
+    return builtin_knowledge_base()
 
 
 def cause_documentation(cause_id: str) -> Text | None:

@@ -16,9 +16,9 @@ from diag.engine.diagnosis import (
     SymptomResult,
     diagnosis_json_schema,
 )
-from diag.engine.api import diagnose
+from diag.engine.api import builtin_knowledge_base, diagnose
 
 __all__ = [
     "DIAGNOSIS_SCHEMA", "CauseResult", "Diagnosis", "Justification", "SymptomResult",
-    "diagnose", "diagnosis_json_schema",
+    "builtin_knowledge_base", "diagnose", "diagnosis_json_schema",
 ]

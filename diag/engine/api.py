@@ -55,6 +55,33 @@ def diagnose(trace, extra_rule_dirs: Iterable[str] = (), *, kb=None, use_env: bo
 _KB_CACHE: dict = {}
 
 
+def builtin_knowledge_base(extra_rule_dirs: Iterable[str] = (), use_env: bool = True):
+    """The knowledge base ``diagnose`` uses, loaded once per process and shared.
+
+    The built-in rules parse once per process (``diagnose`` fills the same cache, so a caller
+    such as the TUI that asks after a diagnosis pays no second parse); user folders, from
+    ``extra_rule_dirs`` or ``DIAG_RULES_PATH``, are read again on every call because they may
+    have been edited since.
+
+    Args:
+      extra_rule_dirs: user rule folders loaded after the built-in ones.
+      use_env: also read the folders named in ``DIAG_RULES_PATH``.
+
+    Returns:
+      A ``diag.engine.kb.KnowledgeBase``: ``.causes`` maps cause ids to their catalog entries
+      (title, severity, fix, ``spec.doc``), ``.rules`` lists the rules.
+
+    Raises:
+      diag.engine.yamlloc.RuleFileError: a rule file is broken (every problem, ``file:line:col``).
+
+    Example:
+      >>> kb = builtin_knowledge_base(use_env=False)
+      >>> kb.causes["lr_too_high"].spec.category
+      'convergence'
+    """
+    return _cached_kb(tuple(str(d) for d in extra_rule_dirs), use_env)
+
+
 def _cached_kb(extra: tuple, use_env: bool):
     """The built-in KB parses once per process; user folders are re-read (they may be edited)."""
     import os
