@@ -479,3 +479,13 @@ def test_builtin_knowledge_base_is_shared_and_user_folders_are_reread(tmp_path, 
     edited = builtin_knowledge_base([tmp_path])
     assert "my_other_cause" in edited.causes and "my_cause" not in edited.causes
     assert "my_cause" not in builtin_knowledge_base().causes
+
+
+def test_every_builtin_evidence_sentence_stands_on_its_own():
+    """explain prints each rule's evidence as its own line, in certainty order: a sentence that
+    continues another ("and the loss ...") reads as a fragment when it comes first."""
+    kb = load_knowledge_base((), use_env=False)
+    continuations = ("and", "but", "or", "so", "while", "although", "though", "yet", "which", "whose")
+    fragments = [f"{rule_id}: {rule.spec.evidence}" for rule_id, rule in kb.rules.items()
+                 if rule.spec.evidence.split(maxsplit=1)[0].lower() in continuations]
+    assert fragments == []
