@@ -88,3 +88,15 @@ def test_steps_skipped_by_apply_if_finite_are_marked_in_the_trace(tmp_path):
             rec.record(i, step(model, optimizer, jnp.ones((4, 3)), scale))
     trace = load_trace(tmp_path / "run.jsonl")
     assert trace.series("skipped").values.tolist() == [0, 1, 0]
+
+
+def test_gradient_norms_under_dynamic_loss_scaling_are_the_true_gradients():
+    """The loss is multiplied by the scale, so raw gradients are 2**15 too large; the record is not."""
+    scaled = measure(dynamic_loss_scale(optax.sgd(0.1), init_scale=2.0**15), learning_rate=0.1)
+    plain = measure(optax.sgd(0.1), learning_rate=0.1)
+    params = {"w": jnp.ones(3)}
+    true_grads = {"w": jnp.array([1.0, 2.0, 2.0])}
+    _, s1 = scaled.update(jax.tree.map(lambda g: g * 2.0**15, true_grads), scaled.init(params), params)
+    _, s2 = plain.update(true_grads, plain.init(params), params)
+    assert float(s1.layers[0, 0]) == pytest.approx(9.0)  # |g|^2 of the true gradient
+    assert [float(v) for v in s1.layers[0]] == pytest.approx([float(v) for v in s2.layers[0]])

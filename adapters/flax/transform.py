@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from diag.adapters.flax.loss_scale import LossScaleState
 from diag.adapters.flax.stats import layer_groups, sumsq_by_layer_triple
 
 
@@ -24,7 +25,8 @@ class MeasureState(NamedTuple):
     Attributes:
       inner: the wrapped transformation's state.
       table: ``(n_layers + 1, 3)`` float32. Rows ``0..n-1``: per-layer sums of squares of the
-        gradient, the parameters (before the update) and the update, in tree order (zeros on
+        gradient (divided by the loss scale when an inner ``dynamic_loss_scale`` scaled it), the
+        parameters (before the update) and the update, in tree order (zeros on
         steps that did not measure). Last row: the learning rate of the last update (NaN when
         unknown), then two unused entries.
     """
@@ -123,7 +125,15 @@ def measure(
         if enabled():
             if params is None:
                 raise ValueError("diag's measure() needs the parameters: nnx.Optimizer passes them.")
-            layers = sumsq_by_layer_triple(updates, params, new_updates)
+            scaling = find_state(state.inner, LossScaleState)
+            grads = updates
+            if scaling is not None:
+                # Under dynamic loss scaling the gradients arriving here are multiplied by the
+                # scale this step used; record the true gradient. The multiply fuses into the
+                # reduction (no extra pass over the gradients).
+                inverse = 1.0 / scaling.scale
+                grads = jax.tree.map(lambda g: g * inverse.astype(g.dtype), updates)
+            layers = sumsq_by_layer_triple(grads, params, new_updates)
         else:
             layers = state.layers
         last = jnp.stack([lr, jnp.float32(jnp.nan), jnp.float32(jnp.nan)])[None]
