@@ -92,6 +92,27 @@ def test_ratio_to_first_uses_the_first_finite_value_per_column():
     assert out[1:].tolist() == [[1.0, 0.5], [0.5, 2.0]]
 
 
+
+def test_late_share_tells_a_levelled_off_loss_from_one_still_falling():
+    steady = np.linspace(2.0, 1.0, 200)
+    levelled = np.concatenate([np.linspace(2.0, 1.2, 100), np.full(100, 1.2)])
+    assert signals.late_share(steady, 20)[-1] == pytest.approx(0.25)  # a steady pace: 1 of 4 windows
+    assert signals.late_share(levelled, 20)[-1] == pytest.approx(0.0)
+    # the windows are a share of the run: logging 10x as often gives the same answer
+    assert signals.late_share(np.linspace(2.0, 1.0, 2000), 20)[-1] == pytest.approx(0.25)
+
+
+def test_late_share_is_undefined_for_a_loss_that_never_fell_and_per_layer():
+    rising = np.linspace(1.0, 2.0, 100)
+    assert math.isnan(signals.late_share(rising, 20)[-1])
+    both = np.stack([np.linspace(2.0, 1.0, 100), rising], axis=1)
+    last = signals.late_share(both, 20)[-1]
+    assert last[0] == pytest.approx(0.25) and math.isnan(last[1])
+    assert np.isnan(signals.late_share(np.linspace(2.0, 1.0, 100), 20)[:40]).all()  # two windows first
+    with pytest.raises(ValueError, match="percent from 1 to 33"):
+        signals.late_share(rising, 50)
+
+
 def test_a_spike_stands_out_against_its_running_median():
     x = np.ones(100)
     x[60] = 50.0

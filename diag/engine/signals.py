@@ -268,6 +268,40 @@ def ratio_to_first(x: np.ndarray) -> np.ndarray:
         return x / first_finite(x)
 
 
+
+def late_share(x: np.ndarray, percent: int = 20) -> np.ndarray:
+    """Share of the fall since the first ``percent``% of the points made in the last ``percent``%.
+
+    With ``w`` = ``percent``% of the logged points (the whole series, so the windows are a share of
+    the run however often it logged), the value at ``t`` is ``(mean(x[t-2w+1..t-w]) -
+    mean(x[t-w+1..t])) / (mean(x[0..w-1]) - mean(x[t-w+1..t]))``: how much of the progress since
+    the start came in the latest window. A loss falling at a steady pace gives ``w / (t - w)``
+    (0.25 at the end of a run, with ``percent=20``); one that stopped falling gives about 0.
+    NaN where the series has not fallen since its first window (nothing to share) and before
+    ``2w`` points. Window means are over finite points (as ``avg``), windows at least one point.
+
+    Example:
+      >>> round(float(late_share(np.array([4.0, 3, 2.5, 2.2, 2.1, 2.05, 2.02, 2.01, 2.0, 2.0]))[-1]), 3)
+      0.01
+    """
+    x = _as_float(x)
+    if not 1 <= percent <= 33:
+        raise ValueError(f"late_share takes a percent from 1 to 33 (three windows must fit), got {percent}")
+    n = len(x)
+    w = max(1, int(round(n * percent / 100)))
+    out = np.full_like(x, np.nan)
+    if n < 2 * w + 1:
+        return out
+    mean = avg(x, w)
+    start = mean[w - 1]
+    earlier = _shift(mean, w)
+    fell = start - mean
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.where(fell > 0, (earlier - mean) / fell, np.nan)
+    out[: 2 * w] = np.nan
+    return out
+
+
 # --------------------------------------------------------------------------- across layers
 
 
@@ -414,6 +448,7 @@ SIGNALS: dict[str, SignalSpec] = {
     "ratio_to_running_max": _spec(ratio_to_running_max),
     "ratio_to_running_min": _spec(ratio_to_running_min),
     "ratio_to_first": _spec(ratio_to_first),
+    "late_share": _spec(late_share, percent=20),
     "ratio_to_layer_max": _spec(ratio_to_layer_max),
     "ratio_to_last_layer": _spec(ratio_to_last_layer),
     "gap": _spec(gap, pair=True),
