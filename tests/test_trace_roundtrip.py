@@ -145,7 +145,7 @@ def test_fast_and_model_paths_build_the_same_columns(tmp_path, real_trace):
     from diag.trace.reader import read_into
 
     class ModelOnly(TraceBuilder):
-        def _fast_step(self, raw):
+        def _fast_step(self, raw, may_hold_null=True):
             return False
 
     fast = load_trace(real_trace)

@@ -62,10 +62,10 @@ class _Column:
             measured[: old.shape[0]] = self.measured
             self.measured = measured
 
-    def put_row(self, row: int, values: list) -> None:
+    def put_row(self, row: int, values: list, may_hold_null: bool = True) -> None:
         """Copy one per-layer array into row ``row``; nulls become unmeasured entries."""
         # numpy would silently turn None into NaN, which reads as a non-finite measurement.
-        if None in values:
+        if may_hold_null and None in values:
             if self.measured is None:
                 self.measured = np.ones(self.values.shape, dtype=bool)
             self.measured[row] = [v is not None for v in values]
@@ -112,9 +112,13 @@ class TraceBuilder:
         self._source = source
         self._shard_rank = rank
 
-    def feed(self, raw, number: int, where: str | None = None) -> None:
-        """One parsed JSON value (from line ``number`` of the current source)."""
-        if isinstance(raw, dict) and raw.get("kind") == "step" and self._fast_step(raw):
+    def feed(self, raw, number: int, where: str | None = None, may_hold_null: bool = True) -> None:
+        """One parsed JSON value (from line ``number`` of the current source).
+
+        ``may_hold_null=False`` promises that the value holds no JSON null (a reader that saw no
+        ``null`` in the line's bytes says so), which spares a scan of every per-layer array.
+        """
+        if isinstance(raw, dict) and raw.get("kind") == "step" and self._fast_step(raw, may_hold_null):
             self.records += 1
             return
         if not isinstance(raw, dict):
@@ -147,7 +151,7 @@ class TraceBuilder:
 
     # ------------------------------------------------------------------ fast path
 
-    def _fast_step(self, raw: dict) -> bool:
+    def _fast_step(self, raw: dict, may_hold_null: bool = True) -> bool:
         """Copy a plain step record into the columns; False (nothing written) when unsure."""
         if not raw.keys() <= _STEP_KEYS:
             return False
@@ -226,7 +230,7 @@ class TraceBuilder:
             for name, values in arrays:
                 column = self._column(self._layer_columns, name, self._width)
                 written.append(column)
-                column.put_row(row_index, values)
+                column.put_row(row_index, values, may_hold_null)
         except (TypeError, ValueError, OverflowError):
             for column in written:
                 column.values[row_index] = np.nan

@@ -128,20 +128,19 @@ def _read_document(path: Path, document, builder: TraceBuilder) -> None:
 
 
 def _read_lines(path: Path, handle, builder: TraceBuilder) -> None:
+    # Large reads split on newlines: cheaper than iterating the file line by line, and only one
+    # chunk is held at a time. The piece after the last newline is the (possibly torn) last line.
     number = 0
-    pending: tuple[int, bytes] | None = None
-    for line in handle:
-        number += 1
-        if pending is not None:
-            feed_line(path, builder, *pending, torn=False)
-            pending = None
-        if not line.endswith(b"\n"):
-            pending = (number, line)  # the last line: it may be torn
-            continue
-        if line.strip():
-            feed_line(path, builder, number, line, torn=False)
-    if pending is not None and pending[1].strip():
-        feed_line(path, builder, *pending, torn=True)
+    rest = b""
+    while chunk := handle.read(1 << 20):
+        lines = (rest + chunk).split(b"\n")
+        rest = lines.pop()
+        for line in lines:
+            number += 1
+            if line and not line.isspace():
+                feed_line(path, builder, number, line)
+    if rest and not rest.isspace():
+        feed_line(path, builder, number + 1, rest, torn=True)
 
 
 def feed_line(path: Path, builder: TraceBuilder, number: int, line: bytes, *, torn: bool = False) -> None:
@@ -162,7 +161,7 @@ def feed_line(path: Path, builder: TraceBuilder, number: int, line: bytes, *, to
                                             line=number))
         return
     _check_header(path, raw, number)
-    builder.feed(raw, number)
+    builder.feed(raw, number, may_hold_null=b"null" in line)
 
 
 def _check_header(path: Path, raw, number: int) -> None:
@@ -212,7 +211,7 @@ class _RecordList(TraceBuilder):
         self.kept: list = []
         self.kept_lines: list[int] = []
 
-    def _fast_step(self, raw: dict) -> bool:
+    def _fast_step(self, raw: dict, may_hold_null: bool = True) -> bool:
         return False  # always validate into a model
 
     def add_record(self, record, number: int | None = None) -> None:
