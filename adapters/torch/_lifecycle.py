@@ -16,6 +16,7 @@ Everything installed is restored by :meth:`CrashCapture.uninstall`.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import signal
 import sys
 import threading
@@ -34,6 +35,8 @@ class CrashCapture:
     """
 
     def __init__(self, on_exception: Callable, on_signal: Callable[[str], None], on_exit: Callable[[], None]):
+        self._deferring = 0
+        self._pending: tuple | None = None
         self._on_exception = on_exception
         self._on_signal = on_signal
         self._on_exit = on_exit
@@ -70,8 +73,32 @@ class CrashCapture:
         finally:
             (self._previous_excepthook or sys.__excepthook__)(exc_type, exc, tb)
 
+    @contextlib.contextmanager
+    def deferring_signals(self):
+        """Hold SIGINT/SIGTERM back while a step record is being written.
+
+        The handler unwinds the loop by raising; raised in the middle of ``record()`` it could leave
+        a step written but not counted. Inside this block the signal is noted and delivered when
+        the block ends, at a point where the trace and the recorder agree.
+        """
+        self._deferring += 1
+        try:
+            yield
+        finally:
+            self._deferring -= 1
+            if not self._deferring and self._pending is not None:
+                signum, frame = self._pending
+                self._pending = None
+                self._deliver(signum, frame)
+
     def _handle_signal(self, signum, frame) -> None:
         self._on_signal(signal.Signals(signum).name)
+        if self._deferring:
+            self._pending = (signum, frame)
+            return
+        self._deliver(signum, frame)
+
+    def _deliver(self, signum, frame) -> None:
         previous = self._previous_handlers.get(signum, signal.SIG_DFL)
         if callable(previous):
             previous(signum, frame)

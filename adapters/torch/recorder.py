@@ -207,6 +207,21 @@ class TorchRecorder:
         metrics: Mapping[str, torch.Tensor | float] | None = None,
         epoch: int | None = None,
     ) -> None:
+        """Write the step record of the optimizer step that just ran (see :meth:`_record`)."""
+        if self._crash is None:
+            return self._record(loss, inputs, labels, metrics=metrics, epoch=epoch)
+        with self._crash.deferring_signals():
+            return self._record(loss, inputs, labels, metrics=metrics, epoch=epoch)
+
+    def _record(
+        self,
+        loss: torch.Tensor | float,
+        inputs: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        *,
+        metrics: Mapping[str, torch.Tensor | float] | None = None,
+        epoch: int | None = None,
+    ) -> None:
         """Write the step record of the optimizer step that just ran. Call once per step, after
         ``optimizer.step()`` (and ``scaler.update()``).
 
