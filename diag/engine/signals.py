@@ -149,8 +149,10 @@ def std(x: np.ndarray, window: int = 10) -> np.ndarray:
     x = _as_float(x)
     w = _window(window, len(x))
     total, count = _rolling_sum(x, w)
-    total2, _ = _rolling_sum(x * x, w)
-    with np.errstate(divide="ignore", invalid="ignore"):
+    # A diverged loss (1e200) squares to inf: an infinite spread is the right answer, not a warning.
+    with np.errstate(over="ignore"):
+        total2, _ = _rolling_sum(x * x, w)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         mean = total / count
         return np.sqrt(np.maximum(total2 / count - mean * mean, 0.0))
 
