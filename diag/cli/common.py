@@ -1,20 +1,15 @@
-"""Pieces every command shares: loading a trace for the CLI and reporting what was wrong with it."""
+"""Pieces every command shares: the format option and reporting what was wrong with a trace."""
 
 from __future__ import annotations
 
 import sys
 
-from diag.trace.columnar import Trace, load_trace
+from diag.trace.columnar import Trace
 
 
 def add_format_argument(parser, choices: tuple[str, ...]) -> None:
     parser.add_argument("--format", "-f", choices=choices, default=choices[0],
                         help=f"output format (default {choices[0]})")
-
-
-def load_for_cli(path: str) -> Trace:
-    """Load a trace; a trace that cannot be used at all raises DiagInputError (exit 2)."""
-    return load_trace(path)
 
 
 def report_problems(trace: Trace, stream=None) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from diag.cli.common import add_format_argument, load_for_cli, report_problems
+from diag.cli.common import add_format_argument, report_problems
 from diag.errors import EXIT_BAD_INPUT, EXIT_OK
 
 
@@ -23,8 +23,9 @@ def register(subparsers) -> None:
 
 def _run(args) -> int:
     from diag.summary import render_text, summarize
+    from diag.trace import load_trace
 
-    trace = load_for_cli(args.trace)
+    trace = load_trace(args.trace)  # unusable input raises DiagInputError: exit 2
     summary = summarize(trace)
     if args.format == "json":
         sys.stdout.write(summary.model_dump_json(by_alias=True, indent=2) + "\n")

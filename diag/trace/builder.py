@@ -21,7 +21,9 @@ import numpy as np
 from pydantic import TypeAdapter, ValidationError
 
 from diag.errors import Problem
-from diag.trace.records import Check, Data, Eval, Header, Record, Step, _Event
+from diag.trace.records import (
+    ActivationStats, BatchStats, Check, Data, Eval, Header, LayerStats, Record, Step, _Event,
+)
 
 _RECORD = TypeAdapter(Record)
 
@@ -29,12 +31,12 @@ _FLOAT_FIELDS = frozenset({
     "time", "step_time", "data_wait_time", "loss", "lr", "grad_norm", "update_norm", "param_norm",
     "loss_scale", "memory_bytes",
 })
+# Derived from the record models, so a field added to the schema is a column without a second edit.
 _GROUP_FIELDS = {
-    "layers": frozenset({"grad_norm", "param_norm", "update_norm", "update_ratio", "grad_nonfinite",
-                         "param_nonfinite"}),
-    "activations": frozenset({"mean", "std", "zero_fraction", "saturation_fraction", "nonfinite"}),
+    "layers": frozenset(LayerStats.model_fields),
+    "activations": frozenset(ActivationStats.model_fields),
 }
-_BATCH_FLOAT_FIELDS = frozenset({"mean", "std", "min", "max", "nonfinite", "label_entropy"})
+_BATCH_FLOAT_FIELDS = frozenset(BatchStats.model_fields) - {"distinct_labels"}
 _STEP_KEYS = frozenset(Step.model_fields) | {"kind"}
 
 

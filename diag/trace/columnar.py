@@ -23,18 +23,14 @@ from pathlib import Path
 import numpy as np
 
 from diag.errors import Problem
-from diag.trace.records import Check, Data, Eval, Header
+from diag.trace.records import ActivationStats, Check, Data, Eval, Header, LayerStats
 
-STEP_SCALARS = (
-    "epoch", "time", "step_time", "data_wait_time", "loss", "lr", "grad_norm", "update_norm",
-    "param_norm", "loss_scale", "skipped", "memory_bytes",
-)
+# The headline series, listed first by ``Trace.series_names`` in this order.
 SERIES_ORDER = ("loss", "lr", "grad_norm", "update_norm", "param_norm", "loss_scale", "skipped", "epoch",
                 "step_time", "data_wait_time", "time", "memory_bytes")
-BATCH_FIELDS = ("mean", "std", "min", "max", "nonfinite", "label_entropy", "distinct_labels")
 LAYER_GROUPS = {
-    "layers": ("grad_norm", "param_norm", "update_norm", "update_ratio", "grad_nonfinite", "param_nonfinite"),
-    "activations": ("mean", "std", "zero_fraction", "saturation_fraction", "nonfinite"),
+    "layers": tuple(LayerStats.model_fields),
+    "activations": tuple(ActivationStats.model_fields),
 }
 
 
@@ -134,7 +130,7 @@ class Trace:
         return Series(matrix.steps, matrix.values[:, index])
 
     def series_names(self) -> list[str]:
-        # The headline series first (in STEP_SCALARS order), then the rest alphabetically: the
+        # The headline series first (in SERIES_ORDER), then the rest alphabetically: the
         # order must not depend on which fields happened to appear first in the file.
         rank = {name: i for i, name in enumerate(SERIES_ORDER)}
         names = sorted((n for n in self.columns if self.present[n].any()), key=lambda n: (rank.get(n, len(rank)), n))
