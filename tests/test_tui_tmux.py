@@ -12,18 +12,22 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
+# A real terminal is the point of this test; without tmux there is nothing to drive (CI installs it).
+pytestmark = pytest.mark.skipif(shutil.which("tmux") is None,
+                                reason="needs tmux for a real terminal (apt-get install tmux; .ci/run installs it)")
+
 ROOT = Path(__file__).resolve().parents[1]
 DIAG = Path(sys.executable).with_name("diag")
 # The first row of the causes table (the model name mentions the scenario too, so match the row).
 CAUSE = re.compile(r"^ 1 +(lr_too_high|exploding_gradients|nonfinite_values) ", re.MULTILINE)
 
 
-
 class Tmux:
     """One private tmux server (its own socket), one 80x24 session."""
 
     def __init__(self, name: str):
-        assert shutil.which("tmux"), "this test needs tmux (apt-get install tmux; .ci/run installs it)"
         self.socket = f"diag-test-{os.getpid()}-{name}"
 
     def run(self, *args: str) -> str:
