@@ -15,7 +15,7 @@ from pathlib import Path
 
 from diag.errors import DiagInputError, Problem
 from diag.trace import reader as trace_reader
-from diag.trace.builder import TraceBuilder, count_lines
+from diag.trace.builder import TraceBuilder
 from diag.trace.columnar import Trace
 
 from diag.tui.tail import JsonlTail
@@ -121,7 +121,7 @@ class TraceFollower:
         return "jsonl"
 
     def _new_builder(self) -> TraceBuilder:
-        builder = TraceBuilder(str(self.path), capacity=count_lines(self.path))
+        builder = TraceBuilder(str(self.path), capacity=trace_reader.count_lines(self.path))
         builder.start_shard(str(self.path), 0)
         return builder
 

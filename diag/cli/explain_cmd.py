@@ -36,7 +36,7 @@ def _run(args) -> int:
     from diag.engine.render import render_markdown, render_text, render_why
     from diag.engine.yamlloc import RuleFileError
     from diag.errors import EXIT_BAD_INPUT, EXIT_FINDINGS, EXIT_OK, DiagInputError, Problem
-    from diag.trace.columnar import load_trace
+    from diag.trace import load_trace
 
     try:
         kb = load_knowledge_base(args.rules, keep_going=args.keep_going)

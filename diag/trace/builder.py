@@ -15,12 +15,11 @@ file this way).
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 from pydantic import TypeAdapter, ValidationError
 
 from diag.errors import Problem
+from diag.trace.columnar import Trace
 from diag.trace.records import (
     ActivationStats, BatchStats, Check, Data, Eval, Header, LayerStats, Record, Step, _Event,
 )
@@ -331,10 +330,8 @@ class TraceBuilder:
 
     # ------------------------------------------------------------------ result
 
-    def build(self):
+    def build(self) -> Trace:
         """A ``Trace`` of everything fed so far (steps ascending, repeated steps resolved)."""
-        from diag.trace.columnar import Trace
-
         n = self._rows
         steps = self._steps[:n]
         index = None
@@ -400,11 +397,3 @@ def short_repr(value, limit: int = 60) -> str:
     text = str(value) if isinstance(value, Exception) else repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
-
-def count_lines(path: Path) -> int:
-    """Newlines in a file, read in large chunks (a cheap upper bound on its records)."""
-    total = 0
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            total += chunk.count(b"\n")
-    return total + 1

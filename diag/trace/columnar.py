@@ -18,8 +18,6 @@ Series names (also used by rules):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
-
 import numpy as np
 
 from diag.errors import Problem
@@ -173,13 +171,3 @@ class Trace:
     def events_of(self, event: str) -> list:
         return [e for e in self.events if e.event == event]
 
-
-def load_trace(path: str | Path) -> Trace:
-    """Load a trace file or folder of shards into a columnar ``Trace``.
-
-    Bad records are skipped and listed in ``Trace.problems`` (see ``diag.trace.reader``); a
-    trace with nothing usable raises ``DiagInputError``.
-    """
-    from diag.trace.reader import read_into
-
-    return read_into(path).build()

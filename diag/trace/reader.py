@@ -19,7 +19,8 @@ from pathlib import Path
 import orjson
 
 from diag.errors import DiagInputError, Problem
-from diag.trace.builder import TraceBuilder, count_lines
+from diag.trace.builder import TraceBuilder
+from diag.trace.columnar import Trace
 from diag.trace.records import RECORD_KINDS, SCHEMA_NAME, SCHEMA_VERSION
 
 SHARD_SUFFIXES = (".jsonl", ".json")
@@ -32,6 +33,24 @@ def loads(text: bytes):
         return orjson.loads(text)
     except orjson.JSONDecodeError:
         return json.loads(text)
+
+
+def load_trace(path: str | os.PathLike) -> Trace:
+    """Load a trace file or folder of shards into a columnar ``Trace``.
+
+    Bad records are skipped and listed in ``Trace.problems``; a trace with nothing usable raises
+    ``DiagInputError``.
+    """
+    return read_into(path).build()
+
+
+def count_lines(path: Path) -> int:
+    """Newlines in a file, read in large chunks (a cheap upper bound on its records)."""
+    total = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            total += chunk.count(b"\n")
+    return total + 1
 
 
 def read_into(path: str | os.PathLike, builder: TraceBuilder | None = None) -> TraceBuilder:
@@ -227,4 +246,4 @@ def read_records(path: str | os.PathLike) -> ReadResult:
                       problems=builder.problems)
 
 
-__all__ = ["ReadResult", "feed_line", "loads", "read_into", "read_records"]
+__all__ = ["ReadResult", "count_lines", "feed_line", "load_trace", "loads", "read_into", "read_records"]
