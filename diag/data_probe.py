@@ -12,6 +12,11 @@ the data itself. For each split the probe measures:
 * ``label_histogram``, input mean/std and non-finite count;
 * ``conflicting_labels``: examples whose identical input occurs with a different label.
 
+Labels may be one class per example (integers, strings), one-hot rows or probabilities; labels of
+any other shape (multi-label rows, segmentation masks, one-hot images) still get the input facts
+and the conflicting-label count (labels compared whole), and a note says which label facts were
+left out. Recording never stops on a shape the probe cannot read: that split gets a note instead.
+
 numpy only, no framework. Example:
 
     >>> import numpy as np
@@ -29,7 +34,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from diag.trace.records import Data, FeatureScore
+from diag.trace.records import Data, FeatureScore, NoteEvent
 
 MAX_FEATURES = 256  # features scored per split (the first ones); keeps the probe fast and records short
 TOP_SCORES = 10  # scores written per split, best first
@@ -60,10 +65,30 @@ def _is_classification(y: np.ndarray) -> bool:
 
 
 def _labels_1d(y) -> np.ndarray:
+    labels = class_per_example(y)
+    if labels is None:
+        raise ValueError(f"labels of shape {np.shape(y)} are not one class per example")
+    return labels
+
+
+def class_per_example(y) -> np.ndarray | None:
+    """One class per example: the labels themselves, or the argmax of one-hot / probability rows.
+
+    Returns None for labels that are not one class per example: multi-label rows (several classes
+    at once), per-pixel masks, anything with more than two dimensions.
+    """
     y = np.asarray(y)
-    if y.ndim == 2 and y.shape[1] > 1:  # one-hot or probabilities
-        return y.argmax(axis=1)
-    return y.reshape(len(y))
+    if y.ndim == 1:
+        return y
+    if y.ndim == 2 and y.shape[1] == 1:
+        return y[:, 0]
+    if y.ndim == 2 and y.dtype.kind in "biuf" and len(y) and y.shape[1] > 1:
+        rows = y.astype(np.float64)
+        with np.errstate(invalid="ignore"):
+            one_class = np.all(rows >= 0) and np.allclose(rows.sum(axis=1), 1.0, atol=1e-3)
+        if one_class:  # one-hot or probabilities
+            return y.argmax(axis=1)
+    return None
 
 
 def single_feature_accuracy(train_col, train_y, test_col, test_y, k: int = NEIGHBOURS) -> float:
@@ -88,8 +113,10 @@ def single_feature_accuracy(train_col, train_y, test_col, test_y, k: int = NEIGH
         distance = np.abs(tr[candidates] - te[:, None])
     nearest = np.argsort(np.nan_to_num(distance, nan=0.0), axis=1, kind="stable")[:, :k]
     window = np.take_along_axis(candidates, nearest, axis=1)
-    votes = np.zeros((len(te), len(classes)), np.int32)
-    np.add.at(votes, (np.repeat(np.arange(len(te)), k), train_codes[window].ravel()), 1)
+    # Vote counts per (test row, class): one bincount over flat indices (np.add.at is unbuffered
+    # and an order of magnitude slower).
+    flat = (np.arange(len(te))[:, None] * len(classes) + train_codes[window]).ravel()
+    votes = np.bincount(flat, minlength=len(te) * len(classes)).reshape(len(te), len(classes))
     pred = classes[votes.argmax(axis=1)]
     return float(np.mean(pred == test_y))
 
@@ -150,7 +177,8 @@ def id_like_features(X, names: Sequence[str] | None = None) -> list[str]:
 
 
 def probe_split(name: str, X, y=None, *, train: tuple | None = None, feature_names=None,
-                timestamps=None, train_hashes: np.ndarray | None = None) -> Data:
+                timestamps=None, train_hashes: np.ndarray | None = None,
+                notes: list[str] | None = None) -> Data:
     """The ``Data`` record of one split.
 
     Args:
@@ -161,7 +189,9 @@ def probe_split(name: str, X, y=None, *, train: tuple | None = None, feature_nam
       feature_names: column names of a 2-D ``X``.
       timestamps: one time per example (seconds or any number), optional.
       train_hashes: :func:`row_hashes` of the train split, for the overlap count.
+      notes: a list that receives a sentence for each fact left out because of the data's shape.
     """
+    notes = notes if notes is not None else []
     X = np.asarray(X)
     rows = _rows(X)
     numeric = rows.dtype.kind in "biuf"
@@ -182,16 +212,31 @@ def probe_split(name: str, X, y=None, *, train: tuple | None = None, feature_nam
         rec.id_like_features = id_like_features(rows, feature_names)
     if timestamps is not None:
         t = np.asarray(timestamps, dtype=np.float64)
-        rec.time_min, rec.time_max = float(np.nanmin(t)), float(np.nanmax(t))
-    if y is not None:
-        labels = _labels_1d(y)
+        if t.size and np.isfinite(t).any():
+            rec.time_min, rec.time_max = float(np.nanmin(t)), float(np.nanmax(t))
+    if y is None:
+        return rec
+    y = np.asarray(y)
+    if y.ndim == 0 or len(y) != len(rows):
+        notes.append(f"data probe, split {name!r}: {len(rows)} inputs but labels of shape {y.shape}; "
+                     "label facts left out")
+        return rec
+    labels = class_per_example(y)
+    if labels is None:
+        rec.conflicting_labels = _conflicts(hashes, row_hashes(y))
+        rec.conflicting_fraction = rec.conflicting_labels / len(y) if len(y) else 0.0
+        notes.append(f"data probe, split {name!r}: labels of shape {y.shape} are not one class per example "
+                     "(multi-label or per-element); label histogram and feature scores left out")
+    else:
         if _is_classification(labels):
             vals, counts = np.unique(labels, return_counts=True)
             rec.label_histogram = {str(v.item() if hasattr(v, "item") else v): int(c) for v, c in zip(vals, counts)}
             rec.conflicting_labels = _conflicts(hashes, labels)
             rec.conflicting_fraction = rec.conflicting_labels / len(labels) if len(labels) else 0.0
-            if X.ndim <= 2 and numeric and len(rows) >= 20:
-                rec.feature_scores = feature_scores(rows, labels, names=feature_names, fit=train)
+            fit_labels = class_per_example(train[1]) if train is not None else None
+            if X.ndim <= 2 and numeric and len(rows) >= 20 and (train is None or fit_labels is not None):
+                fit = None if train is None else (train[0], fit_labels)
+                rec.feature_scores = feature_scores(rows, labels, names=feature_names, fit=fit)
     return rec
 
 
@@ -218,19 +263,31 @@ def probe_splits(splits: Mapping[str, tuple], *, feature_names=None, timestamps:
       train: the name of the training split.
 
     Returns:
-      One Data record per split, train first. Write them with ``writer.write(record)`` or
-      ``recorder.write(record)``.
+      One Data record per split, train first, then a warning ``NoteEvent`` for each fact the probe
+      could not measure (a label or input shape it cannot read). Write them all with
+      ``writer.write(record)`` or ``recorder.write(record)``.
     """
     timestamps = timestamps or {}
     names = [train] + [s for s in splits if s != train] if train in splits else list(splits)
-    train_hashes = row_hashes(splits[train][0]) if train in splits else None
-    out = []
+    notes: list[str] = []
+    train_hashes = None
+    if train in splits:
+        try:
+            train_hashes = row_hashes(splits[train][0])
+        except (ValueError, TypeError) as e:
+            notes.append(f"data probe, split {train!r}: cannot read the inputs ({e}); overlap with train left out")
+    out: list = []
     for name in names:
         X, y = splits[name]
         is_train = name == train
-        out.append(probe_split(
-            name, X, y, feature_names=feature_names, timestamps=timestamps.get(name),
-            train=None if is_train or train not in splits else splits[train],
-            train_hashes=None if is_train else train_hashes,
-        ))
+        try:
+            out.append(probe_split(
+                name, X, y, feature_names=feature_names, timestamps=timestamps.get(name),
+                train=None if is_train or train not in splits else splits[train],
+                train_hashes=None if is_train else train_hashes, notes=notes,
+            ))
+        except (ValueError, TypeError, IndexError) as e:
+            # An input the probe cannot read must not stop the run it is recording.
+            notes.append(f"data probe, split {name!r}: not measured ({type(e).__name__}: {str(e)[:200]})")
+    out.extend(NoteEvent(message=note, level="warning") for note in notes)
     return out

@@ -86,3 +86,54 @@ def test_images_are_hashed_whole_and_get_no_per_feature_scores():
     train, val = probe_splits({"train": (imgs[:30], labels[:30]), "val": (imgs[25:], labels[25:])})
     assert val.overlap_with_train == 5 and val.feature_scores == [] and train.num_features == 48
     assert len(set(row_hashes(imgs).tolist())) == 40
+
+
+# ------------------------------------------------------------------ label and input shapes
+
+
+def _images(n, rng):
+    return rng.normal(size=(n, 8, 8, 3)).astype(np.float32)
+
+
+def test_one_hot_image_labels_are_read_as_one_class_per_example():
+    rng = np.random.default_rng(1)
+    classes = rng.integers(0, 4, size=120)
+    one_hot = np.eye(4, dtype=np.float32)[classes]
+    records = probe_splits({"train": (_images(120, rng), one_hot)})
+    (train,) = records
+    assert train.label_histogram == {str(c): int((classes == c).sum()) for c in range(4)}
+
+
+@pytest.mark.parametrize("labels_shape", [(60, 5), (60, 8, 8), (60, 8, 8, 4)],
+                         ids=["multi-label rows", "segmentation masks", "one-hot masks"])
+def test_labels_that_are_not_one_class_per_example_leave_a_note_and_keep_the_input_facts(labels_shape):
+    rng = np.random.default_rng(2)
+    X = _images(60, rng)
+    y = (rng.random(size=labels_shape) > 0.5).astype(np.int64)  # several ones per row
+    y[1] = 1 - y[0]  # the same input below, another label
+    X[1] = X[0]
+    train, note = probe_splits({"train": (X, y)})
+    assert train.size == 60 and train.input_mean is not None and train.label_histogram is None
+    assert train.conflicting_labels == 2
+    assert note.kind == "event" and note.event == "note" and note.level == "warning"
+    assert f"labels of shape {labels_shape}" in note.message and "label histogram" in note.message
+
+
+def test_a_split_the_probe_cannot_read_becomes_a_note_and_the_other_splits_are_measured():
+    rng = np.random.default_rng(3)
+    X, y = make_table(100, rng)
+    ragged = np.empty(3, dtype=object)
+    ragged[:] = [[1.0], [1.0, 2.0], "x"]
+    records = probe_splits({"train": (X, y), "odd": (ragged, np.zeros((7, 2, 2))), "val": (X[:40], y[:40])})
+    data = [r for r in records if r.kind == "data"]
+    notes = [r.message for r in records if r.kind == "event"]
+    assert [d.split for d in data] == ["train", "odd", "val"] and data[2].overlap_with_train == 40
+    assert len(notes) == 1 and "'odd'" in notes[0] and "labels of shape (7, 2, 2)" in notes[0]
+
+
+def test_probe_notes_are_written_and_read_back_as_warnings(tmp_path):
+    rng = np.random.default_rng(4)
+    records = probe_splits({"train": (_images(30, rng), rng.integers(0, 2, size=(30, 8, 8)))})
+    trace = load_trace(write_trace(tmp_path / "run.jsonl", [Header(run_id="r", framework="numpy"), *records]))
+    (note,) = trace.events_of("note")
+    assert "not one class per example" in note.message

@@ -2,8 +2,13 @@
 
 Records are buffered and written as whole lines, so a reader (or a TUI tailing the file) never sees
 half a record except for the very last line of a process killed mid-write. The buffer is flushed
-every ``flush_every`` records, every ``flush_seconds`` seconds (checked on each write, and by the
-background thread when ``background=True``), and on ``close()``.
+every ``flush_every`` records, when its oldest record is ``flush_seconds`` old, and on ``close()``.
+A header is written through at once, so a run killed before its first flush still leaves a file
+that says what it is.
+
+The age bound is what ``kill -9`` can lose, so it must hold even when the training loop stops
+writing (a long evaluation, a hung data loader): the background thread sleeps until the oldest
+buffered record's deadline, not on a fixed tick, and a write into an empty buffer wakes it.
 
 Multi-process runs write one shard per process: ``TraceWriter.for_process("runs/exp1", index)``
 writes ``runs/exp1/run.p{index}.jsonl``; ``diag`` commands given the folder merge the shards.
@@ -31,9 +36,11 @@ class TraceWriter:
     Args:
       path: the ``.jsonl`` file to append to (parent folders are created).
       flush_every: write the buffer out after this many records.
-      flush_seconds: write the buffer out when the oldest buffered record is this old.
-      background: run a daemon thread that flushes on the ``flush_seconds`` clock even when the
-        training loop is not writing (for example during a long evaluation).
+      flush_seconds: the longest a record waits in memory before it is written (what ``kill -9``
+        can lose); 1 s by default.
+      background: run a daemon thread that flushes at each record's deadline even when the
+        training loop is not writing (for example during a long evaluation). Without it the
+        deadline is checked only when a record is written.
       fsync: also ``os.fsync`` on every flush (survives a machine crash, costs a disk round trip).
 
     Example:
@@ -52,19 +59,22 @@ class TraceWriter:
         path: str | os.PathLike,
         *,
         flush_every: int = 100,
-        flush_seconds: float = 2.0,
-        background: bool = False,
+        flush_seconds: float = 1.0,
+        background: bool = True,
         fsync: bool = False,
     ):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.flush_every = max(1, flush_every)
-        self.flush_seconds = flush_seconds
+        if not flush_seconds > 0:
+            raise ValueError(f"flush_seconds must be a positive number of seconds, not {flush_seconds!r}")
+        self.flush_seconds = float(flush_seconds)
         self.fsync = fsync
         self._file = open(self.path, "ab")
         self._buffer: list[bytes] = []
         self._oldest: float | None = None
         self._lock = threading.Lock()
+        self._buffered = threading.Condition(self._lock)  # the flusher waits on it for a first record
         self._closed = False
         self.records_written = 0
         self._stop = threading.Event()
@@ -79,14 +89,19 @@ class TraceWriter:
         return cls(Path(folder) / f"{stem}.p{process_index}.jsonl", **kwargs)
 
     def write(self, record: _Record) -> None:
-        self.write_encoded(encode_record(record))
+        self.write_encoded(encode_record(record), at_once=isinstance(record, Header))
 
     def write_many(self, records: Iterable[_Record]) -> None:
         for record in records:
             self.write(record)
 
-    def write_encoded(self, line: bytes) -> None:
-        """Append an already encoded line (adapters that build JSON themselves use this)."""
+    def write_encoded(self, line: bytes, *, at_once: bool = False) -> None:
+        """Append an already encoded line (adapters that build JSON themselves use this).
+
+        Args:
+          line: one JSON record ending in a newline.
+          at_once: write the buffer out now (a header: the file says what it is from the start).
+        """
         with self._lock:
             if self._closed:
                 raise ValueError(f"trace writer for {self.path} is closed")
@@ -95,7 +110,8 @@ class TraceWriter:
             now = time.monotonic()
             if self._oldest is None:
                 self._oldest = now
-            if len(self._buffer) >= self.flush_every or now - self._oldest >= self.flush_seconds:
+                self._buffered.notify()
+            if at_once or len(self._buffer) >= self.flush_every or now - self._oldest >= self.flush_seconds:
                 self._flush_locked()
 
     def flush(self) -> None:
@@ -105,6 +121,8 @@ class TraceWriter:
 
     def close(self) -> None:
         self._stop.set()
+        with self._lock:
+            self._buffered.notify()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=5)
         with self._lock:
@@ -135,17 +153,21 @@ class TraceWriter:
             os.fsync(self._file.fileno())
 
     def _flush_periodically(self) -> None:
-        while not self._stop.wait(self.flush_seconds / 2):
-            with self._lock:
-                if self._closed:
-                    return
-                if self._oldest is not None and time.monotonic() - self._oldest >= self.flush_seconds:
-                    self._flush_locked()
+        with self._lock:
+            while not self._stop.is_set() and not self._closed:
+                if self._oldest is None:
+                    self._buffered.wait()  # until a record arrives in the empty buffer (or close)
+                    continue
+                left = self._oldest + self.flush_seconds - time.monotonic()
+                if left > 0:
+                    self._buffered.wait(left)  # releases the lock: writers go on meanwhile
+                    continue
+                self._flush_locked()
 
 
 def write_trace(path: str | os.PathLike, records: Iterable[_Record]) -> Path:
     """Write a whole trace at once (tests, importers, examples)."""
-    with TraceWriter(path, flush_every=10_000) as writer:
+    with TraceWriter(path, flush_every=10_000, background=False) as writer:
         writer.write_many(records)
     return Path(path)
 
