@@ -1,0 +1,13 @@
+"""Preflight: catch the wiring bugs of a training setup in a minute, before the long run starts.
+
+One module per probe (``init_loss``, ``overfit_one_batch``, ``gradient_flow``, ``lr_range``,
+``seed_repeat``, ``data``, ``output_loss``); each returns findings in the form of a diagnosis'
+causes. The probes are framework-free; the runners that train copies of a PyTorch or Flax NNX
+model live in ``diag.adapters.torch.preflight`` and ``diag.adapters.flax.preflight``.
+"""
+
+from diag.preflight.api import PROBES, preflight
+from diag.preflight.findings import Finding
+from diag.preflight.report import PreflightReport
+
+__all__ = ["preflight", "PreflightReport", "Finding", "PROBES"]
