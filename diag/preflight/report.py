@@ -76,8 +76,9 @@ class PreflightReport:
         suppressed = [to_cause(f, len(kept) + i, suppressed_by=suppressed_by[f.id])
                       for i, f in enumerate((f for f in ordered if f.id in suppressed_by), 1)]
         ran = [r for r in self.results if r.status != "skipped"]
-        checked = list(dict.fromkeys(c for r in ran for c in self.checks.get(r.probe, ())))
         skipped = [r for r in self.results if r.status == "skipped"]
+        checked = list(dict.fromkeys(c for r in ran for c in self.checks.get(r.probe, ())))
+        unchecked = list(dict.fromkeys(c for r in skipped for c in self.checks.get(r.probe, ()) if c not in checked))
         return Diagnosis(
             trace=TraceInfo(path=self.target, run_id=f"preflight of {self.target}", framework=self.framework,
                             steps=self.steps, series=[f"preflight.{r.probe}" for r in ran]),
@@ -90,8 +91,8 @@ class PreflightReport:
                       for r in self.results],
             rules_fired=[f"preflight.{r.probe}" for r in ran if r.findings],
             rules_skipped=[SkippedRule(id=f"preflight.{r.probe}", missing=r.missing or ["time budget"]) for r in skipped],
-            checks_run=[c for c in checked if c not in {x for r in skipped for x in self.checks.get(r.probe, ())}] or checked,
-            checks_skipped=[c for r in skipped for c in self.checks.get(r.probe, ()) if c not in checked],
+            checks_run=checked,
+            checks_skipped=unchecked,
         )
 
     def _probe_lines(self) -> list[str]:
