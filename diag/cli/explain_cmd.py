@@ -30,13 +30,12 @@ def register(subparsers) -> None:
 
 
 def _run(args) -> int:
+    from diag.api import diagnose_path
     from diag.cli.common import report_problems
-    from diag.engine.api import diagnose
     from diag.engine.kb import load_knowledge_base
     from diag.engine.render import render_markdown, render_text, render_why
     from diag.engine.yamlloc import RuleFileError
     from diag.errors import EXIT_BAD_INPUT, EXIT_FINDINGS, EXIT_OK, DiagInputError, Problem
-    from diag.trace import load_trace
 
     try:
         kb = load_knowledge_base(args.rules, keep_going=args.keep_going)
@@ -45,9 +44,9 @@ def _run(args) -> int:
                              hint="fix the rule files above, or pass --keep-going to skip the broken rules") from None
     for problem in kb.problems:
         print(f"warning: {problem}", file=sys.stderr)
-    trace = load_trace(args.trace)
-    bad_records = report_problems(trace)
-    diagnosis = diagnose(trace, kb=kb)
+    loaded = []
+    diagnosis = diagnose_path(args.trace, kb=kb, on_load=loaded.append)
+    bad_records = report_problems(loaded[0])
     if args.why:
         if args.why not in kb.causes:
             from diag.engine.yamlloc import did_you_mean
