@@ -15,12 +15,15 @@ from diag.engine.api import diagnose
 from diag.engine.diagnosis import Diagnosis
 
 
-def load_run(path: str | os.PathLike):
+def load_run(path: str | os.PathLike, run: str | None = None, *, foreign: bool | None = None):
     """Load the run at ``path`` into a ``Trace``: a diag trace, or a foreign log an importer reads.
 
     Args:
       path: a trace file (``.jsonl``/``.json``), a folder of trace shards, or (with the
         importers installed) a foreign log file or folder.
+      run: for a foreign log that holds several runs, which one (a name its importer lists).
+      foreign: whether ``path`` is a foreign log, when the caller already knows (the sweep's
+        discovery does); None asks the importers.
 
     Returns:
       A ``diag.trace.Trace``; bad records that were skipped are listed on ``Trace.problems``.
@@ -29,49 +32,45 @@ def load_run(path: str | os.PathLike):
       diag.errors.DiagInputError: nothing usable could be read (missing file, no valid record,
         wrong schema version): the message names the file, line and field.
     """
-    importer = foreign_importer(path)
-    if importer is not None:
-        return importer(path)
-    from diag.trace.columnar import load_trace
+    if foreign is None:
+        foreign = foreign_log(path) is not None
+    if foreign:
+        from diag.adapters.importers import open_run
+
+        return open_run(path, run=run)
+    if run is not None:
+        from diag.errors import DiagInputError, Problem
+
+        raise DiagInputError(Problem(os.fspath(path), "a run name applies to foreign logs; this is a diag trace"))
+    from diag.trace import load_trace
 
     return load_trace(path)
 
 
-def foreign_importer(path: str | os.PathLike) -> Callable | None:
-    """The importers' loader for ``path`` when it is a foreign log, else None.
+def foreign_log(path: str | os.PathLike):
+    """What the importers detect at ``path`` (``Detected``: format and runs), or None.
 
-    The importers are an optional part (``diag.adapters.importers``); the core asks them lazily,
-    only for paths that are not diag traces, so reading a diag trace never imports them.
+    None when ``path`` is a diag trace, a log no importer knows, or the importers
+    (``diag.adapters.importers``) are not installed: the core asks them lazily, so reading a
+    ``.jsonl`` trace never imports them.
     """
-    detect = _importers_detect()
-    if detect is None or _looks_like_diag_trace(path):
+    if os.fspath(path).endswith(".jsonl"):
         return None
-    return detect(path)
+    detect = _importers_detect()
+    return None if detect is None else detect(path)
 
 
 def _importers_detect() -> Callable | None:
     try:
-        from diag.adapters import importers
+        from diag.adapters.importers import detect
     except ImportError:
         return None
-    return getattr(importers, "detect_importer", None)
-
-
-def _looks_like_diag_trace(path: str | os.PathLike) -> bool:
-    """A trace file or a folder holding trace shards: what ``load_trace`` itself reads."""
-    from diag.trace.reader import SHARD_SUFFIXES
-
-    name = os.fspath(path)
-    if os.path.isdir(name):
-        try:
-            return any(entry.name.endswith(SHARD_SUFFIXES) for entry in os.scandir(name) if entry.is_file())
-        except OSError:
-            return False
-    return name.endswith(SHARD_SUFFIXES)
+    return detect
 
 
 def diagnose_path(path: str | os.PathLike, extra_rule_dirs: Iterable[str] = (), *, kb=None,
-                  use_env: bool = True, on_load: Callable | None = None) -> Diagnosis:
+                  use_env: bool = True, run: str | None = None, foreign: bool | None = None,
+                  on_load: Callable | None = None) -> Diagnosis:
     """Read the run at ``path`` and diagnose it: ranked root causes with evidence and fixes.
 
     Args:
@@ -80,6 +79,8 @@ def diagnose_path(path: str | os.PathLike, extra_rule_dirs: Iterable[str] = (), 
       extra_rule_dirs: user rule folders, loaded after the built-in ones (``DIAG_RULES_PATH`` is
         read too unless ``use_env=False``).
       kb: an already loaded ``KnowledgeBase`` (skips loading; for many calls in one process).
+      run: for a foreign log that holds several runs, which one.
+      foreign: whether ``path`` is a foreign log, when already known (None: ask the importers).
       on_load: called with the loaded ``Trace`` before it is diagnosed, for callers that also
         need what the trace holds beyond the diagnosis (its skipped records, header, last loss).
 
@@ -97,10 +98,10 @@ def diagnose_path(path: str | os.PathLike, extra_rule_dirs: Iterable[str] = (), 
       >>> diag.diagnose_path(examples / "lr_too_high.jsonl").top.id  # doctest: +SKIP
       'lr_too_high'
     """
-    trace = load_run(path)
+    trace = load_run(path, run, foreign=foreign)
     if on_load is not None:
         on_load(trace)
     return diagnose(trace, extra_rule_dirs, kb=kb, use_env=use_env)
 
 
-__all__ = ["diagnose_path", "foreign_importer", "load_run"]
+__all__ = ["diagnose_path", "foreign_log", "load_run"]

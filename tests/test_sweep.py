@@ -312,3 +312,23 @@ def test_the_readme_sweep_example_prints_what_it_shows(capsys):
         shown = line.split("...")[0].rstrip() if "..." in line else line
         if shown.strip():
             assert any(p.startswith(shown) for p in printed) if "..." in line else shown in printed, line
+
+
+def test_a_cache_another_sweep_holds_locked_is_read_and_not_set_aside(fleet, private_cache):
+    import sqlite3
+
+    sweep(fleet, jobs=1)  # fills the cache
+    changed = fleet.parent / "changed-fleet"
+    shutil.copytree(fleet, changed)
+    holder = sqlite3.connect(private_cache / CACHE_FILE, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another sweep is writing: reads work, writes wait and give up
+    try:
+        stats = SweepStats()
+        report = sweep(changed, jobs=1, stats=stats)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert (stats.cached, stats.diagnosed) == (7, 0)  # the same bytes under another folder: all hits
+    assert len(report.runs) == 7 and (private_cache / CACHE_FILE).is_file()
+    assert not (private_cache / "sweep.corrupt").exists()
+    assert ["locked" in warning for warning in stats.cache_warnings] == [True]

@@ -108,6 +108,7 @@ class ResultCache:
         self._db: sqlite3.Connection | None = None
         self._seen: dict[str, tuple[int, int, str]] = {}
         self._fresh_files: dict[str, tuple[int, int, str]] = {}
+        self._wrote = False
         self._open()
 
     # ------------------------------------------------------------------ opening
@@ -119,7 +120,9 @@ class ResultCache:
             pass  # a read-only parent may still hold a usable cache file
         try:
             self._db = self._connect()
-        except sqlite3.DatabaseError as e:
+        except sqlite3.OperationalError as e:  # locked by another sweep, cannot be opened or created
+            self._disable(f"cannot use the cache at {self.path} ({e}); sweeping without it")
+        except sqlite3.DatabaseError as e:  # not a database, or a damaged one
             if self._set_aside_corrupt(e):
                 try:
                     self._db = self._connect()
@@ -131,13 +134,14 @@ class ResultCache:
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=10, isolation_level=None)
         try:
-            db.execute("SELECT count(*) FROM sqlite_master").fetchone()  # a corrupt file fails here
-            try:
-                db.executescript(_SCHEMA)
-            except sqlite3.OperationalError as e:
-                if not _is_read_only(e):
-                    raise
-                self._note_read_only()
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if not {"files", "results"} <= tables:  # a new cache (a read needs no write lock)
+                try:
+                    db.executescript(_SCHEMA)
+                except sqlite3.OperationalError as e:
+                    if not _is_read_only(e):
+                        raise
+                    self._note_read_only()
             self._seen = {row[0]: (row[1], row[2], row[3])
                           for row in db.execute("SELECT path, size, mtime_ns, digest FROM files")}
         except sqlite3.Error:
@@ -147,7 +151,7 @@ class ResultCache:
 
     def _set_aside_corrupt(self, error: sqlite3.DatabaseError) -> bool:
         """Move a file that is not a readable database out of the way; True when that worked."""
-        if not self.path.exists() or _is_read_only(error) or "unable to open" in str(error):
+        if not self.path.exists():
             return False
         try:
             self.path.replace(self.path.with_suffix(".corrupt"))
@@ -157,6 +161,8 @@ class ResultCache:
         return True
 
     def _disable(self, message: str) -> None:
+        if self._db is not None:
+            self._db.close()
         self._db = None
         self._warn_once(message)
 
@@ -178,7 +184,7 @@ class ResultCache:
         """The content key of a run, or None when one of its files cannot be read (not cached)."""
         if run.kind == "unlistable" or not run.files:
             return None
-        digest = hashlib.blake2b(run.kind.encode(), digest_size=16)
+        digest = hashlib.blake2b(f"{run.kind}\0{run.run or ''}".encode(), digest_size=16)
         for name in run.files:
             file_digest = self._file_digest(name)
             if file_digest is None:
@@ -225,7 +231,7 @@ class ResultCache:
                         outcome = RunOutcome.model_validate_json(text)
                     except ValueError:
                         continue  # a row an older diag wrote differently: diagnose again
-                    found[run_key] = outcome.model_copy(update={"path": run.path, "kind": run.kind})
+                    found[run_key] = outcome.model_copy(update={"path": run.label, "kind": run.kind})
         except sqlite3.Error as e:
             self._disable(f"cannot read the cache at {self.path} ({e}); sweeping without it")
             return {}
@@ -245,6 +251,7 @@ class ResultCache:
                 [(path, *entry) for path, entry in self._fresh_files.items()])
             self._db.execute("COMMIT")
             self._fresh_files.clear()
+            self._wrote = self._wrote or bool(items)
         except sqlite3.Error as e:
             try:
                 self._db.execute("ROLLBACK")
@@ -259,12 +266,16 @@ class ResultCache:
     def close(self) -> None:
         if self._db is None:
             return
+        if self._fresh_files:
+            self.put_many([])  # file hashes learned from hits on touched or copied files
+        if self._db is None:
+            return
         try:
-            self.put_many([])  # file hashes learned from hits on touched files
-            self._db.execute(
-                "DELETE FROM results WHERE rowid <= (SELECT max(rowid) FROM results) - ?", (_MAX_RESULTS,))
+            if self._wrote:
+                self._db.execute(
+                    "DELETE FROM results WHERE rowid <= (SELECT max(rowid) FROM results) - ?", (_MAX_RESULTS,))
         except sqlite3.Error:
-            pass
+            pass  # trimming can wait for the next sweep
         self._db.close()
         self._db = None
 

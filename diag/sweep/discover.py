@@ -5,8 +5,9 @@ A run is what ``diag.diagnose_path`` reads in one call:
 * a trace file, ``*.jsonl`` (always: a broken one is reported, not skipped) or ``*.json`` whose
   head holds trace records (a ``config.json`` beside a run is not a run);
 * a folder whose trace files are all shards of one run (``run.p0.jsonl``, ``run.p1.jsonl``);
-* a file or folder that the foreign-log importers recognise (``diag.adapters.importers``), once
-  they are installed; a folder recognised as a whole is not searched further.
+* each run of a foreign log (TensorBoard, Lightning/Keras CSV, ``trainer_state.json``, MLflow,
+  W&B export) that the importers find (``diag.adapters.importers.detect``), once they are
+  installed.
 
 A folder that cannot be listed becomes a run that could not be read (with the reason), so a
 permission problem deep in a tree shows up in the sweep instead of silently hiding runs.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,12 +38,19 @@ class RunRef:
       files: the files whose bytes make up the run (the cache key), sorted.
       kind: ``"trace"``, ``"shards"``, ``"foreign"`` or ``"unlistable"`` (a folder that could not
         be read; ``reason`` says why).
+      run: for a foreign log file that holds several runs (a W&B chart export), which one.
     """
 
     path: str
     files: tuple[str, ...] = ()
     kind: str = "trace"
     reason: str | None = field(default=None, compare=False)
+    run: str | None = None
+
+    @property
+    def label(self) -> str:
+        """The path, and the run's name when one foreign log file holds several runs."""
+        return self.path if self.run is None else f"{self.path}#{self.run}"
 
 
 def discover_runs(root: str | os.PathLike) -> list[RunRef]:
@@ -60,23 +69,21 @@ def discover_runs(root: str | os.PathLike) -> list[RunRef]:
     if not root_path.exists():
         raise DiagInputError(Problem(str(root_path), "no such file or folder"),
                              hint="pass the folder that holds your runs (traces, shard folders or logs)")
-    detect = _foreign_detector()
     if root_path.is_file():
-        return [RunRef(str(root_path), (str(root_path),), "foreign" if _is_foreign(detect, root_path) else "trace")]
+        return _foreign_runs(root_path) or [RunRef(str(root_path), (str(root_path),), "trace")]
     try:
         os.scandir(root_path).close()
     except OSError as e:
         raise DiagInputError(Problem(str(root_path), f"cannot list the folder: {e.strerror or e}"),
                              hint="check the folder's permissions") from None
     runs: list[RunRef] = []
-    _walk(root_path, runs, detect, is_root=True)
-    return sorted(runs, key=lambda run: run.path)
+    _walk(root_path, runs)
+    known = {run.path for run in runs}
+    runs += [run for run in _foreign_runs(root_path) if run.path not in known]
+    return sorted(runs, key=lambda run: run.label)
 
 
-def _walk(folder: Path, runs: list[RunRef], detect, *, is_root: bool = False) -> None:
-    if not is_root and _is_foreign(detect, folder):
-        runs.append(RunRef(str(folder), _files_below(folder), "foreign"))
-        return
+def _walk(folder: Path, runs: list[RunRef]) -> None:
     try:
         entries = sorted(os.scandir(folder), key=lambda e: e.name)
     except OSError as e:
@@ -84,18 +91,15 @@ def _walk(folder: Path, runs: list[RunRef], detect, *, is_root: bool = False) ->
         return
     files = [e for e in entries if _is_file(e) and not e.name.startswith(".")]
     traces = [e for e in files if e.name.endswith(".jsonl") or (e.name.endswith(".json") and _holds_records(e.path))]
+    traces = [e for e in traces if e.name != "wandb-history.jsonl"]  # a W&B export: the importers' run
     stems = {m.group("stem") for m in (_SHARD_NAME.match(e.name) for e in traces) if m}
     if traces and len(stems) == 1 and all(_SHARD_NAME.match(e.name) for e in traces):
         runs.append(RunRef(str(folder), tuple(e.path for e in traces), "shards"))
     else:
         runs.extend(RunRef(e.path, (e.path,), "trace") for e in traces)
-    claimed = {e.name for e in traces}
-    for entry in files:
-        if entry.name not in claimed and _is_foreign(detect, Path(entry.path)):
-            runs.append(RunRef(entry.path, (entry.path,), "foreign"))
     for entry in entries:
         if _is_dir(entry) and not entry.name.startswith(".") and entry.name not in _SKIPPED_FOLDERS:
-            _walk(Path(entry.path), runs, detect)
+            _walk(Path(entry.path), runs)
 
 
 def _is_file(entry: os.DirEntry) -> bool:
@@ -128,24 +132,33 @@ def _files_below(folder: Path) -> tuple[str, ...]:
     return tuple(sorted(found))
 
 
-def _foreign_detector():
-    """The importers' detection function, or None while they are not installed."""
-    from diag.api import _importers_detect
+def _foreign_runs(path: Path) -> list[RunRef]:
+    """Every run of a foreign log at or under ``path`` (none while the importers are not installed)."""
+    from diag.api import foreign_log
 
-    return _importers_detect()
-
-
-def _is_foreign(detect, path: Path) -> bool:
-    if detect is None:
-        return False
-    from diag.api import _looks_like_diag_trace
-
-    if _looks_like_diag_trace(path):
-        return False
     try:
-        return detect(path) is not None
-    except Exception:  # noqa: BLE001 - a detector's bug must not stop discovery of the other runs
-        return False
+        found = foreign_log(path)
+    except Exception as e:  # noqa: BLE001 - a detector's failure is reported as a row, not a crash
+        return [RunRef(str(path), (), "unlistable", f"could not look for foreign logs: {type(e).__name__}: {e}")]
+    if found is None:
+        return []
+    sharing = Counter(ref.path for ref in found.runs)
+    runs = []
+    for ref in found.runs:
+        target = Path(ref.path)
+        files = _files_below(target) if target.is_dir() else (str(target),)
+        # open_run(ref.path) opens exactly this run, unless one file holds several (then name it)
+        name = _name_in_file(target, ref) if sharing[ref.path] > 1 else None
+        runs.append(RunRef(str(target), files, "foreign", run=name))
+    return runs
+
+
+def _name_in_file(path: Path, ref) -> str:
+    """The name ``open_run(path, run=...)`` takes for ``ref`` (a folder's listing prefixes it)."""
+    from diag.api import foreign_log
+
+    names = [r.name for r in foreign_log(path).runs]
+    return next((n for n in names if ref.name == n or ref.name.endswith("/" + n)), ref.name)
 
 
 __all__ = ["RunRef", "TRACE_SUFFIXES", "discover_runs"]

@@ -94,7 +94,7 @@ def _rows_of(future, batch: list[RunRef], where: str) -> list[RunOutcome]:
         return future.result()
     except Exception as e:  # noqa: BLE001 - a lost worker costs its batch's rows, not the sweep
         reason = f"{where} failed while diagnosing this run's batch ({type(e).__name__}: {e})"
-        rows = [RunOutcome(path=run.path, kind=run.kind, status="unreadable", reason=reason) for run in batch]
+        rows = [RunOutcome(path=run.label, kind=run.kind, status="unreadable", reason=reason) for run in batch]
         for row in rows:
             row._transient = True
         return rows

@@ -27,7 +27,8 @@ class RunOutcome(BaseModel):
     """A run's row: its status, top cause and the settings it was trained with.
 
     Attributes:
-      path: the run's path as discovered (under the sweep's root, as the user wrote it).
+      path: the run's path as discovered (under the sweep's root, as the user wrote it), with
+        ``#name`` when one foreign log file holds several runs.
       kind: ``trace``, ``shards``, ``foreign`` or ``unlistable``.
       status: the top cause's certainty bucket (``likely``, ``possible``, ``weak``), ``healthy``
         when no cause was found, ``unreadable`` when the run could not be read (see ``reason``).
@@ -71,20 +72,20 @@ def diagnose_run(run: RunRef, rule_dirs: tuple[str, ...] = ()) -> RunOutcome:
     from diag.errors import DiagInputError
 
     if run.kind == "unlistable":
-        return RunOutcome(path=run.path, kind=run.kind, status="unreadable", reason=run.reason)
+        return RunOutcome(path=run.label, kind=run.kind, status="unreadable", reason=run.reason)
     loaded = []
     try:
-        diagnosis = diagnose_path(run.path, kb=_knowledge_base(tuple(rule_dirs)), use_env=False,
-                                  on_load=loaded.append)
+        diagnosis = diagnose_path(run.path, kb=_knowledge_base(tuple(rule_dirs)), use_env=False, run=run.run,
+                                  foreign=run.kind == "foreign", on_load=loaded.append)
     except DiagInputError as e:
-        return RunOutcome(path=run.path, kind=run.kind, status="unreadable", reason=_reason(e))
+        return RunOutcome(path=run.label, kind=run.kind, status="unreadable", reason=_reason(e))
     except Exception as e:  # noqa: BLE001 - one run's failure is that run's row, never the sweep's end
-        return RunOutcome(path=run.path, kind=run.kind, status="unreadable",
+        return RunOutcome(path=run.label, kind=run.kind, status="unreadable",
                           reason=f"diag failed on this run ({type(e).__name__}: {e}); please report it")
     trace = loaded[0]
     top = diagnosis.top
     return RunOutcome(
-        path=run.path, kind=run.kind,
+        path=run.label, kind=run.kind,
         status=top.bucket if top is not None and top.bucket else "healthy",
         top_cause=top.id if top else None,
         certainty=round(top.certainty, 4) if top else None,

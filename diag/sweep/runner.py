@@ -102,11 +102,11 @@ def sweep(root: str | os.PathLike, *, jobs: int | None = None, scheduler: str | 
             for run in runs:
                 key = cache.run_key(run)
                 if key is not None:
-                    keys[run.path] = key
-            by_key = {key: run for run in runs if (key := keys.get(run.path))}
+                    keys[run.label] = key
+            by_key = {key: run for run in runs if (key := keys.get(run.label))}
             for row in cache.get_many(by_key).values():
                 rows[row.path] = row
-    todo = [run for run in runs if run.path not in rows]
+    todo = [run for run in runs if run.label not in rows]
     stats.cached = len(rows)
     stats.diagnosed = len(todo)
 
@@ -131,7 +131,7 @@ def sweep(root: str | os.PathLike, *, jobs: int | None = None, scheduler: str | 
     finally:
         if cache is not None:
             cache.close()
-    ordered = [_shown_under(rows[run.path], absolute_root, root_text) for run in runs]
+    ordered = [_shown_under(rows[run.label], absolute_root, root_text) for run in runs]
     return SweepReport(root=root_text, runs=ordered, groups=cause_groups(ordered),
                        separating=separating_settings(ordered))
 
