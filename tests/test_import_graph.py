@@ -56,6 +56,8 @@ def import_graph(modules: dict[str, Path]) -> dict[str, dict[str, int]]:
     """module -> {imported module of the same package: line of the first such import}."""
 
     def owner(name: str) -> str | None:
+        if name.split(".")[:2] in (["diag", "adapters"], ["diag", "tui"]):
+            return None  # installed from adapters/ and tui/, not modules of diag/ (not its __init__ either)
         while name and name not in modules:
             name = name.rpartition(".")[0]
         return name or None
