@@ -129,3 +129,45 @@ def test_a_malformed_scenario_entry_is_reported_with_its_field(tmp_path, capsys)
     assert R.main(["--scenarios", str(bad)]) == 2
     err = capsys.readouterr().err
     assert "x/y" in err and "stepz" in err
+
+
+def test_reliability_counts_each_reported_cause_in_its_certainty_band():
+    outcomes = [
+        S.Outcome("a", "lr_too_low", ["lr_too_low"], ["lr_too_low"], certainty={"lr_too_low": 0.7}),
+        S.Outcome("b", "dead_relu", ["lr_too_high", "dead_relu"], ["lr_too_high"],
+                  certainty={"lr_too_high": 0.65, "dead_relu": 0.4}),
+        S.Outcome("c", S.HEALTHY, ["overfitting"], ["overfitting"], framework="torch", certainty={"overfitting": 0.9}),
+        S.Outcome("d", S.HEALTHY, [], [], framework="flax"),
+    ]
+    scored = S.score(outcomes)
+    bands = {r["band"]: (r["right"], r["reported"]) for r in scored.reliability}
+    assert bands["0.60-0.80"] == (1, 2)  # lr_too_low right, lr_too_high wrong
+    assert bands["0.30-0.45"] == (1, 1)  # dead_relu, the planted cause, reported at 0.4
+    assert bands["0.80-1.00"] == (0, 1)  # any cause on a healthy run is wrong
+    assert scored.false_alarm_by_framework == {"flax": [0, 1], "torch": [1, 1]}
+    assert ">= 0.60" in "\n".join(S.render_reliability(scored.reliability))
+
+
+@pytest.mark.parametrize("crash", ["shape", "dtype"])
+def test_program_style_pytorch_crash_leaves_its_exception_in_the_trace(tmp_path, crash):
+    sc = {"id": f"x/torch-{crash}", "expect": f"{crash}_mismatch", "style": "program", "framework": "torch",
+          "seed": 0, "steps": 5, "every": 5, "eval_every": 5, "model": {"kind": "mlp", "widths": [8]},
+          "data": {"task": "churn", "n_train": 64, "n_val": 16}, "train": {"batch": 8}, "fault": {"crash": crash}}
+    R.run_all([sc], jobs=1, runs=tmp_path, keep=True)
+    trace = load_trace(tmp_path / SP.trace_name(sc))
+    events = [e for e in trace.events if e.event == "exception"]
+    assert events and ("shape" if crash == "shape" else "dtype") in events[0].message
+
+
+def test_program_style_pytorch_gru_with_clipping_trains_and_evaluates(tmp_path):
+    sc = {"id": "healthy/torch-gru-clip", "expect": "healthy", "style": "program", "framework": "torch",
+          "seed": 0, "steps": 40, "every": 10, "eval_every": 20, "model": {"kind": "gru", "hidden": 16},
+          "data": {"task": "sensor", "n_train": 256, "n_val": 64, "length": 10},
+          "train": {"optimizer": "adamw", "lr": 0.01, "clip": 1.0, "schedule": "cosine", "batch": 16}, "fault": {}}
+    (result,) = R.run_all([sc], jobs=1, runs=tmp_path, keep=True)
+    assert result["error"] is None
+    trace = load_trace(tmp_path / SP.trace_name(sc))
+    loss = trace.series("loss").values
+    assert loss[-10:].mean() < loss[:5].mean()
+    assert trace.series("grad_norm").values.max() <= 1.0 + 1e-5  # recorded after clip_grad_norm_
+    assert {e.split for e in trace.evals} == {"val", "train_eval"}

@@ -44,23 +44,23 @@ def _worker_init() -> None:
     sys.path.insert(0, str(HERE))
 
 
-def _run(sc: dict, runs: str, reuse: bool) -> dict:
+def _run(sc: dict, runs: str, reuse: bool, kb_dir: str | None = None) -> dict:
     _worker_init()
     from diagbench.execute import run_one
 
     path = Path(runs) / SP.trace_name(sc)
-    return run_one(sc, path, reuse_key=SP.cache_key(sc) if reuse else None)
+    return run_one(sc, path, reuse_key=SP.cache_key(sc) if reuse else None, kb_dir=kb_dir)
 
 
 def run_all(scenarios: list[dict], *, jobs: int = 1, runs: Path = RUNS, reuse: bool = False, keep: bool = False,
-            progress=None) -> list[dict]:
+            progress=None, kb_dir: str | None = None) -> list[dict]:
     """Train and diagnose ``scenarios`` (in ``jobs`` processes); results in scenario order."""
     runs.mkdir(parents=True, exist_ok=True)
     results: dict[str, dict] = {}
     if jobs <= 1:
         _worker_init()
         for sc in scenarios:
-            results[sc["id"]] = r = _run(sc, str(runs), reuse or keep)
+            results[sc["id"]] = r = _run(sc, str(runs), reuse or keep, kb_dir)
             if progress:
                 progress(r)
     else:
@@ -68,7 +68,7 @@ def run_all(scenarios: list[dict], *, jobs: int = 1, runs: Path = RUNS, reuse: b
 
         with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"),
                                  initializer=_worker_init) as pool:
-            futures = {pool.submit(_run, sc, str(runs), reuse or keep): sc for sc in scenarios}
+            futures = {pool.submit(_run, sc, str(runs), reuse or keep, kb_dir): sc for sc in scenarios}
             for fut in as_completed(futures):
                 sc = futures[fut]
                 try:
@@ -90,7 +90,8 @@ def run_all(scenarios: list[dict], *, jobs: int = 1, runs: Path = RUNS, reuse: b
 def outcomes(results: list[dict]) -> list[S.Outcome]:
     return [S.Outcome(scenario=r["scenario"], expected=r["expected"], ranked=[c["id"] for c in r.get("ranked", [])],
                       likely=[c["id"] for c in r.get("ranked", []) if c.get("bucket") == "likely"],
-                      error=r.get("error")) for r in results]
+                      error=r.get("error"), framework=r.get("framework", "flax"),
+                      certainty={c["id"]: c["certainty"] for c in r.get("ranked", [])}) for r in results]
 
 
 def miss_report(results: list[dict]) -> str:
@@ -120,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reuse", action="store_true", help="diagnose kept traces whose scenario is unchanged")
     ap.add_argument("--runs", default=str(RUNS), help="folder for traces")
     ap.add_argument("--quiet", action="store_true", help="no per-scenario progress on stderr")
+    ap.add_argument("--kb", help="diagnose with the rules of this folder instead of the built-in knowledge base")
     args = ap.parse_args(argv)
     try:
         scenarios = SP.select(SP.load(args.scenarios), args.only, args.subset)
@@ -142,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr, flush=True)
 
     results = run_all(scenarios, jobs=args.jobs, runs=Path(args.runs), reuse=args.reuse, keep=args.keep_traces,
-                      progress=progress)
+                      progress=progress, kb_dir=args.kb)
     scored = S.score(outcomes(results))
     elapsed = time.perf_counter() - t0
     if args.format == "json":

@@ -17,6 +17,10 @@ from diagbench import data as D
 
 
 def prepare_data(sc: dict) -> D.Dataset:
+    if sc.get("style") == "program":  # held-out sets 4-5: their own tasks (diagbench/programs)
+        from diagbench.programs import tasks
+
+        return tasks.make(sc["data"], int(sc["seed"]))
     ds = D.build(sc["data"], int(sc["seed"]))
     return D.apply_faults(ds, sc.get("fault") or {}, int(sc["seed"]))
 
@@ -28,7 +32,13 @@ def train(sc: dict, path: Path) -> None:
     if path.exists():
         path.unlink()
     ds = prepare_data(sc)
-    if sc.get("framework", "flax") == "torch":
+    if sc.get("style") == "program":
+        if sc.get("framework", "flax") == "torch":
+            from diagbench.programs.torch_loop import run
+        else:
+            from diagbench.programs.flax_loop import run
+        run(sc, ds, str(path))
+    elif sc.get("framework", "flax") == "torch":
         from diagbench.torch_train import train_torch
 
         train_torch(sc, ds, str(path))
@@ -52,21 +62,33 @@ def _settle(path: Path, timeout: float = 120.0) -> None:
         time.sleep(0.5)
 
 
-def diagnose(path: Path) -> dict:
-    """Ranked causes (not suppressed) with certainty and bucket, and the trace summary."""
+_KB_CACHE: dict = {}
+
+
+def diagnose(path: Path, kb_dir: str | None = None) -> dict:
+    """Ranked causes (not suppressed) with certainty and bucket, and the trace summary.
+
+    ``kb_dir``: diagnose with the rules of that folder instead of the built-in knowledge base (to
+    score an older knowledge base, e.g. the one before a change, on the same traces).
+    """
     from diag.engine import diagnose as engine_diagnose
+    from diag.engine.kb import load_knowledge_base
     from diag.trace import load_trace
 
     trace = load_trace(path)
-    dx = engine_diagnose(trace, use_env=False)
+    kb = None
+    if kb_dir:
+        kb = _KB_CACHE.get(kb_dir) or _KB_CACHE.setdefault(kb_dir, load_knowledge_base(paths=[kb_dir], use_env=False))
+    dx = engine_diagnose(trace, kb=kb, use_env=False)
     ranked = [{"id": c.id, "certainty": round(c.certainty, 3), "bucket": c.bucket} for c in dx.causes]
     return {"ranked": ranked, "summary": summarize(trace)}
 
 
-def run_one(sc: dict, path: Path, *, reuse_key: str | None = None) -> dict:
+def run_one(sc: dict, path: Path, *, reuse_key: str | None = None, kb_dir: str | None = None) -> dict:
     """Train (unless a kept trace with the same key exists) and diagnose; never raises."""
     t0 = time.perf_counter()
-    out = {"scenario": sc["id"], "expected": sc["expect"], "error": None, "trained": False}
+    out = {"scenario": sc["id"], "expected": sc["expect"], "error": None, "trained": False,
+           "framework": sc.get("framework", "flax")}
     key_file = Path(str(path) + ".key")
     try:
         if not (reuse_key and path.exists() and key_file.exists() and key_file.read_text() == reuse_key):
@@ -75,7 +97,7 @@ def run_one(sc: dict, path: Path, *, reuse_key: str | None = None) -> dict:
             if reuse_key:
                 key_file.write_text(reuse_key)
         out["train_s"] = round(time.perf_counter() - t0, 2)
-        out.update(diagnose(path))
+        out.update(diagnose(path, kb_dir))
     except Exception as e:  # one broken scenario must not stop the benchmark
         out["error"] = f"{type(e).__name__}: {e}"
         out["traceback"] = traceback.format_exc(limit=6)

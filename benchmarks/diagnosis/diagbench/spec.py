@@ -32,7 +32,8 @@ import yaml
 HERE = Path(__file__).resolve().parent.parent
 DEFAULT_PATH = HERE / "scenarios.yaml"
 SECTIONS = ("model", "data", "train", "fault")
-KEYS = {"id", "expect", "framework", "steps", "seed", "every", "eval_every", "eval_examples", "ci", "notes", *SECTIONS}
+KEYS = {"id", "expect", "framework", "steps", "seed", "every", "eval_every", "eval_examples", "ci", "notes", "style",
+        *SECTIONS}
 
 
 class SpecError(ValueError):
