@@ -7,7 +7,11 @@ compiled once, at load, against the symbols a rule can see, so a misspelled name
 load error with a suggestion. Nothing here calls ``eval``, ``exec`` or ``str.format``.
 
 Extra limits on top of rule-engine's own: expressions are short, shallow, free of dunder names,
-and may not raise to huge literal powers (which would stall the decimal arithmetic).
+may not raise to huge literal powers (which would stall the decimal arithmetic), and may not use
+the regular-expression operators (``=~``, ``=~~``, ``!~``, ``!~~``): rule-engine runs them with
+Python's backtracking ``re``, where a pattern such as ``(a+)+$`` takes exponential time (and
+rule-engine folds a literal comparison at compile time, so it would hang the load itself).
+``"text" in field`` tests for a substring instead.
 
 Example:
   >>> expr = compile_expression('lr > 0.1 and precision == "fp16"', {"lr": FLOAT, "precision": STRING})
@@ -54,12 +58,40 @@ def _nesting(text: str) -> int:
 _POWER = re.compile(r"\*\*\s*\(?\s*(-?[0-9.eE+]+)")
 
 
+def _outside_strings(text: str) -> str:
+    """``text`` with the inside of every quoted string blanked (operators are found only outside)."""
+    out, quote, escaped = [], None, False
+    for ch in text:
+        if quote is None:
+            out.append(ch)
+            if ch in "'\"":
+                quote = ch
+        elif escaped:
+            escaped = False
+            out.append(" ")
+        elif ch == "\\":
+            escaped = True
+            out.append(" ")
+        elif ch == quote:
+            quote = None
+            out.append(ch)
+        else:
+            out.append(" ")
+    return "".join(out)
+
+
 def check_expression_text(text: str) -> None:
     """Reject expressions that rule-engine would accept but that have no place in a rule file."""
     if not isinstance(text, str) or not text.strip():
         raise ExpressionError("expression is empty")
     if len(text) > MAX_EXPRESSION_LENGTH:
         raise ExpressionError(f"expression is {len(text)} characters long; the limit is {MAX_EXPRESSION_LENGTH}")
+    if "\x00" in text:
+        raise ExpressionError("expression holds a NUL character")
+    bare = _outside_strings(text)
+    if "=~" in bare or "!~" in bare:
+        raise ExpressionError("regular-expression operators (=~, !~) are not allowed in rule files: a pattern can "
+                              "take exponential time; use == or '\"part\" in field' for a substring")
     if _nesting(text) > MAX_NESTING:
         raise ExpressionError(f"expression nests deeper than {MAX_NESTING} levels")
     if "__" in text:

@@ -46,7 +46,14 @@ from diag.engine.engine import forward_chain
 from diag.engine.kb import KnowledgeBase, builtin_rules_dir, load_knowledge_base, rule_files
 from diag.engine.notation import NotationError, parse_series
 from diag.engine.scoring import build_diagnosis
-from diag.engine.synthetic import SeriesNameError, header_from_context, trace_from_series
+from diag.engine.synthetic import (
+    MAX_SYNTHETIC_CELLS,
+    SeriesNameError,
+    SpecTooLargeError,
+    check_step_interval,
+    header_from_context,
+    trace_from_series,
+)
 from diag.engine.yamlloc import LocDict, RuleFileError, RuleProblem, did_you_mean, load_yaml_file
 from diag.trace.records import Record
 
@@ -200,17 +207,33 @@ def _case_trace(case, interval):
     for key in case:
         if key not in TEST_KEYS:
             raise ValueError(f"unknown key {key!r} in a test case{did_you_mean(key, TEST_KEYS)}")
-    interval = case.get("step_interval", interval)
-    context = dict(case.get("context") or {})
+    interval = check_step_interval(case.get("step_interval", interval))
+    context = case.get("context") or {}
+    if not isinstance(context, dict):
+        raise ValueError("context is a mapping of run facts, e.g. {precision: fp16, lr: 0.1}")
     layers = case.get("layers")
-    header = header_from_context(context, layers)
+    if layers is not None and not isinstance(layers, list):
+        raise ValueError("layers is a list of layer names")
+    header = header_from_context(dict(context), layers)
     if case.get("header"):
-        header = header.model_copy(update=dict(case["header"]))
+        if not isinstance(case["header"], dict):
+            raise ValueError("header is a mapping of header fields")
+        # Validated, not copied in: a wrong type here would surface as a crash deep in a rule.
+        header = type(header).model_validate({**header.model_dump(exclude_none=True), **dict(case["header"])})
     series = {}
-    for entry in case.get("input_series") or []:
+    points = 0
+    entries = case.get("input_series") or []
+    if not isinstance(entries, list):
+        raise ValueError("input_series is a list of {series: NAME, values: 'NOTATION'}")
+    for entry in entries:
         if not isinstance(entry, dict) or "series" not in entry or "values" not in entry:
             raise ValueError("each input_series entry is {series: NAME, values: 'NOTATION'}")
+        if not isinstance(entry["series"], str):
+            raise ValueError("a series name is text, e.g. 'loss' or 'layers.grad_norm{layer=\"fc1\"}'")
         series[entry["series"]] = parse_series(entry["values"])
+        points += len(series[entry["series"]])
+        if points > MAX_SYNTHETIC_CELLS:
+            raise SpecTooLargeError(f"the input series hold more than {MAX_SYNTHETIC_CELLS:,} points")
     records = [_RECORD.validate_python(dict(r)) for r in case.get("records") or []]
     trace = trace_from_series(series, step_interval=interval, header=header, layers=layers, records=records)
     return trace

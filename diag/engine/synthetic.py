@@ -27,6 +27,25 @@ class SeriesNameError(ValueError):
     """A series name the trace format does not have."""
 
 
+class SpecTooLargeError(ValueError):
+    """A synthetic trace spec that asks for more than a rule test needs (or memory holds)."""
+
+
+# A rule test needs a few hundred points; these bounds keep a hostile spec from allocating
+# gigabytes (points x layers) or overflowing step numbers (points x step_interval).
+MAX_SYNTHETIC_CELLS = 5_000_000  # logged values in all columns together (40 MB of float64)
+MAX_LAYERS = 1_000
+MAX_STEP_INTERVAL = 1_000_000
+
+
+def check_step_interval(value) -> int:
+    """``value`` as a step interval (a whole number from 1 to ``MAX_STEP_INTERVAL``), or ValueError."""
+    if type(value) is not int or not 1 <= value <= MAX_STEP_INTERVAL:
+        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+        raise SpecTooLargeError(f"step_interval must be a whole number from 1 to {MAX_STEP_INTERVAL:,}, not {shown}")
+    return value
+
+
 def trace_from_series(series: dict, *, step_interval: int = 1, header: Header | None = None,
                       layers: list | None = None, records: list | None = None, path: str = "<test>") -> Trace:
     """A Trace whose point ``i`` of every series is at step ``i * step_interval``.
@@ -38,9 +57,12 @@ def trace_from_series(series: dict, *, step_interval: int = 1, header: Header | 
       layers: layer names or ``LayerInfo`` dicts in forward order.
       records: ``Data``/``Check``/``Eval``/event records to add.
     """
+    step_interval = check_step_interval(step_interval)
     parsed = []
     layer_order: list[str] = []
     for name, values in series.items():
+        if not isinstance(name, str):
+            raise SeriesNameError(f"a series name is text like 'loss', not {type(name).__name__}")
         m = _SELECTOR.match(name.strip())
         if not m:
             raise SeriesNameError(f"cannot read series name {name!r}")
@@ -51,6 +73,12 @@ def trace_from_series(series: dict, *, step_interval: int = 1, header: Header | 
             layer_order.append(layer)
         parsed.append((base, layer, list(values)))
     infos = _layer_infos(layers, layer_order)
+    n_points = max((len(v) for b, _, v in parsed if not b.startswith("eval.")), default=0)
+    columns_needed = len({b for b, _, _ in parsed if b in _LAYER_NAMES}) * max(len(infos), 1) + len(parsed)
+    if len(infos) > MAX_LAYERS or n_points * columns_needed > MAX_SYNTHETIC_CELLS:
+        raise SpecTooLargeError(
+            f"the spec asks for {n_points:,} points x {columns_needed:,} columns ({len(infos):,} layers); a synthetic "
+            f"trace holds at most {MAX_SYNTHETIC_CELLS:,} values and {MAX_LAYERS:,} layers")
     if header is None:
         header = Header(run_id="test", framework="test", layers=infos)
     elif infos and not header.layers:
@@ -139,4 +167,4 @@ def header_from_context(context: dict, layers=None) -> Header:
     return Header.model_validate(fields)
 
 
-__all__ = ["NonFiniteEvent", "SeriesNameError", "header_from_context", "trace_from_series"]
+__all__ = ["NonFiniteEvent", "SeriesNameError", "SpecTooLargeError", "check_step_interval", "header_from_context", "trace_from_series"]

@@ -1,7 +1,10 @@
 """Safe YAML loading that remembers where every key and item came from.
 
 Rule files are data: ``yaml.SafeLoader`` constructs only plain scalars, lists and mappings, so a
-``!!python/object`` tag is an error, never an object. Mappings come back as ``LocDict`` and lists
+``!!python/object`` tag is an error, never an object. A rule folder may come from anyone, so the
+reading is bounded too: only regular files (not a FIFO, a device or a link to one) of at most
+``MAX_RULE_FILE_BYTES`` are read, the text must be UTF-8, and YAML aliases (``*name``) are refused,
+which rules out alias bombs (a few lines that expand to billions of nodes). Mappings come back as ``LocDict`` and lists
 as ``LocList``; both carry the ``(line, col)`` (1-based) of themselves and of each key/item, so a
 problem found later (an unknown signal, a misspelled fact) is reported as ``file:line:col``.
 
@@ -14,10 +17,14 @@ Example:
 from __future__ import annotations
 
 import difflib
+import os
+import stat
 from dataclasses import dataclass
 from typing import Any, Iterable
 
 import yaml
+
+MAX_RULE_FILE_BYTES = 1 << 20  # the largest built-in rule or test file is under 10 kB
 
 
 @dataclass(frozen=True)
@@ -80,7 +87,19 @@ def _mark(node) -> tuple[int, int]:
 
 
 class _Loader(yaml.SafeLoader):
-    """SafeLoader building LocDict/LocList; duplicate keys are errors (a silent overwrite hides a rule)."""
+    """SafeLoader building LocDict/LocList; duplicate keys are errors (a silent overwrite hides a rule).
+
+    Aliases are refused where they are read: an alias shares a node, and nested aliases make a
+    few lines expand into billions of values (the "billion laughs"); a rule file never needs one.
+    """
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.events.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None, None, f"YAML alias *{event.anchor} is not allowed in rule files (write the value out)",
+                event.start_mark)
+        return super().compose_node(parent, index)
 
     def construct_mapping(self, node, deep=False):
         if not isinstance(node, yaml.MappingNode):
@@ -114,6 +133,13 @@ def load_yaml_text(text: str, path: str = "<string>") -> Any:
     """Parse YAML text safely; raise ``RuleFileError`` with ``path:line:col`` on any problem."""
     try:
         return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader subclass
+    except yaml.reader.ReaderError as e:
+        # A character YAML does not allow (NUL, most control characters): say where it is.
+        line, col = line_col(text, e.position)
+        raise RuleFileError([RuleProblem(path, line, col, f"character {e.character!r} is not allowed in YAML "
+                                         "(control characters and NUL cannot appear in a rule file)")]) from None
+    except RecursionError:
+        raise RuleFileError([RuleProblem(path, 1, 1, "the YAML nests too deeply to read")]) from None
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (0, 0)
@@ -123,18 +149,62 @@ def load_yaml_text(text: str, path: str = "<string>") -> Any:
                 f"{problem.strip()}: rule files are data; YAML tags that build Python objects "
                 "(!!python/...) are not allowed"
             )
-        raise RuleFileError([RuleProblem(path, line, col, problem)]) from None
+        raise RuleFileError([RuleProblem(path, line, col, problem[:300])]) from None
     except yaml.YAMLError as e:
-        raise RuleFileError([RuleProblem(path, 0, 0, f"not valid YAML: {e}")]) from None
+        raise RuleFileError([RuleProblem(path, 1, 1, f"not valid YAML: {str(e)[:300]}")]) from None
+
+
+def line_col(text: str | bytes, offset: int) -> tuple[int, int]:
+    """1-based line and column of ``offset`` in ``text``."""
+    offset = max(0, min(offset, len(text)))
+    newline = "\n" if isinstance(text, str) else b"\n"
+    start = text.rfind(newline, 0, offset) + 1
+    return text.count(newline, 0, offset) + 1, offset - start + 1
+
+
+def read_rule_text(path: str) -> str:
+    """The text of a rule file, read only if it is a regular file of at most ``MAX_RULE_FILE_BYTES``.
+
+    Raises:
+      RuleFileError: not a regular file (a folder, a FIFO, a device or a link to one), too large,
+        unreadable, or not UTF-8 (with the line and column of the first bad byte).
+    """
+    path = str(path)
+    try:
+        # O_NONBLOCK: opening a FIFO must not wait for a writer; the fstat below then refuses it.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as e:
+        what = "is a folder, not a rule file" if isinstance(e, IsADirectoryError) else f"cannot read: {e.strerror}"
+        raise RuleFileError([RuleProblem(path, 0, 0, what)]) from None
+    try:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise RuleFileError([RuleProblem(path, 0, 0, "is a folder, not a rule file")])
+        if not stat.S_ISREG(info.st_mode):
+            raise RuleFileError([RuleProblem(path, 0, 0, "is not a regular file (a FIFO, a socket or a device); "
+                                             "rule files must be regular files")])
+        if info.st_size > MAX_RULE_FILE_BYTES:
+            raise RuleFileError([RuleProblem(path, 0, 0, f"is {info.st_size:,} bytes; a rule file may be at most "
+                                             f"{MAX_RULE_FILE_BYTES:,} bytes")])
+        with os.fdopen(fd, "rb", closefd=False) as handle:
+            data = handle.read(MAX_RULE_FILE_BYTES + 1)
+    except OSError as e:
+        raise RuleFileError([RuleProblem(path, 0, 0, f"cannot read: {e.strerror}")]) from None
+    finally:
+        os.close(fd)
+    if len(data) > MAX_RULE_FILE_BYTES:  # it grew while we read it
+        raise RuleFileError([RuleProblem(path, 0, 0, f"is over {MAX_RULE_FILE_BYTES:,} bytes")])
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line, col = line_col(data, e.start)
+        raise RuleFileError([RuleProblem(path, line, col, f"byte {data[e.start:e.start + 1]!r} is not UTF-8; "
+                                         "rule files are UTF-8 text")]) from None
 
 
 def load_yaml_file(path: str) -> Any:
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except OSError as e:
-        raise RuleFileError([RuleProblem(str(path), 0, 0, f"cannot read: {e.strerror}")]) from None
-    return load_yaml_text(text, str(path))
+    """Parse a rule or test file (see ``read_rule_text`` for what is refused before parsing)."""
+    return load_yaml_text(read_rule_text(path), str(path))
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
