@@ -15,7 +15,7 @@ from diag.engine.api import diagnose
 from diag.engine.diagnosis import Diagnosis
 
 
-def load_run(path: str | os.PathLike, run: str | None = None, *, foreign: bool | None = None):
+def load_run(path: str | os.PathLike, run: str | None = None, *, foreign: bool | None = None, names=None):
     """Load the run at ``path`` into a ``Trace``: a diag trace, or a foreign log an importer reads.
 
     Args:
@@ -24,6 +24,8 @@ def load_run(path: str | os.PathLike, run: str | None = None, *, foreign: bool |
       run: for a foreign log that holds several runs, which one (a name its importer lists).
       foreign: whether ``path`` is a foreign log, when the caller already knows (the sweep's
         discovery does); None asks the importers.
+      names: for a foreign log, the importers' ``NameMap`` from its tag names to trace series
+        (default: the built-in one).
 
     Returns:
       A ``diag.trace.Trace``; bad records that were skipped are listed on ``Trace.problems``.
@@ -37,7 +39,7 @@ def load_run(path: str | os.PathLike, run: str | None = None, *, foreign: bool |
     if foreign:
         from diag.adapters.importers import open_run
 
-        return open_run(path, run=run)
+        return open_run(path, run=run, names=names)
     if run is not None:
         from diag.errors import DiagInputError, Problem
 
@@ -69,7 +71,7 @@ def _importers_detect() -> Callable | None:
 
 
 def diagnose_path(path: str | os.PathLike, extra_rule_dirs: Iterable[str] = (), *, kb=None,
-                  use_env: bool = True, run: str | None = None, foreign: bool | None = None,
+                  use_env: bool = True, run: str | None = None, foreign: bool | None = None, names=None,
                   on_load: Callable | None = None) -> Diagnosis:
     """Read the run at ``path`` and diagnose it: ranked root causes with evidence and fixes.
 
@@ -81,6 +83,7 @@ def diagnose_path(path: str | os.PathLike, extra_rule_dirs: Iterable[str] = (), 
       kb: an already loaded ``KnowledgeBase`` (skips loading; for many calls in one process).
       run: for a foreign log that holds several runs, which one.
       foreign: whether ``path`` is a foreign log, when already known (None: ask the importers).
+      names: for a foreign log, the importers' ``NameMap`` (default: the built-in names).
       on_load: called with the loaded ``Trace`` before it is diagnosed, for callers that also
         need what the trace holds beyond the diagnosis (its skipped records, header, last loss).
 
@@ -98,7 +101,7 @@ def diagnose_path(path: str | os.PathLike, extra_rule_dirs: Iterable[str] = (), 
       >>> diag.diagnose_path(examples / "lr_too_high.jsonl").top.id  # doctest: +SKIP
       'lr_too_high'
     """
-    trace = load_run(path, run, foreign=foreign)
+    trace = load_run(path, run, foreign=foreign, names=names)
     if on_load is not None:
         on_load(trace)
     return diagnose(trace, extra_rule_dirs, kb=kb, use_env=use_env)

@@ -332,3 +332,12 @@ def test_a_cache_another_sweep_holds_locked_is_read_and_not_set_aside(fleet, pri
     assert len(report.runs) == 7 and (private_cache / CACHE_FILE).is_file()
     assert not (private_cache / "sweep.corrupt").exists()
     assert ["locked" in warning for warning in stats.cache_warnings] == [True]
+
+
+def test_a_broken_rule_folder_stops_the_sweep_with_exit_2_before_any_run(fleet, tmp_path, capsys):
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "bad.yaml").write_text("apiVersion: diag/v1\nrules:\n  - id: broken\n    when: [\n")
+    code, out, err = _sweep_cli(capsys, fleet, "--rules", rules, "--jobs", "1")
+    assert code == 2 and out == ""
+    assert "the knowledge base has errors" in err and "bad.yaml" in err and "Traceback" not in err

@@ -89,7 +89,6 @@ def sweep(root: str | os.PathLike, *, jobs: int | None = None, scheduler: str | 
         raise DiagInputError(Problem(root_text, "no runs found (no .jsonl trace, shard folder or readable log)"),
                              hint="pass the folder your runs were written to")
     rule_dirs = tuple(os.path.abspath(d) for d in user_rule_dirs(rule_dirs, use_env=use_env))
-    _check_rules(rule_dirs)
     stats.runs = len(runs)
 
     cache = None
@@ -109,6 +108,13 @@ def sweep(root: str | os.PathLike, *, jobs: int | None = None, scheduler: str | 
     todo = [run for run in runs if run.label not in rows]
     stats.cached = len(rows)
     stats.diagnosed = len(todo)
+    if todo:  # every row cached: the rules (whose bytes are in the cache key) need not be parsed
+        try:
+            _check_rules(rule_dirs)
+        except DiagInputError:
+            if cache is not None:
+                cache.close()
+            raise
 
     def take(batch: list[RunOutcome]) -> None:
         for row in batch:
