@@ -8,4 +8,13 @@ __version__ = "0.1.0"
 from diag.trace import Trace, TraceWriter, load_trace  # noqa: E402
 from diag.api import diagnose_path  # noqa: E402
 
-__all__ = ["Trace", "TraceWriter", "diagnose_path", "load_trace", "__version__"]
+__all__ = ["Trace", "TraceWriter", "diagnose_path", "load_trace", "preflight", "__version__"]
+
+
+def __getattr__(name: str):
+    # diag.preflight(...) without paying for the preflight imports on every `import diag`.
+    if name == "preflight":
+        import diag.preflight
+
+        return diag.preflight
+    raise AttributeError(f"module 'diag' has no attribute {name!r}")

@@ -146,11 +146,13 @@ def test_preflight_docstring_examples_run():
     import importlib
     import pkgutil
 
-    import diag.preflight
+    import sys
+
+    import diag.preflight  # noqa: F401
 
     pytest.importorskip("torch")
     failures = []
-    for info in pkgutil.iter_modules(diag.preflight.__path__):
+    for info in pkgutil.iter_modules(sys.modules["diag.preflight"].__path__):
         module = importlib.import_module(f"diag.preflight.{info.name}")
         if doctest.testmod(module, optionflags=doctest.ELLIPSIS).failed:
             failures.append(info.name)
@@ -164,3 +166,41 @@ def test_the_core_imports_no_framework():
     code = "import sys, diag.preflight, diag.cli.preflight_cmd, diag.targets; print(sorted({'torch', 'jax', 'flax'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_diag_preflight_is_callable_as_the_issue_names_it(tmp_path):
+    pytest.importorskip("torch")
+    import diag
+
+    setup = torch_setup(lr=3.0)
+    report = diag.preflight(setup["model"], setup["loss_fn"], setup["optimizer"], setup["train_batches"],
+                            budget_s=20, only=["lr_range"], trace=tmp_path / "run.jsonl")
+    assert [f.id for f in report.findings] == ["lr_too_high"]
+    checks = diag.load_trace(tmp_path / "run.jsonl").checks
+    assert [(c.name, c.target, c.passed) for c in checks] == [
+        ("preflight.lr_range", "lr_range", False), ("preflight.lr_range", "lr_too_high", False)]
+
+
+def test_the_tui_shows_preflight_findings_unchanged(tmp_path):
+    """The TUI's cause table, given the preflight's diagnosis, lists the finding like any cause."""
+    import asyncio
+
+    pytest.importorskip("torch")
+    from diag.tui import make_app
+    from diag.tui.diagnosing import DiagnosisOutcome
+    from tests.tui_screen import screen_text, settle
+    from tests.tui_traces import write_run
+
+    setup = torch_setup(detach=True)
+    report = run(setup, only=["gradient_flow"], budget_s=20)
+    # The preflight's check records joined to the trace of the run it came before.
+    path = report.write_trace(write_run(tmp_path / "run.jsonl", lr=0.1, steps=20, run_id="run"))
+
+    async def scenario():
+        app = make_app(path, diagnose=lambda trace: DiagnosisOutcome(diagnosis=report.diagnosis(), steps=0))
+        async with app.run_test(size=(100, 30)) as pilot:
+            await settle(pilot, condition=lambda a: a.outcome is not None and a.outcome.causes)
+            assert app.outcome.causes[0].id == "disconnected_parameters"
+            assert "disconnected_parameters" in screen_text(app)
+
+    asyncio.run(scenario())

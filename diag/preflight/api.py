@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from typing import Iterable, Optional, Sequence
@@ -32,7 +33,8 @@ def runner_for(model, loss_fn, optimizer, train_batches):
 
 
 def preflight(model, loss_fn, optimizer, train_batches: Iterable, val_batches: Optional[Iterable] = None, *,
-              budget_s: float = 60.0, only: Optional[Sequence[str]] = None, target: str = "preflight") -> PreflightReport:
+              budget_s: float = 60.0, only: Optional[Sequence[str]] = None, target: str = "preflight",
+              trace: Optional[str | os.PathLike] = None) -> PreflightReport:
     """Check a training setup before the long run: seven short probes on copies of the model.
 
     The probes: ``data`` (NaN/Inf, labels vs outputs, train/val duplicates, constant features),
@@ -53,6 +55,8 @@ def preflight(model, loss_fn, optimizer, train_batches: Iterable, val_batches: O
       budget_s: seconds for the whole preflight; long probes stop early and say so.
       only: names of the probes to run (default all, see ``PROBES``).
       target: the name the report shows.
+      trace: a trace file to append the findings to, as ``check`` records named ``preflight.PROBE``
+        (a new file gets a header), so they sit beside the run they belong to.
 
     Returns:
       A ``PreflightReport``: ``.findings``, ``.failed`` (a finding is likely), ``.diagnosis()``,
@@ -88,6 +92,8 @@ def preflight(model, loss_fn, optimizer, train_batches: Iterable, val_batches: O
         _run_probes(report, runner, chosen, train, val, train_batches, started + budget_s)
     report.seconds = time.monotonic() - started
     report.steps = getattr(runner, "steps", 0)
+    if trace is not None:
+        report.write_trace(trace)
     return report
 
 
