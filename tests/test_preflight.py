@@ -54,6 +54,15 @@ def test_probe_reports_the_planted_fault(framework, probe, bug, cause, framework
     assert cause in reported(report), report.text()
 
 
+@pytest.mark.parametrize("framework,lr", [("torch", 1e-4), ("flax", 5e-5)])
+def test_lr_range_calls_a_rate_that_moves_nothing_too_low_but_does_not_fail_the_run(framework, lr):
+    # Adam at these rates moves the loss by under 1% in 12 steps (torch 0.995, flax 0.993 of the
+    # start) where 100x the rate takes it to about 0.6: possible, not likely, from so short a sweep.
+    report = run(setup_for(framework, lr=lr), only=["lr_range"])
+    assert [(f.id, f.bucket) for f in report.findings] == [("lr_too_low", "possible")]
+    assert not report.failed
+
+
 @pytest.fixture(scope="module", params=FRAMEWORKS)
 def healthy_run(request):
     setup = setup_for(request.param)

@@ -129,3 +129,10 @@ def test_an_unknown_probe_and_a_bad_budget_exit_2(capsys):
     assert "unknown probe 'lr_rnage'" in capsys.readouterr().err
     assert main(["preflight", f"{EXAMPLES}/preflight_torch.py:healthy", "--budget", "0"]) == 2
     assert "--budget must be a positive number" in capsys.readouterr().err
+
+
+def test_the_cli_lists_the_probes_the_api_runs_in_its_order():
+    from diag.cli.preflight_cmd import PROBE_NAMES
+    from diag.preflight import PROBES
+
+    assert PROBE_NAMES == tuple(PROBES)

@@ -141,7 +141,6 @@ class PreflightReport:
 
     def write_trace(self, path: str | os.PathLike) -> Path:
         """Append the check records to a trace (a new file gets a header first)."""
-        from diag import __version__
         from diag.trace.records import Header
         from diag.trace.writer import TraceWriter
 
@@ -149,10 +148,21 @@ class PreflightReport:
         fresh = not path.exists() or path.stat().st_size == 0
         with TraceWriter(path, flush_every=10_000) as writer:
             if fresh:
-                writer.write(Header(run_id=f"preflight:{self.target}", framework=self.framework, diag_version=__version__,
+                writer.write(Header(run_id=f"preflight:{self.target}", framework=self.framework, diag_version=_version(),
                                     model_name=self.target, tags={"source": "diag preflight"}))
             writer.write_many(self.check_records())
         return path
+
+
+def _version() -> str | None:
+    # From the installed metadata, not `diag.__version__`: diag's __init__ reaches this package
+    # (diag.preflight), so importing diag from here would close an import cycle.
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("diag")
+    except PackageNotFoundError:  # pragma: no cover - running from a bare checkout
+        return None
 
 
 _EXPLAIN_HINT = re.compile(r"^   why: diag explain .*? --why \S+   docs: ", re.M)
