@@ -136,3 +136,23 @@ def test_the_cli_lists_the_probes_the_api_runs_in_its_order():
     from diag.preflight import PROBES
 
     assert PROBE_NAMES == tuple(PROBES)
+
+
+def test_the_readme_commands_exit_and_rank_as_the_readme_says(capsys, monkeypatch):
+    """Every `$ diag preflight` line of the README's section, run as written from the repository root."""
+    pytest.importorskip("torch")
+    readme = (EXAMPLES.parent / "README.md").read_text()
+    block = re.search(r"### Before the long run: `diag preflight`.*?```console\n(.*?)```", readme, re.S).group(1)
+    monkeypatch.chdir(EXAMPLES.parent)
+    commands = [line[2:] for line in block.splitlines() if line.startswith("$ diag preflight")]
+    assert len(commands) == 5
+    for command in commands:
+        args, _, comment = command.partition("#")
+        code = main(args.split()[1:] + ["--format", "json"])
+        causes = [c["id"] for c in json.loads(capsys.readouterr().out)["causes"]]
+        if comment:  # "# exit 1: lr_too_high" / "# exit 0: no cause found"
+            expected_code, _, what = comment.strip().removeprefix("exit ").partition(": ")
+            assert code == int(expected_code), command
+            assert causes[:1] == ([] if expected_code == "0" else [what]), command
+        else:  # the command whose output the README shows
+            assert code == 1 and causes[0] == "lr_too_high"
