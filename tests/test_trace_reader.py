@@ -21,8 +21,12 @@ def test_a_real_trace_truncated_anywhere_loads_its_valid_prefix(real_trace, tmp_
     for offset in offsets:
         cut = tmp_path / f"cut{offset}.jsonl"
         cut.write_bytes(data[:offset])
-        trace = load_trace(cut)
         complete_lines = sum(1 for end in line_ends if end <= offset)
+        if offset < line_ends[1] - 1:  # the header and part of the first step: nothing to diagnose
+            with pytest.raises(DiagInputError, match="holds a header but no step"):
+                load_trace(cut)
+            continue
+        trace = load_trace(cut)
         # a cut that only drops a line's newline leaves a complete record
         torn = offset not in line_ends and data[offset:offset + 1] != b"\n"
         # every complete line survives; the torn one only warns
@@ -54,7 +58,8 @@ def test_a_bad_record_in_the_middle_is_reported_and_the_rest_kept(tmp_path):
 
 def test_unknown_record_kind_names_the_allowed_kinds(tmp_path):
     path = tmp_path / "run.jsonl"
-    path.write_bytes(encode_record(Header(run_id="r", framework="x")) + b'{"kind": "stpe", "step": 1}\n')
+    path.write_bytes(encode_record(Header(run_id="r", framework="x")) + b'{"kind": "stpe", "step": 1}\n'
+                     + encode_record(Step(step=2, loss=1.0)))
     problem = load_trace(path).problems[0]
     assert problem.line == 2 and problem.field == "kind"
     assert "unknown kind 'stpe'" in problem.message and "'step'" in problem.message

@@ -20,8 +20,9 @@ from pydantic import TypeAdapter, ValidationError
 
 from diag.errors import Problem
 from diag.trace.columnar import Trace
+from diag.trace.limits import MAX_INTEGER, MAX_RAW_INTEGER, check_value, excerpt
 from diag.trace.records import (
-    ActivationStats, BatchStats, Check, Data, Eval, Header, LayerStats, Record, Step, _Event,
+    RECORD_KINDS, ActivationStats, BatchStats, Check, Data, Eval, Header, LayerStats, Record, Step, _Event,
 )
 
 _RECORD = TypeAdapter(Record)
@@ -100,6 +101,8 @@ class TraceBuilder:
         self.events: list = []
         self.problems: list[Problem] = []
         self.records = 0
+        self.run = 1  # which run of a file that holds several (set by the reader)
+        self.runs = 1
 
     @property
     def step_rows(self) -> int:
@@ -126,10 +129,21 @@ class TraceBuilder:
             self.problems.append(Problem(self._source, f"expected a JSON object, got {type(raw).__name__}; skipped",
                                          line=number, field=where))
             return
-        try:
-            record = _RECORD.validate_python(raw)
-        except ValidationError as e:
-            self._report(e, raw, number, where)
+        # Bounds first: pydantic would recurse into any depth and accept any integer.
+        reason = check_value(raw, MAX_RAW_INTEGER)
+        if reason is None:
+            try:
+                record = _RECORD.validate_python(raw)
+            except ValidationError as e:
+                self._report(e, raw, number, where)
+                return
+            except (RecursionError, OverflowError, ValueError) as e:
+                reason = f"cannot read the record ({type(e).__name__})"
+            else:
+                # Integers that arrived as large floats (1e20 for a count) are ints only now.
+                reason = check_value(record.model_dump(exclude_defaults=True))
+        if reason is not None:
+            self.problems.append(Problem(self._source, f"{reason}; record skipped", line=number, field=where))
             return
         self.add_record(record, number)
 
@@ -157,7 +171,7 @@ class TraceBuilder:
         if not raw.keys() <= _STEP_KEYS:
             return False
         step = raw.get("step")
-        if type(step) is not int or step < 0:
+        if type(step) is not int or step < 0 or step > MAX_INTEGER:
             return False
         scalars = []
         for key, value in raw.items():
@@ -168,7 +182,7 @@ class TraceBuilder:
                     return False
                 scalars.append((key, value))
             elif key == "epoch":
-                if value is not None and (type(value) is not int or value < 0):
+                if value is not None and (type(value) is not int or not 0 <= value <= MAX_INTEGER):
                     return False
                 if value is not None:
                     scalars.append((key, value))
@@ -193,7 +207,7 @@ class TraceBuilder:
                     if type(value) is not float and type(value) is not int:
                         return False
                 elif name == "distinct_labels":
-                    if type(value) is not int or value < 0:
+                    if type(value) is not int or not 0 <= value <= MAX_INTEGER:
                         return False
                 else:
                     return False
@@ -381,11 +395,12 @@ def _explain_error(err: dict, raw: dict) -> str:
     kind = err["type"]
     if kind in ("union_tag_invalid", "union_tag_not_found"):
         tag = "event" if raw.get("kind") == "event" else "kind"
-        allowed = err.get("ctx", {}).get("expected_tags", "")
+        allowed = err.get("ctx", {}).get("expected_tags") or (", ".join(RECORD_KINDS) if tag == "kind" else "")
         got = raw.get(tag)
         if got is None:
-            return f"missing '{tag}'; expected one of {allowed}"
-        return f"unknown {tag} {got!r}; expected one of {allowed}"
+            return (f"missing '{tag}' (a trace record says what it is: 'kind' is one of {allowed})" if tag == "kind"
+                    else f"missing '{tag}'; expected one of {allowed}")
+        return f"unknown {tag} {excerpt(got)}; expected one of {allowed}"
     if kind == "extra_forbidden":
         return "unknown field (check its spelling against `diag schema`)"
     if kind == "missing":
@@ -394,6 +409,8 @@ def _explain_error(err: dict, raw: dict) -> str:
 
 
 def short_repr(value, limit: int = 60) -> str:
-    text = str(value) if isinstance(value, Exception) else repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    """A bounded, escaped excerpt of a value for a message (never the whole of a huge value)."""
+    if isinstance(value, Exception):
+        value = str(value)[:limit]
+    return excerpt(value, limit)
 

@@ -75,6 +75,8 @@ class Trace:
     events: list = field(default_factory=list)
     headers: list[Header] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    run: int = 1  # which run of a file that holds several (the reader's ``run=``), and how many
+    runs: int = 1
     _eval_cache: dict = field(default_factory=dict, repr=False)
 
     # ------------------------------------------------------------------ accessors

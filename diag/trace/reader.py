@@ -2,7 +2,16 @@
 
 The reader never trusts the file. Each bad record is reported with its line, field and reason and
 the valid records around it are kept; a torn last line (a run killed mid-write) is the normal end
-of a crashed run and only warns. Only inputs that hold nothing usable raise ``DiagInputError``.
+of a crashed run and only warns. Lines that are too long, too deeply nested or hold integers out of
+range are skipped the same way (``diag.trace.limits``). Only inputs that hold nothing usable raise
+``DiagInputError``.
+
+One file may hold several runs: a run recorded again to the same path appends a second header.
+Each header that follows records starts a new run; ``load_trace`` reads the last run unless
+``run=N`` picks another, and says in a warning how many runs the file holds. A header of another
+version of the format starts a new run too; versions compare as versions (``diag.trace/1.2`` is
+read by a diag that reads ``diag.trace/1``), and a header of another major version or another
+format is reported and skipped, not a reason to drop the records around it.
 
 Files are read line by line and each record goes straight into a ``TraceBuilder``, so loading a
 large trace never holds the whole file or all of its records in memory.
@@ -21,27 +30,61 @@ import orjson
 from diag.errors import DiagInputError, Problem
 from diag.trace.builder import TraceBuilder
 from diag.trace.columnar import Trace
-from diag.trace.records import RECORD_KINDS, SCHEMA_NAME, SCHEMA_VERSION
+from diag.trace.limits import MAX_DEPTH, MAX_LINE_BYTES, excerpt, has_surrogates, replace_surrogates
+from diag.trace.records import RECORD_KINDS, SCHEMA_MAJOR, SCHEMA_NAME, SCHEMA_VERSION
 
 SHARD_SUFFIXES = (".jsonl", ".json")
 _DOCUMENT_LIMIT = 256 << 20  # a single JSON document larger than this is read as JSONL
+ALL_RUNS = 0  # ``run=ALL_RUNS``: read every run of a file as one (what read_records does)
+TRACE_EXAMPLE = ('a trace is one JSON object per line, a header first: '
+                 '{"kind":"header","schema":"diag.trace/1","run_id":"r1","framework":"torch"} then step records '
+                 'such as {"kind":"step","step":0,"loss":2.3} (diag schema prints the full format)')
 
 
 def loads(text: bytes):
-    """Parse one JSON value; also accepts the bare NaN/Infinity tokens other writers emit."""
+    """Parse one JSON value; also accepts the bare NaN/Infinity tokens other writers emit.
+
+    Raises ValueError (never RecursionError or a huge-integer error) for anything unreadable; a
+    lone surrogate in a string becomes U+FFFD.
+    """
     try:
         return orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return json.loads(text)
+    except orjson.JSONDecodeError as e:
+        if "depth limit" in str(e) or "recursion" in str(e):
+            raise ValueError(f"the value nests too deeply (a record nests at most {MAX_DEPTH} levels)") from None
+    try:
+        value = json.loads(text, parse_int=_integer)
+    except RecursionError:
+        raise ValueError(f"the value nests too deeply (a record nests at most {MAX_DEPTH} levels)") from None
+    return replace_surrogates(value) if has_surrogates(value) else value
 
 
-def load_trace(path: str | os.PathLike) -> Trace:
+def _integer(digits: str) -> int:
+    if len(digits.lstrip("-")) > 19:  # past int64: refused before Python's digit-limit error
+        raise ValueError(f"integer of {len(digits)} digits is out of range")
+    return int(digits)
+
+
+def load_trace(path: str | os.PathLike, run: int | None = None) -> Trace:
     """Load a trace file or folder of shards into a columnar ``Trace``.
 
-    Bad records are skipped and listed in ``Trace.problems``; a trace with nothing usable raises
-    ``DiagInputError``.
+    Args:
+      path: a ``.jsonl``/``.json`` trace or a folder of shards.
+      run: which run of a file that holds several (1-based; default the last).
+
+    Bad records are skipped and listed in ``Trace.problems``; a trace with nothing usable (no
+    record, or a header and nothing after it) raises ``DiagInputError``.
     """
-    return read_into(path).build()
+    builder = read_into(path, run=run)
+    if builder.records and builder.records == len(builder.headers):
+        where = f"run {builder.run} of {builder.runs}" if builder.runs > 1 else str(path)
+        raise DiagInputError(
+            Problem(str(path), f"{where} holds a header but no step, eval, data, check or event record: "
+                    "nothing to diagnose (was the run stopped before its first step?)"),
+            hint=f"--run N reads another run of this file" if builder.runs > 1 else TRACE_EXAMPLE)
+    trace = builder.build()
+    trace.run, trace.runs = builder.run, builder.runs
+    return trace
 
 
 def count_lines(path: Path) -> int:
@@ -53,8 +96,16 @@ def count_lines(path: Path) -> int:
     return total + 1
 
 
-def read_into(path: str | os.PathLike, builder: TraceBuilder | None = None) -> TraceBuilder:
-    """Feed every record of a trace file or folder of shards into a builder (a new one by default)."""
+def read_into(path: str | os.PathLike, builder: TraceBuilder | None = None, *,
+              run: int | None = None) -> TraceBuilder:
+    """Feed the records of a trace file or folder of shards into a builder (a new one by default).
+
+    Args:
+      path: the file or folder.
+      builder: where the records go.
+      run: the run to read from a file that holds several (1-based); None: the last;
+        ``ALL_RUNS``: all of them. The builder gets ``run`` and ``runs`` set.
+    """
     p = Path(path)
     if not p.exists():
         raise DiagInputError(Problem(str(p), "no such file or folder"),
@@ -66,19 +117,59 @@ def read_into(path: str | os.PathLike, builder: TraceBuilder | None = None) -> T
             raise DiagInputError(Problem(str(p), "folder holds no trace shards"),
                                  hint="expected files like run.p0.jsonl, run.p1.jsonl")
         builder = builder or TraceBuilder(str(p), capacity=sum(count_lines(s) for s in shards))
+        builder.run = builder.runs = 1
         for rank, shard in enumerate(shards):
             builder.start_shard(str(shard), rank)
-            _read_file(shard, builder, allow_empty=True)
+            _read_file(shard, builder, allow_empty=True, run=run)
         if builder.records == 0:
-            raise DiagInputError(Problem(str(p), "no valid records in any shard"))
+            raise DiagInputError(Problem(str(p), "no valid records in any shard"), hint=TRACE_EXAMPLE)
         return builder
     builder = builder or TraceBuilder(str(p), capacity=count_lines(p))
     builder.start_shard(str(p), 0)
-    _read_file(p, builder, allow_empty=False)
+    _read_file(p, builder, allow_empty=False, run=run)
     return builder
 
 
-def _read_file(path: Path, builder: TraceBuilder, *, allow_empty: bool) -> None:
+def find_runs(path: Path) -> list[int]:
+    """The first line of each run in a JSONL file: line 1, then each header that follows records.
+
+    A header right after another header (or at the top) does not start a run: only records do.
+    Lines are only parsed when they hold the bytes ``"header"``, so this costs about one pass of
+    ``bytes.split`` over the file.
+    """
+    starts = [1]
+    records_in_run = 0
+    number = 0
+    rest = b""
+    with open(path, "rb") as handle:
+        while True:
+            chunk = handle.read(1 << 20)
+            lines = (rest + chunk).split(b"\n")
+            rest = lines.pop() if chunk else b""
+            for line in lines:
+                number += 1
+                if not line or line.isspace():
+                    continue
+                if b'"header"' in line and len(line) <= MAX_LINE_BYTES and _is_header(line):
+                    if records_in_run:
+                        starts.append(number)
+                        records_in_run = 0
+                else:
+                    records_in_run += 1
+            if not chunk:
+                break
+    return starts
+
+
+def _is_header(line: bytes) -> bool:
+    try:
+        raw = loads(line)
+    except ValueError:
+        return False
+    return isinstance(raw, dict) and raw.get("kind") == "header"
+
+
+def _read_file(path: Path, builder: TraceBuilder, *, allow_empty: bool, run: int | None = None) -> None:
     before = builder.records
     problems_before = len(builder.problems)
     try:
@@ -97,10 +188,12 @@ def _read_file(path: Path, builder: TraceBuilder, *, allow_empty: bool) -> None:
         handle.seek(0)
         document = _as_document(path, head, handle, size)
         if document is not None:
+            builder.run = builder.runs = 1
             _read_document(path, document, builder)
         else:
             handle.seek(0)
-            _read_lines(path, handle, builder)
+            lines = _choose_run(path, builder, run)
+            _read_lines(path, handle, builder, lines)
     if builder.records == before and not allow_empty:
         new = builder.problems[problems_before:]
         first = next((p for p in new if p.severity == "error"), None)
@@ -109,10 +202,36 @@ def _read_file(path: Path, builder: TraceBuilder, *, allow_empty: bool) -> None:
                 Problem(str(path), "the trace holds only an incomplete record (the run was killed before "
                         "its first complete line was written)", line=new[0].line))
         detail = f" (first problem: {first.field + ': ' if first and first.field else ''}{first.message})" if first else ""
+        which = f" in run {builder.run} of the {builder.runs} runs in this file (--run N reads another)" if builder.runs > 1 else ""
         raise DiagInputError(
-            Problem(str(path), f"no valid trace records{detail}", line=first.line if first else None),
-            hint="each line must be a JSON object whose 'kind' is one of " + ", ".join(RECORD_KINDS),
+            Problem(str(path), f"no valid trace records{which}{detail}", line=first.line if first else None,
+                    field="schema" if first and first.field == "schema" else None),
+            hint=TRACE_EXAMPLE,
         )
+
+
+def _choose_run(path: Path, builder: TraceBuilder, run: int | None) -> tuple[int, int | None]:
+    """The lines (first, last or None) of the run to read, with a warning when the file holds several."""
+    starts = find_runs(path)
+    builder.runs = len(starts)
+    if run == ALL_RUNS or len(starts) == 1:
+        builder.run = len(starts) if run is None else (run or 1)
+        if run not in (None, ALL_RUNS, 1):
+            raise DiagInputError(Problem(str(path), f"--run {run}: the file holds one run"), hint="leave out --run")
+        return 1, None
+    chosen = len(starts) if run is None else run
+    if not 1 <= chosen <= len(starts):
+        raise DiagInputError(Problem(str(path), f"--run {run}: the file holds {len(starts)} runs"),
+                             hint=f"pick a run from 1 to {len(starts)}")
+    builder.run = chosen
+    first = starts[chosen - 1]
+    last = starts[chosen] - 1 if chosen < len(starts) else None
+    span = f"lines {first}-{last}" if last else f"from line {first}"
+    which = "the last" if chosen == len(starts) else f"run {chosen}"
+    builder.problems.append(Problem(
+        str(path), f"the file holds {len(starts)} runs (starting at lines {', '.join(map(str, starts))}): a run was "
+        f"recorded again to the same path; read {which}, {span} (--run N reads another)", severity="warning"))
+    return first, last
 
 
 def _as_document(path: Path, head: bytes, handle, size: int):
@@ -142,23 +261,29 @@ def _read_document(path: Path, document, builder: TraceBuilder) -> None:
     if not isinstance(records, list):
         raise DiagInputError(Problem(str(path), "'records' must be a list of record objects", field="records"))
     for index, raw in enumerate(records):
-        _check_header(path, raw, index + 1)
+        if _header_problem(path, builder, raw, index + 1):
+            continue
         builder.feed(raw, index + 1, where=f"records[{index}]")
 
 
-def _read_lines(path: Path, handle, builder: TraceBuilder) -> None:
+def _read_lines(path: Path, handle, builder: TraceBuilder, lines: tuple[int, int | None] = (1, None)) -> None:
     # Large reads split on newlines: cheaper than iterating the file line by line, and only one
     # chunk is held at a time. The piece after the last newline is the (possibly torn) last line.
+    first, last = lines
     number = 0
     rest = b""
     while chunk := handle.read(1 << 20):
-        lines = (rest + chunk).split(b"\n")
-        rest = lines.pop()
-        for line in lines:
+        pieces = (rest + chunk).split(b"\n")
+        rest = pieces.pop()
+        if len(rest) > MAX_LINE_BYTES:  # no newline in sight: do not hold an endless line
+            rest = rest[: MAX_LINE_BYTES + 1]
+        for line in pieces:
             number += 1
+            if number < first or (last is not None and number > last):
+                continue
             if line and not line.isspace():
                 feed_line(path, builder, number, line)
-    if rest and not rest.isspace():
+    if rest and not rest.isspace() and (last is None or number + 1 <= last):
         feed_line(path, builder, number + 1, rest, torn=True)
 
 
@@ -166,8 +291,13 @@ def feed_line(path: Path, builder: TraceBuilder, number: int, line: bytes, *, to
     """Parse one JSONL line (line ``number`` of ``path``) and feed it to ``builder``.
 
     A line that is not JSON is reported as an error, or, with ``torn=True`` (the unterminated last
-    line of a killed run), as a warning. A header of another schema version raises DiagInputError.
+    line of a killed run), as a warning. A header of another format or major version is reported
+    and skipped (the records after it are still read).
     """
+    if len(line) > MAX_LINE_BYTES:
+        builder.problems.append(Problem(str(path), f"line is {len(line):,} bytes long (at most {MAX_LINE_BYTES:,}); "
+                                        "line skipped", line=number))
+        return
     try:
         raw = loads(line)
     except ValueError as e:
@@ -179,30 +309,48 @@ def feed_line(path: Path, builder: TraceBuilder, number: int, line: bytes, *, to
             builder.problems.append(Problem(str(path), f"not valid JSON ({_first_line(e)}); line skipped",
                                             line=number))
         return
-    _check_header(path, raw, number)
+    if _header_problem(path, builder, raw, number):
+        return
     builder.feed(raw, number, may_hold_null=b"null" in line)
 
 
-def _check_header(path: Path, raw, number: int) -> None:
-    """A header of another format or major version stops the read: nothing after it can be trusted."""
-    if not isinstance(raw, dict) or raw.get("kind") != "header":
-        return
-    version = raw.get("schema", SCHEMA_VERSION)
-    if version == SCHEMA_VERSION:
-        return
-    name, _, _major = str(version).partition("/")
-    if name != SCHEMA_NAME:
-        raise DiagInputError(Problem(str(path), f"not a diag trace: schema is {version!r}", line=number,
-                                     field="schema"), hint=f"expected {SCHEMA_VERSION!r}")
-    raise DiagInputError(
-        Problem(str(path), f"trace format {version!r} is not supported by this diag (it reads {SCHEMA_VERSION!r})",
-                line=number, field="schema"),
-        hint="upgrade diag (pip install -U diag) or re-record the run with this version",
-    )
+def schema_version(value) -> tuple[int, int] | None:
+    """``(major, minor)`` of a ``diag.trace/MAJOR[.MINOR]`` schema string, or None for anything else."""
+    if not isinstance(value, str):
+        return None
+    name, slash, number = value.partition("/")
+    if name != SCHEMA_NAME or not slash:
+        return None
+    major, _, minor = number.partition(".")
+    if not major.isdigit() or not (minor == "" or minor.isdigit()) or len(number) > 12:
+        return None
+    return int(major), int(minor or 0)
+
+
+def _header_problem(path: Path, builder: TraceBuilder, raw, number: int) -> bool:
+    """Report a header of another format or major version; True when the line is to be skipped.
+
+    Versions compare as versions: any minor version of this major is read (a newer minor only adds
+    optional fields). The records after a skipped header are still read, as the next run.
+    """
+    if not isinstance(raw, dict) or raw.get("kind") != "header" or "schema" not in raw:
+        return False
+    version = schema_version(raw["schema"])
+    if version is not None and version[0] == SCHEMA_MAJOR:
+        return False
+    if version is None:
+        message = f"not a diag trace header: schema is {excerpt(raw['schema'])} (this diag reads {SCHEMA_VERSION!r})"
+    else:
+        message = (f"trace format {excerpt(raw['schema'])} is not supported by this diag (it reads "
+                   f"{SCHEMA_VERSION!r}; pip install -U diag may read it)")
+    builder.problems.append(Problem(str(path), f"{message}; header skipped, the records after it are read as "
+                                    "this version's", line=number, field="schema"))
+    return True
 
 
 def _first_line(error: Exception) -> str:
-    return str(error).splitlines()[0] if str(error) else type(error).__name__
+    text = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return text if len(text) <= 160 else text[:157] + "..."
 
 
 def _natural_key(path: Path):
@@ -239,11 +387,14 @@ class _RecordList(TraceBuilder):
         self.kept_lines.append(number or 0)
 
 
-def read_records(path: str | os.PathLike) -> ReadResult:
-    """Every valid record of a trace as pydantic models, with problems (for small traces)."""
-    builder = read_into(path, _RecordList(str(path)))
+def read_records(path: str | os.PathLike, run: int | None = ALL_RUNS) -> ReadResult:
+    """Every valid record of a trace as pydantic models, with problems (for small traces).
+
+    All runs of a file that holds several, unless ``run`` picks one (None: the last).
+    """
+    builder = read_into(path, _RecordList(str(path)), run=run)
     return ReadResult(path=str(path), records=builder.kept, lines=builder.kept_lines,
                       problems=builder.problems)
 
 
-__all__ = ["ReadResult", "count_lines", "feed_line", "load_trace", "loads", "read_into", "read_records"]
+__all__ = ["ALL_RUNS", "ReadResult", "count_lines", "find_runs", "schema_version", "feed_line", "load_trace", "loads", "read_into", "read_records"]
