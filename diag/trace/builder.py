@@ -339,6 +339,8 @@ class TraceBuilder:
             name = ".".join(loc) or "kind"
             if where:
                 name = f"{where}.{name}"
+            if len(name) > 80 or not name.isprintable():  # a field name is the file's text too
+                name = excerpt(name, 80)
             self.problems.append(Problem(self._source, f"{_explain_error(err, raw)}; record skipped",
                                          line=number, field=name))
 
