@@ -21,7 +21,8 @@ def load_run(path: str | os.PathLike, run: str | None = None, *, foreign: bool |
     Args:
       path: a trace file (``.jsonl``/``.json``), a folder of trace shards, or (with the
         importers installed) a foreign log file or folder.
-      run: for a foreign log that holds several runs, which one (a name its importer lists).
+      run: for a foreign log that holds several runs, which one (a name its importer lists); for
+        a diag trace file that holds several runs, the run's number (1-based; default the last).
       foreign: whether ``path`` is a foreign log, when the caller already knows (the sweep's
         discovery does); None asks the importers.
       names: for a foreign log, the importers' ``NameMap`` from its tag names to trace series
@@ -40,13 +41,14 @@ def load_run(path: str | os.PathLike, run: str | None = None, *, foreign: bool |
         from diag.adapters.importers import open_run
 
         return open_run(path, run=run, names=names)
-    if run is not None:
+    if run is not None and not str(run).isdigit():
         from diag.errors import DiagInputError, Problem
 
-        raise DiagInputError(Problem(os.fspath(path), "a run name applies to foreign logs; this is a diag trace"))
+        raise DiagInputError(Problem(os.fspath(path), "a run name applies to foreign logs; this is a diag trace "
+                                     "(--run N picks the N-th run of a file that holds several)"))
     from diag.trace import load_trace
 
-    return load_trace(path)
+    return load_trace(path, run=None if run is None else int(run))
 
 
 def foreign_log(path: str | os.PathLike):

@@ -39,6 +39,8 @@ class Summary(BaseModel):
     schema_: str = Field(default=SUMMARY_SCHEMA, alias="schema")
     trace: str
     run_id: str | None = None
+    run: int = Field(default=1, description="Which run of the file this is (a file may hold several).")
+    runs: int = Field(default=1, description="How many runs the file holds.")
     framework: str | None = None
     model: str | None = None
     layers: int = 0
@@ -65,7 +67,7 @@ class Summary(BaseModel):
 
 def summarize(trace: Trace) -> Summary:
     header = trace.header
-    summary = Summary(trace=trace.path, steps_recorded=trace.num_steps)
+    summary = Summary(trace=trace.path, steps_recorded=trace.num_steps, run=trace.run, runs=trace.runs)
     if header is not None:
         summary.run_id = header.run_id
         summary.framework = _join(header.framework, header.framework_version)
@@ -203,7 +205,10 @@ def render_text(summary: Summary) -> str:
         if value not in (None, "", [], {}):
             lines.append(f"{label:<10} {value}")
 
-    row("run", summary.run_id)
+    run = summary.run_id
+    if summary.runs > 1:
+        run = _join(run, f"(run {summary.run} of {summary.runs} in this file; --run N for another)")
+    row("run", run)
     row("library", summary.framework)
     model = _join(summary.model, f"{summary.layers} layers" if summary.layers else None,
                   f"{summary.parameters:,} parameters" if summary.parameters else None, sep=", ")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from diag import __version__
@@ -55,6 +56,15 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:  # `diag explain run.jsonl | head`
         return 0
+    except Exception as e:  # noqa: BLE001 - no input may end in a traceback (DIAG_TRACEBACK=1 shows it)
+        if os.environ.get("DIAG_TRACEBACK"):
+            raise
+        from diag.trace.limits import excerpt
+
+        print(f"diag {args.command}: error: could not process the input ({type(e).__name__}: "
+              f"{excerpt(str(e), 200)[1:-1]})\n  hint: this is a bug in diag, not in your input; rerun with "
+              "DIAG_TRACEBACK=1 and report the traceback", file=sys.stderr)
+        return EXIT_BAD_INPUT
 
 
 def run() -> None:

@@ -26,6 +26,9 @@ def register(subparsers) -> None:
     parser.add_argument("--keep-going", action="store_true",
                         help="skip broken rules (reported on stderr) instead of stopping")
     parser.add_argument("--output", "-o", help="write to this file instead of standard output")
+    parser.add_argument("--run", metavar="N", default=None,
+                        help="which run of a file that holds several (a run recorded again to the same path "
+                        "appends a second header; default: the last), or a foreign log's run name")
     parser.set_defaults(handler=_run)
 
 
@@ -45,8 +48,14 @@ def _run(args) -> int:
     for problem in kb.problems:
         print(f"warning: {problem}", file=sys.stderr)
     loaded = []
-    diagnosis = diagnose_path(args.trace, kb=kb, on_load=loaded.append)
-    bad_records = report_problems(loaded[0])
+    diagnosis = diagnose_path(args.trace, kb=kb, run=args.run, on_load=loaded.append)
+    trace = loaded[0]
+    bad_records = report_problems(trace)
+    if trace.header is None:
+        unchecked = [r.id for r in diagnosis.rules_skipped if any(m.startswith("context.") for m in r.missing)]
+        print(f"warning: {args.trace} has no header record, so the run's facts (optimizer, learning rate, "
+              f"precision, task, layers) are unknown; {len(unchecked)} rule(s) could not be checked: "
+              f"{', '.join(unchecked) or 'none'}", file=sys.stderr)
     if args.why:
         if args.why not in kb.causes:
             from diag.engine.yamlloc import did_you_mean

@@ -18,6 +18,9 @@ def register(subparsers) -> None:
     )
     parser.add_argument("trace", help="a .jsonl or .json trace, or a folder of shards")
     add_format_argument(parser, ("text", "json"))
+    parser.add_argument("--run", type=int, metavar="N", default=None,
+                        help="which run of a file that holds several (a run recorded again to the same path "
+                        "appends a second header; default: the last)")
     parser.set_defaults(handler=_run)
 
 
@@ -25,7 +28,7 @@ def _run(args) -> int:
     from diag.summary import render_text, summarize
     from diag.trace import load_trace
 
-    trace = load_trace(args.trace)  # unusable input raises DiagInputError: exit 2
+    trace = load_trace(args.trace, run=args.run)  # unusable input raises DiagInputError: exit 2
     summary = summarize(trace)
     if args.format == "json":
         sys.stdout.write(summary.model_dump_json(by_alias=True, indent=2) + "\n")

@@ -56,8 +56,8 @@ def load_target(spec: str) -> tuple[Callable[..., Any], tuple, str]:
         raise DiagInputError(Problem(path=spec, message=f"{attr!r} is not callable"), hint=CONTRACT)
     try:
         value = factory()
-    except TypeError as e:
-        raise DiagInputError(Problem(path=spec, message=f"calling {attr}() failed: {e}"), hint=CONTRACT) from None
+    except Exception as e:  # noqa: BLE001 - the user's code: any failure is a bad target, exit 2
+        raise DiagInputError(Problem(path=where, message=f"{attr}() raised {_one_line(e)}"), hint=CONTRACT) from None
     if not (isinstance(value, tuple) and len(value) == 2 and callable(value[0])):
         got = type(value).__name__ if not isinstance(value, tuple) else f"a tuple of {len(value)}"
         raise DiagInputError(Problem(path=spec, message=f"{attr}() returned {got}, expected (fn, args)"), hint=CONTRACT)
@@ -79,11 +79,19 @@ def _import(where: str):
         if name in sys.modules:  # loaded before in this process: reuse it, and its compiled checks
             return sys.modules[name]
         spec = importlib.util.spec_from_file_location(name, path)
+        if spec is None or spec.loader is None:
+            raise DiagInputError(Problem(path=where, message="is not a Python file"), hint=CONTRACT)
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
         # The file's folder on the path, so it can import its neighbours as a script would.
         sys.path.insert(0, str(path.resolve().parent))
-        spec.loader.exec_module(module)
+        try:
+            spec.loader.exec_module(module)
+        except BaseException as e:
+            sys.modules.pop(name, None)
+            if not isinstance(e, Exception):
+                raise  # KeyboardInterrupt, SystemExit: not the target's fault
+            raise DiagInputError(Problem(path=where, message=_import_failure(e)), hint=CONTRACT) from None
         return module
     if "" not in sys.path and "." not in sys.path:
         sys.path.insert(0, "")  # like `python -m`, find modules in the working folder
@@ -92,7 +100,25 @@ def _import(where: str):
     except ModuleNotFoundError as e:
         if e.name and where.startswith(e.name):
             raise DiagInputError(Problem(path=where, message=f"cannot import module {e.name!r}"), hint=CONTRACT) from None
-        raise
+        raise DiagInputError(Problem(path=where, message=_import_failure(e)), hint=CONTRACT) from None
+    except Exception as e:  # noqa: BLE001 - the user's module failed while importing
+        raise DiagInputError(Problem(path=where, message=_import_failure(e)), hint=CONTRACT) from None
+
+
+def _import_failure(error: Exception) -> str:
+    """One line saying why importing the target failed (syntax error with its line, missing import)."""
+    if isinstance(error, SyntaxError):
+        where = f"line {error.lineno}: " if error.lineno else ""
+        return f"syntax error, {where}{error.msg}"
+    if isinstance(error, ModuleNotFoundError):
+        return f"importing it failed: no module named {error.name!r}"
+    return f"importing it raised {_one_line(error)}"
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    text = text if len(text) <= 200 else text[:197] + "..."
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 def framework_of(fn: Callable[..., Any], args: tuple) -> str:

@@ -77,7 +77,7 @@ def load_trace(path: str | os.PathLike, run: int | None = None) -> Trace:
     """
     builder = read_into(path, run=run)
     if builder.records and builder.records == len(builder.headers):
-        where = f"run {builder.run} of {builder.runs}" if builder.runs > 1 else str(path)
+        where = f"run {builder.run} of {builder.runs}" if builder.runs > 1 else "the trace"
         raise DiagInputError(
             Problem(str(path), f"{where} holds a header but no step, eval, data, check or event record: "
                     "nothing to diagnose (was the run stopped before its first step?)"),
