@@ -168,7 +168,8 @@ def other_version(data: bytes, rng: random.Random) -> bytes:
     header["schema"] = rng.choice(("diag.trace/1.1", "diag.trace/1.10", "diag.trace/2", "diag.trace/0.9",
                                    "other.format/1", "diag.trace/", "diag.trace/x", 1))
     header["run_id"] = "second"
-    lines.insert(rng.randrange(len(lines) + 1), _dumps(header))
+    # After the first line: a file that starts with another format's header is not a diag trace.
+    lines.insert(rng.randrange(1, len(lines) + 1), _dumps(header))
     return b"\n".join(lines)
 
 

@@ -139,6 +139,12 @@ class TraceFollower:
         for number, line in lines:
             if line.strip():
                 trace_reader.feed_line(self.path, builder, number, line, torn=False)
+        if builder.records == 0 and builder.problems and builder.problems[0].field == "schema":
+            # The file starts with another format's header (the reader skips it and reads on;
+            # with nothing else read, this is not a diag trace).
+            first = builder.problems[0]
+            raise DiagInputError(Problem(first.path, first.message.split("; header skipped")[0],
+                                         line=first.line, field="schema"))
         steps = builder.step_rows
         result = PollResult(builder.records - before, steps - self._steps, restarted)
         self._steps = steps

@@ -203,9 +203,11 @@ def _read_file(path: Path, builder: TraceBuilder, *, allow_empty: bool, run: int
                         "its first complete line was written)", line=new[0].line))
         detail = f" (first problem: {first.field + ': ' if first and first.field else ''}{first.message})" if first else ""
         which = f" in run {builder.run} of the {builder.runs} runs in this file (--run N reads another)" if builder.runs > 1 else ""
+        if first is not None and first.field == "schema":  # a header of another version and nothing else
+            raise DiagInputError(Problem(str(path), first.message.split("; header skipped")[0] + which,
+                                         line=first.line, field="schema"), hint=TRACE_EXAMPLE)
         raise DiagInputError(
-            Problem(str(path), f"no valid trace records{which}{detail}", line=first.line if first else None,
-                    field="schema" if first and first.field == "schema" else None),
+            Problem(str(path), f"no valid trace records{which}{detail}", line=first.line if first else None),
             hint=TRACE_EXAMPLE,
         )
 
