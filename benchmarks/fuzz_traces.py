@@ -31,6 +31,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--progress", type=int, default=0, metavar="N", help="print a line every N cases")
     args = parser.parse_args()
 
     from diag.engine.api import builtin_knowledge_base
@@ -62,6 +63,10 @@ def main() -> int:
                                    (mutation, f"case {case}: {str(e)[:120]}"))
                 continue
             counts["refused" if outcome.refused else "read"] += 1
+            if args.progress and (case + 1) % args.progress == 0:
+                done = sum(c["cases"] for c in stats.values())
+                bad = sum(c["crashed"] + c["violations"] + c["lost"] for c in stats.values())
+                print(f"{done:,} cases, {bad} findings, {time.perf_counter() - started:.0f} s", flush=True)
             counts["lost"] += bool(outcome.lost)
             counts["intact lines"] += outcome.intact
     elapsed = time.perf_counter() - started
