@@ -167,6 +167,8 @@ def test_twenty_thousand_rules_load(tmp_path):
     "{signal: {series: loss, fn: value, op: '>', value: 1, ramp: [1]}}",
     "{signal: {series: loss, fn: value, op: '>', value: 1, ramp: [a, b]}}",
     "{signal: {series: loss, fn: gap, other: [1], op: '>', value: 1}}",
+    "{signal: {series: 'layers.grad_norm', fn: value, op: '>', value: 1, layers: {min_frac: abc}}}",
+    "{fact: my_cause, before: [1]}",
     "{signal: 7}",
     "{signal: null}",
     "{record: {kind: nothing, where: 'x'}}",

@@ -148,6 +148,8 @@ def test_kill_9_loses_at_most_the_flush_deadline_of_steps(killed_runs, framework
     assert on_disk == list(range(on_disk[-1] + 1))  # a prefix: nothing lost in the middle
     lost = sorted(s for s in reported if s > on_disk[-1])
     oldest_lost_age = killed_at - reported[lost[0]] if lost else 0.0
+    print(f"{framework}: {len(lost)} of {len(reported)} steps lost; the oldest recorded {oldest_lost_age:.2f} s "
+          "before the kill")  # the figure in the README (pytest -rP shows it)
     assert oldest_lost_age <= FLUSH_SECONDS + SCHEDULING_MARGIN, (
         f"{framework}: lost steps {lost[0]}..{lost[-1]}, the oldest recorded {oldest_lost_age:.2f} s before the kill")
     assert not [p for p in trace.problems if p.severity == "error"]

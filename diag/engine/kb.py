@@ -310,11 +310,18 @@ def _rule_id_at(doc, loc) -> str | None:
 
 def _compile_rule(spec: RuleSpec, raw: LocDict, path: str, source: str, problems: list) -> Rule | None:
     pos = raw.pos if isinstance(raw, LocDict) else (0, 0)
-    bound = bound_names_of(raw.get("when"))
     try:
+        bound = bound_names_of(raw.get("when"))
         when = compile_clause(raw.get("when"), path, bound)
     except ClauseError as e:
         problems.append(RuleProblem(path, *e.pos, f"rule {spec.id}: {e.message}", spec.id))
+        return None
+    except (ValueError, TypeError, KeyError, AttributeError, OverflowError, RecursionError) as e:
+        # A clause value of the wrong type or form that the clause compiler did not name itself:
+        # still a located error of this rule, never a crash of the load.
+        text = str(e).splitlines()[0][:120] if str(e) else ""
+        problems.append(RuleProblem(path, *raw.value_pos("when"), f"rule {spec.id}: when: a clause value has the "
+                                    f"wrong type or form ({type(e).__name__}: {text})", spec.id))
         return None
     try:
         evidence = compile_template(spec.evidence, expression_types(bound))

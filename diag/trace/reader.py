@@ -343,8 +343,9 @@ def _header_problem(path: Path, builder: TraceBuilder, raw, number: int) -> bool
     if version is None:
         message = f"not a diag trace header: schema is {excerpt(raw['schema'])} (this diag reads {SCHEMA_VERSION!r})"
     else:
+        where_read = "pip install -U diag may read it" if version[0] > SCHEMA_MAJOR else "an older diag reads it"
         message = (f"trace format {excerpt(raw['schema'])} is not supported by this diag (it reads "
-                   f"{SCHEMA_VERSION!r}; pip install -U diag may read it)")
+                   f"{SCHEMA_VERSION!r}; {where_read})")
     builder.problems.append(Problem(str(path), f"{message}; header skipped, the records after it are read as "
                                     "this version's", line=number, field="schema"))
     return True
