@@ -7,6 +7,7 @@ crashed (any other exception: a bug), and those that lost an intact line, then t
 
     python benchmarks/fuzz_traces.py                    # 10,000 cases
     python benchmarks/fuzz_traces.py --cases 800 --seed 7
+    python benchmarks/fuzz_traces.py --diagnose-every 10   # diagnosis (10x the reading) on every 10th
 
 Exit status 1 when any case crashed or lost an intact line.
 """
@@ -31,6 +32,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--diagnose-every", type=int, default=1, metavar="K",
+                        help="diagnose every K-th case (all are read and summarized; default 1)")
     parser.add_argument("--progress", type=int, default=0, metavar="N", help="print a line every N cases")
     args = parser.parse_args()
 
@@ -51,7 +54,7 @@ def main() -> int:
             counts = stats[mutation]
             counts["cases"] += 1
             try:
-                outcome = check(path, originals[source], kb)
+                outcome = check(path, originals[source], kb, diagnose_it=case % args.diagnose_every == 0)
             except AssertionError as e:
                 counts["lost" if "intact" in str(e) else "violations"] += 1
                 crashes.setdefault(f"property: {str(e)[:120]}", (mutation, f"case {case}"))
@@ -77,7 +80,8 @@ def main() -> int:
         total.update(stats[name])
         print(f"{name:18}" + "".join(f"{stats[name][c]:>14,}" for c in columns))
     print(f"{'total':18}" + "".join(f"{total[c]:>14,}" for c in columns))
-    print(f"\n{args.cases:,} cases in {elapsed:.0f} s ({args.cases / elapsed:.1f} cases/s), seed {args.seed}")
+    print(f"\n{args.cases:,} cases in {elapsed:.0f} s ({args.cases / elapsed:.1f} cases/s), seed {args.seed}, "
+          f"{len(range(0, args.cases, args.diagnose_every)):,} of them diagnosed")
     for cause, (mutation, where) in crashes.items():
         print(f"  {cause}  [{mutation}, {where}]")
     return 1 if total["crashed"] or total["lost"] or total["violations"] else 0
