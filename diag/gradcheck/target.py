@@ -56,6 +56,9 @@ def load_target(spec: str) -> tuple[Callable[..., Any], tuple, str]:
         raise DiagInputError(Problem(path=spec, message=f"{attr!r} is not callable"), hint=CONTRACT)
     try:
         value = factory()
+    except TypeError as e:  # it wants arguments: the contract is a function of none
+        raise DiagInputError(Problem(path=where, message=f"calling {attr}() failed: {_one_line(e)}"),
+                             hint=CONTRACT) from None
     except Exception as e:  # noqa: BLE001 - the user's code: any failure is a bad target, exit 2
         raise DiagInputError(Problem(path=where, message=f"{attr}() raised {_one_line(e)}"), hint=CONTRACT) from None
     if not (isinstance(value, tuple) and len(value) == 2 and callable(value[0])):
