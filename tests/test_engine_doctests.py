@@ -9,8 +9,8 @@ import diag.engine
 
 def test_engine_docstring_examples_run():
     failures = []
-    for info in pkgutil.iter_modules(diag.engine.__path__):
-        module = importlib.import_module(f"diag.engine.{info.name}")
+    for info in pkgutil.walk_packages(diag.engine.__path__, "diag.engine."):
+        module = importlib.import_module(info.name)
         result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
         if result.failed:
             failures.append(info.name)

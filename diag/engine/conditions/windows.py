@@ -1,0 +1,193 @@
+"""A signal clause's predicate over a series, all columns (layers) at once: the signal function,
+the comparison, ``within:`` windows and the ``for``/``at``/``min_frac`` runs. Cached per clause.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from diag.engine import signals
+from diag.engine.conditions.clause import OPS, Clause
+
+
+@dataclass
+class SignalResult:
+    """A signal clause evaluated over every layer (or the one scalar column) at once."""
+
+    steps: np.ndarray
+    fired: np.ndarray  # (columns,) bool
+    start: np.ndarray  # (columns,) first index of the qualifying run
+    measured: np.ndarray  # (columns,) bool: the column has data
+    y: np.ndarray  # (points, columns)
+    raw: np.ndarray
+    hold: np.ndarray
+    fired_at: np.ndarray
+    _stats: dict | None = None
+
+    def stats(self) -> dict:
+        """Per-column attributes, computed for all columns at once (a few passes, not one per layer)."""
+        if self._stats is None:
+            self._stats = _column_stats(self)
+        return self._stats
+
+
+def _column_stats(r: SignalResult) -> dict:
+    """Attributes of the fired columns, from the rows where something holds (few in most runs)."""
+    n, cols = r.y.shape
+    nan = np.full(cols, np.nan)
+    out = {k: nan.copy() for k in ("value", "raw", "peak", "low", "count", "frac", "last")}
+    out["last_true"] = np.full(cols, -1)
+    fired = np.flatnonzero(r.fired)
+    if not n or not fired.size:
+        return out
+    start = np.clip(r.start[fired], 0, n - 1)
+    rows = np.flatnonzero(r.hold.any(axis=1))
+    # Gathering rows costs a copy; worth it only when few rows hold (the usual case).
+    hold, y = (r.hold[rows], r.y[rows]) if rows.size < n // 2 else (r.hold, r.y)
+    if rows.size >= n // 2:
+        rows = np.arange(n)
+    if fired.size < cols:
+        hold, y = hold[:, fired], y[:, fired]
+    with np.errstate(invalid="ignore"):
+        peak = np.where(hold, y, -np.inf).max(axis=0)
+        low = np.where(hold, y, np.inf).min(axis=0)
+    value = r.y[start, fired]
+    count = hold.sum(axis=0)
+    out["value"][fired] = value
+    out["raw"][fired] = r.raw[start, fired]
+    out["peak"][fired] = np.where(np.isneginf(peak), value, peak)
+    out["low"][fired] = np.where(np.isposinf(low), value, low)
+    out["count"][fired] = count
+    out["frac"][fired] = count / n
+    out["last"][fired] = r.y[-1, fired]
+    out["last_true"][fired] = rows[np.where(hold, np.arange(len(rows))[:, None], -1).max(axis=0)]
+    return out
+
+
+def base_columns(env, name: str):
+    trace = env.trace
+    if not trace.has(name):
+        return None
+    if name in trace.layer_columns:
+        mask = trace.layer_present[name]
+        if mask.all():  # the common case: no copy of a (steps, layers) matrix
+            return trace.steps, trace.layer_columns[name]
+        matrix = trace.layer_matrix(name)
+        return matrix.steps, matrix.values
+    series = trace.series(name)
+    return series.steps, series.values
+
+
+def _transform(clause: Clause, env):
+    key = ("y", clause.series, clause.smooth, clause.fn, tuple(sorted(clause.args.items())), clause.other, clause.other_smooth)
+    if key in env.cache:
+        return env.cache[key]
+    base = base_columns(env, clause.series)
+    if base is None:
+        env.cache[key] = None
+        return None
+    steps, raw = base
+    spec = signals.SIGNALS[clause.fn]
+    source = signals.avg(raw, clause.smooth) if clause.smooth > 1 else raw
+    if spec.pair:
+        other = base_columns(env, clause.other)
+        if other is None:
+            env.cache[key] = None
+            return None
+        o_steps, o_values = other
+        if clause.other_smooth > 1:
+            o_values = signals.avg(o_values, clause.other_smooth)
+        y = spec.fn(source, signals.align(steps, o_steps, o_values))
+    else:
+        y = spec.fn(source, **clause.args)
+    out = (steps, np.asarray(raw, dtype=np.float64), np.asarray(y, dtype=np.float64))
+    env.cache[key] = out
+    return out
+
+
+def _within_slice(steps: np.ndarray, within) -> slice:
+    if not len(steps):
+        return slice(0, 0)
+    first, last = float(steps[0]), float(steps[-1])
+
+    def to_step(bound):
+        kind, v = bound
+        return first + v * (last - first) if kind == "pct" else v
+
+    lo = 0 if within[0] is None else int(np.searchsorted(steps, to_step(within[0]), side="left"))
+    hi = len(steps) if within[1] is None else int(np.searchsorted(steps, to_step(within[1]), side="right"))
+    return slice(lo, hi)
+
+
+def _measured(env, clause: Clause, raw: np.ndarray) -> np.ndarray:
+    if not len(raw):
+        return np.zeros(raw.shape[1], dtype=bool)
+    key = ("measured", clause.series, clause.within)
+    if key not in env.cache:
+        # Most columns have a number in their first row; only the others need a full scan.
+        measured = ~np.isnan(raw[0])
+        rest = np.flatnonzero(~measured)
+        if rest.size:
+            measured[rest] = ~np.isnan(raw[:, rest]).all(axis=0)
+        env.cache[key] = measured
+    return env.cache[key]
+
+
+def signal_result(clause: Clause, env) -> SignalResult | None:
+    """The clause's predicate over all columns, cached per clause for per-layer bindings."""
+    key = ("r", id(clause))
+    if key in env.cache:
+        return env.cache[key]
+    transformed = _transform(clause, env)
+    if transformed is None:
+        env.cache[key] = None
+        return None
+    steps, raw, y = transformed
+    window = _within_slice(steps, clause.within)
+    steps, raw, y = steps[window], raw[window], y[window]
+    if y.ndim == 1:
+        y, raw = y[:, None], raw[:, None]
+    with np.errstate(invalid="ignore"):
+        hold = OPS[clause.op](y, clause.value)
+    # NaN (a NaN value, or missing history at the start of a window) never satisfies a
+    # comparison; +-Inf compares as the number it is. With non_finite_is_true, an infinite
+    # *recorded* value holds even where the derived value is NaN (inf/inf); a recorded NaN does
+    # not (NaN is not a magnitude: a NaN gradient norm is not a spike).
+    if clause.op == "!=":  # the only comparison NaN satisfies
+        hold = hold & ~np.isnan(y)
+    if clause.non_finite_is_true:
+        hold = hold | np.isinf(raw)
+    if clause.is_layer_signal:
+        # A per-layer column that is NaN at every point was not measured (null in the trace).
+        measured = _measured(env, clause, raw)
+    else:
+        measured = np.full(y.shape[1], len(raw) > 0)
+    n = len(steps)
+    need = clause.for_
+    if n == 0:
+        start = np.full(y.shape[1], -1)
+        fired = np.zeros(y.shape[1], dtype=bool)
+    elif clause.at == "all":
+        fired = hold.all(axis=0)
+        start = np.where(fired, 0, -1)
+    elif clause.at == "last":
+        # Only the last `need` points decide; the start of the trailing run is searched only
+        # for the columns that fired.
+        fired = hold[-need:].all(axis=0) if n >= need else np.zeros(hold.shape[1], dtype=bool)
+        start = np.full(hold.shape[1], -1)
+        for j in np.flatnonzero(fired):
+            falses = np.flatnonzero(~hold[:, j])
+            start[j] = falses[-1] + 1 if falses.size else 0
+    else:
+        start = signals.first_run(hold, need)
+        fired = start >= 0
+    if clause.min_frac > 0 and n:
+        fired = fired & (np.count_nonzero(hold, axis=0) >= clause.min_frac * n)
+        start = np.where(fired, start, -1)
+    fired &= measured
+    fired_at = np.where(fired, np.minimum(start + (need - 1 if clause.at == "any" else 0), max(n - 1, 0)), -1)
+    result = SignalResult(steps, fired, start, measured, y, raw, hold, fired_at)
+    env.cache[key] = result
+    return result
