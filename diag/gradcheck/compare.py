@@ -13,14 +13,19 @@ of the kink is not; a wrong gradient is off against all three. So each direction
 smallest of its three differences, which removes false alarms on ReLU networks without hiding a
 bug (a bug shifts the analytic value away from every estimate).
 
-This module is numpy only.
+The backends share everything after the function evaluations: the verdict per leaf
+(``kink_robust_stats``), the element search's last step (``confirm_coordinates``) and the
+``LeafResult`` with its message (``leaf_result``). This module is numpy only.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
+
+from diag.gradcheck.result import LeafResult
 
 # Thresholds on the relative error, measured on correct and planted-bug functions
 # (tests/test_gradcheck_jax.py, notes in the README). float64: correct code stays below ~1e-8 and
@@ -139,3 +144,96 @@ def confirmed_elements(
         idx = np.unravel_index(int(candidates[i]), shape) if shape else ()
         out.append([int(j) for j in idx])
     return out
+
+
+def one_sided(f0, near, far, step: float, sign: float = 1.0):
+    """Second-order one-sided difference from ``f(x)``, ``f(x + sign*h v)`` and ``f(x + 2*sign*h v)``."""
+    return sign * (-3 * f0 + 4 * near - far) / (2 * step)
+
+
+def kink_robust_stats(
+    analytic: np.ndarray,
+    fp1: np.ndarray,
+    fm1: np.ndarray,
+    far_values: Callable[[], tuple[np.ndarray, np.ndarray]],
+    *,
+    f0: float,
+    step: float,
+    dtype: str,
+    loose: float,
+) -> DirectionStats:
+    """Central differences first; one-sided ones only where those disagree by more than ``loose``.
+
+    Args:
+      analytic: shape ``(K,)``, the gradient dotted with each direction.
+      fp1, fm1: the function at ``x + h v`` and ``x - h v`` per direction.
+      far_values: evaluates ``(f(x + 2h v), f(x - 2h v))`` per direction; called only when the
+        central differences are off (a kink or a bug), which halves the evaluations of smooth code.
+      f0, step, dtype: as for :func:`direction_stats`.
+      loose: the error under which central differences are accepted as they are.
+    """
+    central = (fp1 - fm1) / (2 * step)
+    stats = direction_stats(analytic, central, central, central, f0=f0, step=step, dtype=dtype)
+    if stats.error <= loose:
+        return stats
+    fp2, fm2 = far_values()
+    return direction_stats(analytic, central, one_sided(f0, fp1, fp2, step), one_sided(f0, fm1, fm2, step, -1.0),
+                           f0=f0, step=step, dtype=dtype)
+
+
+def confirm_coordinates(candidates, analytic, values, *, f0: float, step: float, dtype: str, threshold: float,
+                        rms: float, shape: tuple[int, ...]) -> list[list[int]]:
+    """The candidates whose coordinate finite differences confirm the error (see :func:`confirmed_elements`).
+
+    Args:
+      candidates: flat indices of the candidate elements.
+      analytic: the gradient entry of each candidate.
+      values: shape ``(candidates, 4)``, the function with the candidate moved by ``h, -h, 2h, -2h``.
+      f0, step, dtype: the point's function value, the step, the dtype computed in.
+      threshold: the leaf's threshold.
+      rms: the leaf's RMS gradient (sets the scale under which errors count absolutely).
+      shape: the leaf's shape.
+    """
+    fp1, fm1, fp2, fm2 = np.asarray(values, dtype=np.float64).T
+    estimates = np.stack([(fp1 - fm1) / (2 * step), one_sided(f0, fp1, fp2, step), one_sided(f0, fm1, fm2, step, -1.0)])
+    analytic = np.asarray(analytic, dtype=np.float64)
+    best = np.take_along_axis(estimates, np.argmin(np.abs(estimates - analytic), axis=0)[None], axis=0)[0]
+    scale = 1e-3 * rms + noise_floor(f0, step, dtype)
+    return confirmed_elements(np.asarray(candidates), analytic, best, threshold=threshold, scale=scale, shape=shape)
+
+
+def leaf_result(name: str, shape: tuple[int, ...], stats: DirectionStats, *, threshold: float, dtype: str,
+                directions: int, method: str, gradient: str,
+                localize: Callable[[DirectionStats], list[list[int]]] | None = None) -> LeafResult:
+    """The verdict on one leaf, with the elements responsible and a message when it fails.
+
+    Args:
+      name, shape: the leaf.
+      stats: its directional comparison.
+      threshold, dtype, directions, method: recorded on the result.
+      gradient: what was checked, for the message (``"analytic gradient"``, ``"autograd gradient"``).
+      localize: finds the responsible elements of a failed leaf (not called for a passing one).
+    """
+    result = LeafResult(
+        name=name, check="gradient", shape=shape, error=stats.error, threshold=threshold,
+        passed=stats.error <= threshold, dtype=dtype, directions=directions,
+        worst_direction=stats.worst_direction, nonsmooth_directions=stats.nonsmooth, method=method,
+    )
+    if not result.passed:
+        if localize is not None:
+            result.worst_elements = localize(stats)
+        result.message = failure_message(result, gradient)
+    return result
+
+
+def failure_message(r: LeafResult, gradient: str) -> str:
+    where = f"layer {r.layer}, parameter {r.name}" if r.layer != r.name else f"parameter {r.name}"
+    text = (
+        f"the {gradient} of {where} disagrees with finite differences: relative error "
+        f"{r.error:.1e} > {r.threshold:.0e} ({r.dtype})"
+    )
+    if r.worst_elements:
+        text += "; worst elements " + ", ".join(str(tuple(e)) for e in r.worst_elements[:3])
+    elif r.size > 1:
+        text += "; the error is spread over many elements (a sign, transpose or missing term)"
+    return text

@@ -39,13 +39,13 @@ from diag.gradcheck import _directions as D
 from diag.gradcheck import _jax_util as U
 from diag.gradcheck.compare import (
     DirectionStats,
-    confirmed_elements,
-    direction_stats,
-    noise_floor,
+    confirm_coordinates,
+    kink_robust_stats,
+    leaf_result,
     step_for,
     threshold_for,
 )
-from diag.gradcheck.result import GradCheckReport, LeafResult
+from diag.gradcheck.result import GradCheckReport
 
 # Elements of perturbed parameter copies one vmap batch may hold; more are evaluated in sequential
 # chunks of directions (jax.lax.map with batch_size). On CPU, chunks that stay in cache are 2-4x
@@ -220,18 +220,10 @@ class _Checker:
         their error exceeds ``loose`` (a kink or a bug), one-sided differences from +-2h; with the
         first call's outputs."""
         first = self.run(CENTRAL, weights)
-        h, f0 = self.h, first.f0
-        a = analytic(first)
         fp1, fm1 = first.values.T
-        central = (fp1 - fm1) / (2 * h)
-        stats = direction_stats(a, central, central, central, f0=f0, step=h, dtype=self.dtype)
-        if stats.error <= loose:
-            return stats, first
-        second = self.run(ONE_SIDED, weights)
-        fp2, fm2 = second.values.T
-        forward = (-3 * f0 + 4 * fp1 - fp2) / (2 * h)
-        backward = (3 * f0 - 4 * fm1 + fm2) / (2 * h)
-        return direction_stats(a, central, forward, backward, f0=f0, step=h, dtype=self.dtype), first
+        stats = kink_robust_stats(analytic(first), fp1, fm1, lambda: tuple(self.run(ONE_SIDED, weights).values.T),
+                                  f0=first.f0, step=self.h, dtype=self.dtype, loose=loose)
+        return stats, first
 
 
 def _select_leaves(args: tuple, argnums: int | Sequence[int]):
@@ -345,20 +337,16 @@ def check_gradients(
             verdicts[i] = (stats, "per leaf")
         for i, leaf_name in enumerate(names):
             stats, how = verdicts[i]
-            passed = stats.error <= tol
             shape = tuple(int(s) for s in diff[i].shape)
-            result = LeafResult(
-                name=leaf_name, check="gradient", shape=shape, error=stats.error, threshold=tol,
-                passed=passed, dtype=effective, directions=int(directions),
-                worst_direction=stats.worst_direction, nonsmooth_directions=stats.nonsmooth,
+
+            def search(stats, i=i, shape=shape):
+                return _localize(fn, spec, i, checker, grads[i], stats.signed_errors, tol, float(rms[i]), shape)
+
+            report.results.append(leaf_result(
+                leaf_name, shape, stats, threshold=tol, dtype=effective, directions=int(directions),
                 method=f"reverse-mode gradient vs finite differences along random sign directions ({how}), jax.jit(vmap)",
-            )
-            if not passed:
-                if localize:
-                    result.worst_elements = _localize(fn, spec, i, checker, grads[i], stats.signed_errors,
-                                                      tol, float(rms[i]), shape)
-                result.message = _failure_message(result)
-            report.results.append(result)
+                gradient="analytic gradient", localize=search if localize else None,
+            ))
     report.seconds = time.perf_counter() - started
     return report
 
@@ -371,26 +359,8 @@ def _localize(fn, spec, i, checker: _Checker, g, signed, tol, rms, shape) -> lis
     h, f0 = checker.h, checker.f0
     idx, analytic, values = _localizer(fn, spec, i, m)(
         checker.diff, checker.leaves, checker.seed, errs, g, np.asarray(h, dt))
-    values = np.asarray(values, dtype=np.float64)
-    fp1, fm1, fp2, fm2 = values.T
-    estimates = np.stack([(fp1 - fm1) / (2 * h), (-3 * f0 + 4 * fp1 - fp2) / (2 * h), (3 * f0 - 4 * fm1 + fm2) / (2 * h)])
-    analytic = np.asarray(analytic, dtype=np.float64)
-    best = np.take_along_axis(estimates, np.argmin(np.abs(estimates - analytic), axis=0)[None], axis=0)[0]
-    scale = 1e-3 * rms + noise_floor(f0, h, checker.dtype)
-    return confirmed_elements(np.asarray(idx), analytic, best, threshold=tol, scale=scale, shape=shape)
-
-
-def _failure_message(r: LeafResult) -> str:
-    where = f"layer {r.layer}, parameter {r.name}" if r.layer != r.name else f"parameter {r.name}"
-    text = (
-        f"the analytic gradient of {where} disagrees with finite differences: relative error "
-        f"{r.error:.1e} > {r.threshold:.0e} ({r.dtype})"
-    )
-    if r.worst_elements:
-        text += "; worst elements " + ", ".join(str(tuple(e)) for e in r.worst_elements[:3])
-    elif r.size > 1:
-        text += "; the error is spread over many elements (a sign, transpose or missing term)"
-    return text
+    return confirm_coordinates(idx, analytic, values, f0=f0, step=h, dtype=checker.dtype, threshold=tol, rms=rms,
+                               shape=shape)
 
 
 @cache_if_hashable()

@@ -21,9 +21,9 @@ import torch
 from diag.errors import DiagInputError
 from diag.gradcheck.compare import (
     SUPPORTED_DTYPES,
-    confirmed_elements,
-    direction_stats,
-    noise_floor,
+    confirm_coordinates,
+    kink_robust_stats,
+    leaf_result,
     step_for,
     threshold_for,
 )
@@ -249,35 +249,19 @@ def _check_leaves(f, named, directions, dtype, step, threshold, seed, localize, 
         values, how = _evaluate(f, x, name, V, h, report, _OFFSETS[:2])
         analytic = (V.reshape(directions, -1) @ g.reshape(-1)).numpy()
         fp1, fm1 = values.double().numpy().T
-        central = (fp1 - fm1) / (2 * h)
-        stats = direction_stats(analytic, central, central, central, f0=f0, step=h, dtype=dtype)
-        if stats.error > 0.01 * tol:
-            values2, _ = _evaluate(f, x, name, V, h, report, _OFFSETS[2:])
-            fp2, fm2 = values2.double().numpy().T
-            stats = direction_stats(
-                analytic, central, (-3 * f0 + 4 * fp1 - fp2) / (2 * h), (3 * f0 - 4 * fm1 + fm2) / (2 * h),
-                f0=f0, step=h, dtype=dtype,
-            )
-        shape = tuple(int(s) for s in x.shape)
-        res = LeafResult(
-            name=name, check="gradient", shape=shape, error=stats.error, threshold=tol,
-            passed=stats.error <= tol, dtype=dtype, directions=directions,
-            worst_direction=stats.worst_direction, nonsmooth_directions=stats.nonsmooth,
+
+        def far_values(x=x, name=name, V=V):
+            return tuple(_evaluate(f, x, name, V, h, report, _OFFSETS[2:])[0].double().numpy().T)
+
+        def search(stats, x=x, name=name, g=g, V=V):
+            return _localize(f, name, x, g, V, stats.signed_errors, tol, f0, h, dtype)
+
+        stats = kink_robust_stats(analytic, fp1, fm1, far_values, f0=f0, step=h, dtype=dtype, loose=0.01 * tol)
+        results.append(leaf_result(
+            name, tuple(int(s) for s in x.shape), stats, threshold=tol, dtype=dtype, directions=directions,
             method=f"autograd gradient vs finite differences along random directions, {how}",
-        )
-        if not res.passed:
-            if localize:
-                res.worst_elements = _localize(f, name, x, g, V, stats.signed_errors, tol, f0, h, dtype)
-            where = f"layer {res.layer}, parameter {name}" if res.layer != name else f"parameter {name}"
-            res.message = (
-                f"the autograd gradient of {where} disagrees with finite differences: relative error "
-                f"{res.error:.1e} > {tol:.0e} ({dtype})"
-            )
-            if res.worst_elements:
-                res.message += "; worst elements " + ", ".join(str(tuple(e)) for e in res.worst_elements[:3])
-            elif x.numel() > 1:
-                res.message += "; the error is spread over many elements (a sign, transpose or missing term)"
-        results.append(res)
+            gradient="autograd gradient", localize=search if localize else None,
+        ))
     return results
 
 
@@ -296,10 +280,5 @@ def _localize(f, name, x, g, V, signed, tol, f0, h, dtype) -> list[list[int]]:
                 moved[j] += t * h
                 row.append(float(f({name: moved.reshape(x.shape)})))
             vals.append(row)
-    fp1, fm1, fp2, fm2 = np.asarray(vals, dtype=np.float64).T
-    estimates = np.stack([(fp1 - fm1) / (2 * h), (-3 * f0 + 4 * fp1 - fp2) / (2 * h), (3 * f0 - 4 * fm1 + fm2) / (2 * h)])
-    analytic = g.reshape(-1)[idx].double().numpy()
-    best = np.take_along_axis(estimates, np.argmin(np.abs(estimates - analytic), axis=0)[None], axis=0)[0]
-    rms = float(g.double().pow(2).mean().sqrt())
-    scale = 1e-3 * rms + noise_floor(f0, h, dtype)
-    return confirmed_elements(idx.numpy(), analytic, best, threshold=tol, scale=scale, shape=tuple(x.shape))
+    return confirm_coordinates(idx.numpy(), g.reshape(-1)[idx].double().numpy(), vals, f0=f0, step=h, dtype=dtype,
+                               threshold=tol, rms=float(g.double().pow(2).mean().sqrt()), shape=tuple(x.shape))
