@@ -1,15 +1,44 @@
-"""The ``diag`` command line: one module per command, each exposing ``register(subparsers)``.
+"""The ``diag`` command line: one module per command, each registering itself with ``add_command``.
+
+Adding a command ``diag NAME``:
+
+1. Write ``diag/cli/NAME_cmd.py`` with a ``register(subparsers)`` function that calls
+   ``add_command`` and adds the command's arguments, and a handler whose docstring is its help::
+
+     def register(subparsers) -> None:
+         parser = add_command(subparsers, "NAME", _run)
+         parser.add_argument("trace", help="...")
+
+     def _run(args) -> int:
+         \"""One line for the list of commands in `diag --help`.
+
+         What the command does, for `diag NAME --help` (indented lines are kept as written).
+
+         Examples:
+           diag NAME examples/healthy.jsonl
+         \"""
+         ...  # returns the exit code
+
+2. Add ``"NAME"`` to ``COMMAND_MODULES`` below (its place there is its place in ``diag --help``).
+
+A command with subcommands (``diag rules list``) calls ``add_command`` on the subparsers that
+``parser.add_subparsers()`` returns, once per subcommand. Every command's and subcommand's help
+ends with one or two examples that run as written from a checkout (they use the traces in
+``examples/``); tests/test_cli_help.py checks every registered command and runs the examples.
 
 A command module must not import jax, torch or textual at import time (``diag --help`` stays
-fast and the core stays light); it imports what it needs inside its handler.
+fast and the core stays light); it imports what it needs inside its handler. A handler raises
+``DiagInputError`` for bad input: ``main`` prints it without a traceback and exits 2.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import os
 import sys
+from typing import Callable
 
 from diag import __version__
 from diag.errors import EXIT_BAD_INPUT, DiagInputError
@@ -19,14 +48,70 @@ COMMAND_MODULES = (
     "summary", "explain", "sweep", "rules", "demo", "tui", "gradcheck", "preflight", "schema",
 )
 
+EXAMPLES_HEADING = "Examples:"
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Fills prose to the terminal's width but keeps indented lines (tables, examples) as written."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        blocks: list[str] = []
+        prose: list[str] = []
+
+        def flush() -> None:
+            if prose:
+                blocks.append(super(_HelpFormatter, self)._fill_text(" ".join(prose), width, indent))
+                prose.clear()
+
+        for line in text.splitlines():
+            if not line.strip():
+                flush()
+                blocks.append("")
+            elif line.startswith(" "):
+                flush()
+                blocks.append(indent + line)
+            else:
+                prose.append(line.strip())
+        flush()
+        return "\n".join(blocks)
+
+
+def add_command(subparsers, name: str, handler: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
+    """Register a command (or subcommand) whose help is its handler's docstring; return its parser.
+
+    The docstring's first line (less its full stop) is the command's line in the parent's list;
+    the whole text before ``Examples:`` is the description of ``diag NAME --help``, which then
+    lists the arguments and ends with the examples. ``args.command_parser`` is the parser of the
+    command that runs (a command with subcommands prints its help with it when none is given).
+
+    Args:
+      subparsers: what ``parser.add_subparsers()`` returned (``diag``'s, or a command's own).
+      name: the command's name on the command line.
+      handler: called with the parsed arguments; returns the exit code.
+
+    Returns:
+      The command's ``argparse.ArgumentParser``, to add its arguments to.
+    """
+    text = inspect.cleandoc(handler.__doc__ or "")
+    description, _, examples = text.partition(EXAMPLES_HEADING)
+    summary = description.split("\n\n", 1)[0].replace("\n", " ").rstrip(".")
+    if summary[:1].isupper() and summary[1:2].islower():
+        summary = summary[0].lower() + summary[1:]  # argparse's own lines start in lower case
+    epilog = f"{EXAMPLES_HEADING}\n{examples.strip(chr(10))}" if examples.strip() else None
+    parser = subparsers.add_parser(name, help=summary, description=description.strip(), epilog=epilog,
+                                   formatter_class=_HelpFormatter)
+    parser.set_defaults(handler=handler, command_parser=parser)
+    return parser
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="diag",
         description="Why is my training failing, and what do I change? "
         "Reads the trace a run wrote and names ranked root causes with evidence and fixes.",
-        epilog="Exit codes: 0 ok, 1 findings at --fail-on severity or failed rule tests, 2 bad input. "
-        "Example: diag explain run.jsonl",
+        epilog="Exit codes: 0 ok, 1 findings at --fail-on severity or failed rule tests, 2 bad input.\n\n"
+        f"{EXAMPLES_HEADING}\n  diag explain examples/lr_too_high.jsonl\n  diag rules list",
+        formatter_class=_HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"diag {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -5,18 +5,13 @@ from __future__ import annotations
 import sys
 import time
 
+from diag.cli import add_command
+
 DEFAULT_SCENARIO = "lr_too_high"
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "demo",
-        help="train a small Flax model with a planted fault, write its trace, and explain it",
-        description="Train a small real Flax NNX model on generated data (nothing is downloaded) with the "
-        "diag recorder on, optionally with a planted fault, write the trace, then run diag explain on it. "
-        "Example: diag demo dead_relu --out dead.jsonl",
-        epilog="Scenarios: diag demo --list. Example: diag demo healthy --steps 100",
-    )
+    parser = add_command(subparsers, "demo", _run)
     parser.add_argument("scenario", nargs="?", default=DEFAULT_SCENARIO,
                         help=f"which run to train (default {DEFAULT_SCENARIO}); see --list")
     parser.add_argument("--out", "-o", default=None, help="trace file to write (default: demo_<scenario>.jsonl)")
@@ -24,10 +19,19 @@ def register(subparsers) -> None:
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
     parser.add_argument("--no-explain", action="store_true", help="only write the trace")
-    parser.set_defaults(handler=_run)
 
 
 def _run(args) -> int:
+    """Train a small Flax model with a planted fault, write its trace, and explain it.
+
+    Train a small real Flax NNX model on generated data (nothing is downloaded) with the diag
+    recorder on, optionally with a planted fault, write the trace, then run diag explain on it.
+    Scenarios: diag demo --list.
+
+    Examples:
+      diag demo --list
+      diag demo dead_relu --out dead.jsonl
+    """
     from diag.demo.scenarios import SCENARIOS
     from diag.errors import DiagInputError, Problem
 

@@ -4,37 +4,41 @@ from __future__ import annotations
 
 import sys
 
+from diag.cli import add_command
+from diag.cli.common import add_format_argument, add_output_argument, add_rules_argument, add_trace_argument
+
 SEVERITIES = ("info", "low", "medium", "high", "critical")
 FORMATS = ("text", "json", "markdown")
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "explain",
-        help="name the ranked root causes of a run's problems, with evidence and fixes",
-        description="Read a trace and print ranked root causes with their certainty, evidence (real numbers, "
-        "steps, layers) and fix. Exit codes: 0 ok; 1 a cause at or above --fail-on was found; 2 bad input. "
-        "Example: diag explain run.jsonl --why lr_too_high",
-    )
-    parser.add_argument("trace", help="trace file (.jsonl/.json) or folder of shards")
-    parser.add_argument("--format", "-f", choices=FORMATS, default="text", help="output format (default text)")
+    parser = add_command(subparsers, "explain", _run)
+    add_trace_argument(parser)
+    add_format_argument(parser, FORMATS)
     parser.add_argument("--why", metavar="CAUSE", help="print the justification tree of CAUSE (or its closest miss)")
-    parser.add_argument("--rules", metavar="DIR", action="append", default=[],
-                        help="extra rule folder (repeatable); DIAG_RULES_PATH adds more")
+    add_rules_argument(parser)
     parser.add_argument("--fail-on", choices=SEVERITIES, metavar="SEVERITY",
                         help="exit 1 when a ranked cause has this severity or higher (info|low|medium|high|critical)")
     parser.add_argument("--keep-going", action="store_true",
                         help="skip broken rules (reported on stderr) instead of stopping")
-    parser.add_argument("--output", "-o", help="write to this file instead of standard output")
+    add_output_argument(parser)
     parser.add_argument("--run", metavar="N", default=None,
                         help="which run of a file that holds several (a run recorded again to the same path "
                         "appends a second header; default: the last), or a foreign log's run name")
-    parser.set_defaults(handler=_run)
 
 
 def _run(args) -> int:
+    """Name the ranked root causes of a run's problems, with evidence and fixes.
+
+    Read a trace and print ranked root causes with their certainty, evidence (real numbers, steps,
+    layers) and fix. Exit codes: 0 ok; 1 a cause at or above --fail-on was found; 2 bad input.
+
+    Examples:
+      diag explain examples/lr_too_high.jsonl
+      diag explain examples/lr_too_high.jsonl --why lr_too_high
+    """
     from diag.api import diagnose_path
-    from diag.cli.common import report_problems
+    from diag.cli.common import report_problems, write_output
     from diag.engine.kb import load_knowledge_base
     from diag.engine.render import render_markdown, render_text, render_why
     from diag.engine.yamlloc import RuleFileError
@@ -76,11 +80,7 @@ def _run(args) -> int:
         text = render_markdown(diagnosis, trace_arg=args.trace)
     else:
         text = render_text(diagnosis, trace_arg=args.trace)
-    if args.output:
-        with open(args.output, "w", encoding="utf-8") as f:
-            f.write(text)
-    else:
-        sys.stdout.write(text)
+    write_output(text, args.output)
     if bad_records:
         return EXIT_BAD_INPUT
     if args.fail_on and diagnosis.at_or_above(args.fail_on):

@@ -2,47 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
-
+from diag.cli import add_command
 from diag.errors import EXIT_FINDINGS, EXIT_OK, DiagInputError
-
-_DESCRIPTION = """\
-Check the gradient of a JAX, Flax NNX or PyTorch function against finite differences along
-K random directions, in one compiled program, in float64 by default: JAX checks all parameter
-tensors together first (2K evaluations) and each tensor on its own only where that does not clear
-them. For JAX functions, every custom VJP is also compared with automatic differentiation of its
-primal.
-Reports the relative error per parameter (per layer), the threshold used, and the elements most
-responsible for a failure.
-
-TARGET is package.module:function or path/to/file.py:function, naming a function that takes no
-arguments and returns (fn, args):
-  JAX        fn(*args) -> scalar or arrays; the gradient with respect to args[0] (a pytree of
-             parameters, e.g. {"dense1": {"w": ..., "b": ...}}) is checked (--argnums to change)
-  Flax NNX   args[0] is an nnx.Module and fn(model, *args[1:]) its loss: every nnx.Param
-  PyTorch    args hold tensors (args[0] a tensor or dict of tensors), or args[0] is an nn.Module
-             and fn(module, *args[1:]) its loss; detected from the types (or --torch)
-"""
-
-_EPILOG = """\
-Thresholds on the relative error: 1e-6 in float64 (correct code measures ~1e-9), 2e-2 in float32
-(only gross errors such as a sign, a transpose or a missing term show there); custom VJP vs
-autodiff: 1e-7 / 1e-3. Exit codes: 0 all checks pass, 1 a check failed, 2 bad target.
-
-Example:
-  diag gradcheck examples/gradcheck_target.py:target_with_bug --trace checks.jsonl
-  diag explain checks.jsonl
-"""
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "gradcheck",
-        help="check a function's gradients and custom VJPs against finite differences",
-        description=_DESCRIPTION,
-        epilog=_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = add_command(subparsers, "gradcheck", _run)
     parser.add_argument("target", metavar="TARGET", help="module:function or file.py:function returning (fn, args)")
     parser.add_argument("--directions", "-k", type=int, default=32, metavar="K",
                         help="random directions, jointly and per tensor where needed (default 32)")
@@ -55,10 +20,34 @@ def register(subparsers) -> None:
                         help="write check records to this trace (a new file gets a header; an existing trace is appended to)")
     parser.add_argument("--torch", action="store_true", help="treat the target as PyTorch (default: detected from the args)")
     parser.add_argument("--no-custom-vjp", action="store_true", help="skip comparing custom VJPs with autodiff (JAX)")
-    parser.set_defaults(handler=_run)
 
 
 def _run(args) -> int:
+    """Check a function's gradients and custom VJPs against finite differences.
+
+    Check the gradient of a JAX, Flax NNX or PyTorch function against finite differences along
+    K random directions, in one compiled program, in float64 by default: JAX checks all parameter
+    tensors together first (2K evaluations) and each tensor on its own only where that does not
+    clear them. For JAX functions, every custom VJP is also compared with automatic
+    differentiation of its primal. Reports the relative error per parameter (per layer), the
+    threshold used, and the elements most responsible for a failure.
+
+    TARGET is package.module:function or path/to/file.py:function, naming a function that takes
+    no arguments and returns (fn, args):
+      JAX        fn(*args) -> scalar or arrays; the gradient with respect to args[0] (a pytree of
+                 parameters, e.g. {"dense1": {"w": ..., "b": ...}}) is checked (--argnums to change)
+      Flax NNX   args[0] is an nnx.Module and fn(model, *args[1:]) its loss: every nnx.Param
+      PyTorch    args hold tensors (args[0] a tensor or dict of tensors), or args[0] is an nn.Module
+                 and fn(module, *args[1:]) its loss; detected from the types (or --torch)
+
+    Thresholds on the relative error: 1e-6 in float64 (correct code measures ~1e-9), 2e-2 in
+    float32 (only gross errors such as a sign, a transpose or a missing term show there); custom
+    VJP vs autodiff: 1e-7 / 1e-3. Exit codes: 0 all checks pass, 1 a check failed, 2 bad target.
+
+    Examples:
+      diag gradcheck examples/gradcheck_target.py:target_with_bug --trace checks.jsonl
+      diag explain checks.jsonl
+    """
     from diag.gradcheck.target import framework_of, load_target
 
     if args.directions < 1:

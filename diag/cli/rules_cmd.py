@@ -6,65 +6,52 @@ import json
 import sys
 import textwrap
 
+from diag.cli import add_command
+from diag.cli.common import add_rules_argument
+from diag.errors import EXIT_BAD_INPUT
+
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "rules",
-        help="list, show, validate, test and scaffold knowledge-base rules",
-        description="Work with the knowledge base (built-in rules plus --rules folders and DIAG_RULES_PATH). "
-        "Example: diag rules test my_rules/",
-    )
+    parser = add_command(subparsers, "rules", _rules)
     sub = parser.add_subparsers(dest="rules_command", metavar="SUBCOMMAND")
 
-    p = sub.add_parser("list", help="list causes and symptoms", description="List every cause (and with "
-                       "--symptoms, every symptom) with its rules. Example: diag rules list")
+    p = add_command(sub, "list", _list)
     p.add_argument("--symptoms", action="store_true", help="also list symptoms")
-    _rules_arg(p)
-    p.set_defaults(handler=_list)
+    add_rules_argument(p)
 
-    p = sub.add_parser("show", help="print the documentation of a cause, symptom or rule",
-                       description="Print a cause's documentation (what, why, example, use instead, false "
-                       "positives, references, fix) or a rule's condition. Example: diag rules show lr_too_high")
+    p = add_command(sub, "show", _show)
     p.add_argument("id")
-    _rules_arg(p)
-    p.set_defaults(handler=_show)
+    add_rules_argument(p)
 
-    p = sub.add_parser("validate", help="check rule files: schema, references, cycles, expressions, tests",
-                       description="Check rule files: schema, unique ids, references resolve, no cycles, "
-                       "expressions compile, and each rule has a positive and a negative test. Exit 0 when "
-                       "clean, 1 when a rule lacks tests, 2 when a rule file is broken. "
-                       "Example: diag rules validate my_rules/")
+    p = add_command(sub, "validate", _validate)
     p.add_argument("paths", nargs="*", help="rule files or folders (default: the built-in knowledge base)")
-    _rules_arg(p)
-    p.set_defaults(handler=_validate)
+    add_rules_argument(p)
 
-    p = sub.add_parser("test", help="run the rule tests (*.test.yaml)",
-                       description="Run the promtool-style tests beside each rule file. Ends with "
-                       "'N passed, N failed'; exit 1 on failures. Example: diag rules test knowledge_base/")
+    p = add_command(sub, "test", _test)
     p.add_argument("paths", nargs="*", help="test files or folders (default: the built-in knowledge base)")
     p.add_argument("--verbose", "-v", action="store_true", help="list passing cases too")
-    p.set_defaults(handler=_test)
 
-    p = sub.add_parser("new", help="scaffold a rule file and its test",
-                       description="Write DIR/CAUSE_ID.yaml and DIR/CAUSE_ID.test.yaml: a working example "
-                       "to edit. Example: diag rules new loss_stuck_high --dir my_rules")
+    p = add_command(sub, "new", _new)
     p.add_argument("cause_id")
     p.add_argument("--dir", default=".", help="folder to write into (default: current folder)")
     p.add_argument("--category", default="convergence", help="cause category (default convergence)")
     p.add_argument("--force", action="store_true", help="overwrite existing files")
-    p.set_defaults(handler=_new)
 
-    p = sub.add_parser("schema", help="print the JSON Schema of rule files (or of explain --format json)",
-                       description="Print the JSON Schema of a rule file, or with --diagnosis of the "
-                       "diag.diagnosis/1 output. Example: diag rules schema --diagnosis")
+    p = add_command(sub, "schema", _schema)
     p.add_argument("--diagnosis", action="store_true", help="the schema of diag explain --format json")
-    p.set_defaults(handler=_schema)
-
-    parser.set_defaults(handler=lambda args: (parser.print_help(), 2)[1])
 
 
-def _rules_arg(p) -> None:
-    p.add_argument("--rules", metavar="DIR", action="append", default=[], help="extra rule folder (repeatable)")
+def _rules(args) -> int:
+    """List, show, validate, test and scaffold knowledge-base rules.
+
+    Work with the knowledge base (built-in rules plus --rules folders and DIAG_RULES_PATH).
+
+    Examples:
+      diag rules list
+      diag rules show lr_too_high
+    """
+    args.command_parser.print_help()
+    return EXIT_BAD_INPUT
 
 
 def _load(args, **kwargs):
@@ -80,6 +67,14 @@ def _load(args, **kwargs):
 
 
 def _list(args) -> int:
+    """List causes and symptoms.
+
+    List every cause (and with --symptoms, every symptom) with its rules.
+
+    Examples:
+      diag rules list
+      diag rules list --symptoms
+    """
     kb = _load(args)
     causes = sorted(kb.causes.values(), key=lambda c: (c.spec.category, c.id))
     width = max((len(c.id) for c in causes), default=10)
@@ -103,6 +98,14 @@ def _wrap(text: str, indent: str = "  ") -> str:
 
 
 def _show(args) -> int:
+    """Print the documentation of a cause, symptom or rule.
+
+    A cause's documentation (what, why, example, use instead, false positives, references, fix),
+    or a rule's condition.
+
+    Examples:
+      diag rules show lr_too_high
+    """
     from diag.engine.yamlloc import did_you_mean
     from diag.errors import DiagInputError, Problem
 
@@ -172,17 +175,20 @@ def _kb_for_paths(paths):
 
 
 def _validate(args) -> int:
+    """Check rule files: schema, references, cycles, expressions, tests.
+
+    Check rule files: schema, unique ids, references resolve, no cycles, expressions compile, and
+    each rule has a positive and a negative test. Exit 0 when clean, 1 when a rule lacks tests, 2
+    when a rule file is broken.
+
+    Examples:
+      diag rules validate
+    """
     from pathlib import Path
 
-    from diag.engine.kb import builtin_rules_dir
     from diag.engine.ruletest import coverage_problems, run_rule_tests
 
-    paths = args.paths or [str(builtin_rules_dir())]
-    for p in paths:
-        if not Path(p).exists():
-            from diag.errors import DiagInputError, Problem
-
-            raise DiagInputError(Problem(p, "no such rule file or folder"))
+    paths = _paths_or_builtin(args.paths, "rule")
     kb, user = _kb_for_paths(list(paths) + list(args.rules))
     errors = [p for p in kb.problems if p.severity == "error"]
     for problem in kb.problems:
@@ -212,6 +218,19 @@ def _validate(args) -> int:
     return 1 if lint or failing else 0
 
 
+def _paths_or_builtin(paths: list[str], what: str) -> list[str]:
+    """The paths given, each of which must exist, or the built-in knowledge base when none is."""
+    from pathlib import Path
+
+    from diag.engine.kb import builtin_rules_dir
+    from diag.errors import DiagInputError, Problem
+
+    for p in paths:
+        if not Path(p).exists():
+            raise DiagInputError(Problem(p, f"no such {what} file or folder"))
+    return list(paths) or [str(builtin_rules_dir())]
+
+
 def _files_under(path):
     from diag.engine.kb import rule_files
     from diag.engine.yamlloc import RuleFileError
@@ -223,17 +242,17 @@ def _files_under(path):
 
 
 def _test(args) -> int:
-    from pathlib import Path
+    """Run the rule tests (*.test.yaml).
 
-    from diag.engine.kb import builtin_rules_dir
+    Run the promtool-style tests beside each rule file. Ends with 'N passed, N failed'; exit 1 on
+    failures.
+
+    Examples:
+      diag rules test
+    """
     from diag.engine.ruletest import run_rule_tests, test_files
 
-    paths = args.paths or [str(builtin_rules_dir())]
-    for p in paths:
-        if not Path(p).exists():
-            from diag.errors import DiagInputError, Problem
-
-            raise DiagInputError(Problem(p, "no such test file or folder"))
+    paths = _paths_or_builtin(args.paths, "test")
     if not test_files(paths):
         from diag.errors import DiagInputError, Problem
 
@@ -259,6 +278,14 @@ def _test(args) -> int:
 
 
 def _new(args) -> int:
+    """Scaffold a rule file and its test.
+
+    Write DIR/CAUSE_ID.yaml and DIR/CAUSE_ID.test.yaml: a working example to edit.
+
+    Examples:
+      diag rules new loss_stuck_high --dir my_rules
+      diag rules test my_rules
+    """
     from diag.engine.scaffold import ScaffoldError, scaffold_rule
     from diag.errors import DiagInputError, Problem
 
@@ -273,6 +300,14 @@ def _new(args) -> int:
 
 
 def _schema(args) -> int:
+    """Print the JSON Schema of rule files (or of explain --format json).
+
+    The JSON Schema of a rule file, or with --diagnosis of the diag.diagnosis/1 output.
+
+    Examples:
+      diag rules schema
+      diag rules schema --diagnosis
+    """
     if args.diagnosis:
         from diag.engine.diagnosis import diagnosis_json_schema
 

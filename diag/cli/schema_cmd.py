@@ -2,27 +2,24 @@
 
 from __future__ import annotations
 
-import sys
+from diag.cli import add_command
+from diag.cli.common import add_output_argument, write_output
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "schema",
-        help="print the JSON Schema of the trace format",
-        description="Print the JSON Schema of one trace record (diag.trace/1). "
-        "Example: diag schema > trace.schema.json",
-    )
-    parser.add_argument("--output", "-o", help="write to this file instead of standard output")
-    parser.set_defaults(handler=_run)
+    parser = add_command(subparsers, "schema", _run)
+    add_output_argument(parser)
 
 
 def _run(args) -> int:
+    """Print the JSON Schema of the trace format.
+
+    The schema of one trace record (diag.trace/1), generated from the record models.
+
+    Examples:
+      diag schema --output trace.schema.json
+    """
     from diag.trace.schema import trace_json_schema_text
 
-    text = trace_json_schema_text()
-    if args.output:
-        with open(args.output, "w") as f:
-            f.write(text)
-    else:
-        sys.stdout.write(text)
+    write_output(trace_json_schema_text(), args.output)
     return 0

@@ -4,27 +4,31 @@ from __future__ import annotations
 
 import sys
 
-from diag.cli.common import add_format_argument, report_problems
+from diag.cli import add_command
+from diag.cli.common import add_format_argument, add_trace_argument, report_problems
 from diag.errors import EXIT_BAD_INPUT, EXIT_OK
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "summary",
-        help="what a trace holds: run, steps, metrics, first non-finite value, evals, events",
-        description="Print the run header, steps recorded, metrics present, the first non-finite "
-        "value (step, metric, layer), eval splits and their last values, and events such as the "
-        "exception a crashed run left. Example: diag summary run.jsonl",
-    )
-    parser.add_argument("trace", help="a .jsonl or .json trace, or a folder of shards")
+    parser = add_command(subparsers, "summary", _run)
+    add_trace_argument(parser)
     add_format_argument(parser, ("text", "json"))
     parser.add_argument("--run", type=int, metavar="N", default=None,
                         help="which run of a file that holds several (a run recorded again to the same path "
                         "appends a second header; default: the last)")
-    parser.set_defaults(handler=_run)
 
 
 def _run(args) -> int:
+    """What a trace holds: run, steps, metrics, first non-finite value, evals, events.
+
+    Print the run header, steps recorded, metrics present, the first non-finite value (step,
+    metric, layer), eval splits and their last values, and events such as the exception a crashed
+    run left.
+
+    Examples:
+      diag summary examples/fp16_overflow.jsonl
+      diag summary examples/healthy.jsonl --format json
+    """
     from diag.summary import render_text, summarize
     from diag.trace import load_trace
 

@@ -4,27 +4,31 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from diag.cli import add_command
+from diag.cli.common import add_trace_argument
 from diag.errors import DiagInputError, Problem
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "tui",
-        help="browse a trace and its diagnosis in the terminal; --follow watches a live run",
-        description="Open the terminal UI on a trace: the run, its ranked causes with evidence and fixes, "
-        "metric plots, per-layer statistics and the rules. With --follow it keeps reading the trace as the "
-        "run writes it and re-diagnoses as steps arrive. Keys: ? help, q quit, 1-4 tabs, / filter. "
-        "Example: diag tui runs/exp1/run.jsonl --follow",
-    )
-    parser.add_argument("trace", help="trace file (.jsonl or .json) or folder of shards")
+    parser = add_command(subparsers, "tui", _run)
+    add_trace_argument(parser)
     parser.add_argument("--follow", "-f", action="store_true",
                         help="keep reading as the run appends records (the file may not exist yet)")
     parser.add_argument("--interval", type=float, default=0.1, metavar="SECONDS",
                         help="seconds between reads of the trace when following (default 0.1)")
-    parser.set_defaults(handler=_run)
 
 
 def _run(args) -> int:
+    """Browse a trace and its diagnosis in the terminal; --follow watches a live run.
+
+    Open the terminal UI on a trace: the run, its ranked causes with evidence and fixes, metric
+    plots, per-layer statistics and the rules. With --follow it keeps reading the trace as the run
+    writes it and re-diagnoses as steps arrive. Keys: ? help, q quit, 1-4 tabs, / filter.
+
+    Examples:
+      diag tui examples/dead_relu.jsonl
+      diag tui examples/lr_too_high.jsonl --follow
+    """
     path = Path(args.trace)
     if not args.follow:
         if not path.exists():

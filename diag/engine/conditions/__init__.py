@@ -30,14 +30,7 @@ Example (a clause as written in a rule file):
 """
 
 from diag.engine.conditions.clause import (
-    CF_THRESHOLD,
-    LAYER_SERIES,
-    SCALAR_SERIES,
-    Clause,
-    ClauseError,
-    Outcome,
-    count_clauses,
-    known_series,
+    CF_THRESHOLD, LAYER_SERIES, SCALAR_SERIES, Clause, ClauseError, Outcome, count_clauses, known_series,
 )
 from diag.engine.conditions.evaluate import evaluate_clause, matching_records
 from diag.engine.conditions.parse import compile_clause
