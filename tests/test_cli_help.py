@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from diag.cli import EXAMPLES_HEADING, build_parser, main
+from diag.errors import EXIT_FINDINGS, EXIT_OK
+from diag.sweep.cache import CACHE_DIR_ENV
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -23,6 +25,9 @@ RUN_ELSEWHERE = {
     "diag explain checks.jsonl": "tests/test_gradcheck_cli.py (explains the trace gradcheck wrote)",
     "diag rules validate": "tests/test_rules_cli.py::test_builtin_knowledge_base_validates",
     "diag rules test": "tests/test_rules_cli.py::test_builtin_rule_tests_pass_and_end_with_the_count_line",
+    "diag preflight examples/preflight_torch.py:healthy": "tests/test_preflight_cli.py (trains a model)",
+    "diag preflight examples/preflight_torch.py:lr_too_high --only lr_range --format markdown":
+        "tests/test_preflight_cli.py (trains a model)",
 }
 
 
@@ -69,6 +74,7 @@ def test_help_ends_with_one_or_two_examples_of_the_command(path, parser):
 def test_every_example_runs_as_written(tmp_path, monkeypatch, capsys):
     """Run in order, in a fresh folder holding a copy of examples/, as a user would from a checkout."""
     monkeypatch.delenv("DIAG_RULES_PATH", raising=False)
+    monkeypatch.setenv(CACHE_DIR_ENV, str(tmp_path / "cache"))  # diag sweep's cache
     shutil.copytree(REPO / "examples", tmp_path / "examples")
     monkeypatch.chdir(tmp_path)
     seen: list[str] = []
@@ -81,7 +87,8 @@ def test_every_example_runs_as_written(tmp_path, monkeypatch, capsys):
         files_before = set(tmp_path.rglob("*"))
         code = main(shlex.split(example)[1:])
         out, err = capsys.readouterr()
-        assert code == 0, f"{example!r} exited {code}:\n{err[-2000:]}"
+        # 1 is a finding (a likely cause, a failed check), which an example may well show; 2 is bad input.
+        assert code in (EXIT_OK, EXIT_FINDINGS), f"{example!r} exited {code}:\n{err[-2000:]}"
         assert out.strip() or set(tmp_path.rglob("*")) != files_before, f"{example!r} printed and wrote nothing"
         ran += 1
     assert ran >= 10

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import argparse
-
+from diag.cli import add_command
 from diag.errors import EXIT_FINDINGS, EXIT_OK, DiagInputError, Problem
 
 PROBE_NAMES = ("data", "output_loss", "init_loss", "gradient_flow", "overfit_one_batch", "lr_range", "seed_repeat")
@@ -11,47 +10,9 @@ REQUIRED = ("model", "loss_fn", "optimizer", "train_batches")
 CONTRACT = ("TARGET must name a function that takes no arguments and returns a dict with model, loss_fn, "
             "optimizer, train_batches (and optionally val_batches), e.g. examples/preflight_torch.py:healthy")
 
-_DESCRIPTION = """\
-Catch the wiring bugs of a training setup in a minute, before the long run starts. Seven probes,
-each on its own copy of the model and optimizer (the originals are not changed):
-
-  data               NaN/Inf in batches, labels vs output size, train/val duplicates, constant features
-  output_loss        the output layer against the loss (softmax then cross-entropy, sigmoid + BCE-with-logits,
-                     one-unit softmax, (N,1) vs (N,) broadcasting, float class labels)
-  init_loss          the loss at step 0 against chance (log C for C classes; the mean guess for regression)
-  gradient_flow      every trainable parameter gets a finite, non-zero gradient (detached or unused layers)
-  overfit_one_batch  a few hundred steps on 16 examples must drive the loss near zero
-  lr_range           a log-scale sweep (0.01x to 100x the configured learning rate): where the loss falls
-                     fastest and where it diverges
-  seed_repeat        two short runs with the same seed agree; if not, the source (data order, random layers,
-                     non-deterministic kernels)
-
-TARGET is package.module:function or path/to/file.py:function, naming a function that takes no
-arguments and returns a dict: model (torch.nn.Module or flax.nnx.Module), loss_fn (called as
-loss_fn(model(inputs), targets)), optimizer (torch.optim.Optimizer, or an optax
-GradientTransformation for NNX), train_batches (any iterable of (inputs, targets), e.g. a
-DataLoader; the first 8 batches are read) and optionally val_batches.
-"""
-
-_EPILOG = """\
-Findings are causes, as in `diag explain`: id, certainty, evidence, fix. Exit codes: 0 no finding
-is likely, 1 a finding is likely (certainty >= 0.6), 2 the target cannot be loaded or does not
-return the dict.
-
-Example:
-  diag preflight examples/preflight_torch.py:healthy
-  diag preflight examples/preflight_torch.py:lr_too_high --only lr_range --format markdown
-"""
-
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "preflight",
-        help="check a training setup before the long run (init loss, overfit one batch, gradients, lr, seeds, data)",
-        description=_DESCRIPTION,
-        epilog=_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = add_command(subparsers, "preflight", _run)
     parser.add_argument("target", metavar="TARGET", help="module:function or file.py:function returning the setup dict")
     parser.add_argument("--format", "-f", choices=("text", "json", "markdown"), default="text",
                         help="output format (default text)")
@@ -61,7 +22,6 @@ def register(subparsers) -> None:
                         help="time for the whole preflight; long probes stop early and say so (default 60)")
     parser.add_argument("--trace", metavar="OUT", default=None,
                         help="also write the findings as check records to this trace (a new file gets a header)")
-    parser.set_defaults(handler=_run)
 
 
 def _probes(only: list[str] | None) -> list[str] | None:
@@ -94,6 +54,36 @@ def load_setup(spec: str) -> dict:
 
 
 def _run(args) -> int:
+    """Check a training setup before the long run (init loss, overfit one batch, gradients, lr, seeds, data).
+
+    Catch the wiring bugs of a training setup in a minute, before the long run starts. Seven probes,
+    each on its own copy of the model and optimizer (the originals are not changed):
+
+      data               NaN/Inf in batches, labels vs output size, train/val duplicates, constant features
+      output_loss        the output layer against the loss (softmax then cross-entropy, sigmoid + BCE-with-logits,
+                         one-unit softmax, (N,1) vs (N,) broadcasting, float class labels)
+      init_loss          the loss at step 0 against chance (log C for C classes; the mean guess for regression)
+      gradient_flow      every trainable parameter gets a finite, non-zero gradient (detached or unused layers)
+      overfit_one_batch  a few hundred steps on 16 examples must drive the loss near zero
+      lr_range           a log-scale sweep (0.01x to 100x the configured learning rate): where the loss falls
+                         fastest and where it diverges
+      seed_repeat        two short runs with the same seed agree; if not, the source (data order, random layers,
+                         non-deterministic kernels)
+
+    TARGET is package.module:function or path/to/file.py:function, naming a function that takes no
+    arguments and returns a dict: model (torch.nn.Module or flax.nnx.Module), loss_fn (called as
+    loss_fn(model(inputs), targets)), optimizer (torch.optim.Optimizer, or an optax
+    GradientTransformation for NNX), train_batches (any iterable of (inputs, targets), e.g. a
+    DataLoader; the first 8 batches are read) and optionally val_batches.
+
+    Findings are causes, as in `diag explain`: id, certainty, evidence, fix. Exit codes: 0 no finding
+    is likely, 1 a finding is likely (certainty >= 0.6), 2 the target cannot be loaded or does not
+    return the dict.
+
+    Examples:
+      diag preflight examples/preflight_torch.py:healthy
+      diag preflight examples/preflight_torch.py:lr_too_high --only lr_range --format markdown
+    """
     if not args.budget > 0:
         raise DiagInputError(f"--budget must be a positive number of seconds, got {args.budget:g}")
     only = _probes(args.only)

@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from diag.cli import add_command
+from diag.cli.common import add_format_argument, add_output_argument, add_rules_argument
+
 FORMATS = ("text", "json", "markdown", "csv")
 
 
@@ -19,19 +22,9 @@ def _positive(text: str) -> int:
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "sweep",
-        help="diagnose every run under a folder: which failed, why, and what separates them from healthy runs",
-        description="Find every run under ROOT (trace files, folders of shards), diagnose them in parallel "
-        "(here, or on a Dask cluster with --scheduler), and print one row per run (a run that cannot be read "
-        "is a row with its reason), the runs grouped by top cause, and the header settings (learning rate, "
-        "batch size, optimizer, precision, tags) whose values differ most between failed and healthy runs. "
-        "Runs diagnosed before with the same rules come from a cache. Exit codes: 0 no run has a likely "
-        "cause; 1 at least one does; 2 ROOT holds no run or cannot be read. "
-        "Example: diag sweep examples --format markdown",
-    )
+    parser = add_command(subparsers, "sweep", _run)
     parser.add_argument("root", metavar="ROOT", help="folder of runs (searched recursively), or one run")
-    parser.add_argument("--format", "-f", choices=FORMATS, default="text", help="output format (default text)")
+    add_format_argument(parser, FORMATS)
     parser.add_argument("--jobs", "-j", type=_positive, metavar="N",
                         help="local worker processes (default: the number of CPUs)")
     parser.add_argument("--scheduler", metavar="tcp://HOST:PORT",
@@ -39,13 +32,24 @@ def register(subparsers) -> None:
                         "the workers must see the runs at the same paths)")
     parser.add_argument("--no-cache", action="store_true",
                         help="diagnose every run again, neither reading nor writing the cache")
-    parser.add_argument("--rules", metavar="DIR", action="append", default=[],
-                        help="extra rule folder (repeatable); DIAG_RULES_PATH adds more")
-    parser.add_argument("--output", "-o", help="write to this file instead of standard output")
-    parser.set_defaults(handler=_run)
+    add_rules_argument(parser)
+    add_output_argument(parser)
 
 
 def _run(args) -> int:
+    """Diagnose every run under a folder: which failed, why, and what separates them from healthy runs.
+
+    Find every run under ROOT (trace files, folders of shards), diagnose them in parallel (here, or
+    on a Dask cluster with --scheduler), and print one row per run (a run that cannot be read is a
+    row with its reason), the runs grouped by top cause, and the header settings (learning rate,
+    batch size, optimizer, precision, tags) whose values differ most between failed and healthy
+    runs. Runs diagnosed before with the same rules come from a cache. Exit codes: 0 no run has a
+    likely cause; 1 at least one does; 2 ROOT holds no run or cannot be read.
+
+    Examples:
+      diag sweep examples
+      diag sweep examples --format markdown
+    """
     from diag.errors import EXIT_FINDINGS, EXIT_OK
     from diag.sweep.report import render
     from diag.sweep.runner import SweepStats, sweep
