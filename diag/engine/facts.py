@@ -28,6 +28,8 @@ CONTEXT_TYPES: dict = {
     "framework": STRING, "loss_scaling": STRING, "num_layers": FLOAT, "num_steps": FLOAT,
     "first_step": FLOAT, "last_step": FLOAT, "steps_planned": FLOAT, "world_size": FLOAT, "seed": FLOAT,
     "device_platform": STRING, "model_name": STRING, "run_status": STRING,
+    "loss_family": STRING, "output_units": FLOAT, "recurrent": BOOLEAN, "normalized_layers": BOOLEAN,
+    "clipped": BOOLEAN,
     # Set per binding by ``for_each``:
     "layer": STRING, "layer_index": FLOAT, "layer_type": STRING, "layer_activation": STRING,
     "layer_is_output": BOOLEAN, "split": STRING,
@@ -88,6 +90,81 @@ def normalize_dtype(name: str | None) -> str | None:
     }.get(key, key)
 
 
+# Loss names as headers and imported logs write them (Keras, PyTorch, optax) -> one name per loss.
+_LOSS_ALIASES = {
+    "mse": "mse", "mean_squared_error": "mse", "meansquarederror": "mse", "l2": "mse", "l2_loss": "mse",
+    "squared_error": "mse", "mseloss": "mse",
+    "mae": "mae", "mean_absolute_error": "mae", "meanabsoluteerror": "mae", "l1": "mae", "l1loss": "mae",
+    "huber": "huber", "huber_loss": "huber", "huberloss": "huber", "smooth_l1": "huber", "smoothl1loss": "huber",
+    "log_cosh": "log_cosh", "logcosh": "log_cosh",
+    "msle": "msle", "mean_squared_logarithmic_error": "msle",
+    "categorical_crossentropy": "softmax_cross_entropy", "sparse_categorical_crossentropy": "softmax_cross_entropy",
+    "cross_entropy": "softmax_cross_entropy", "crossentropyloss": "softmax_cross_entropy",
+    "softmax_cross_entropy_with_integer_labels": "softmax_cross_entropy",
+    "binary_crossentropy": "binary_cross_entropy", "bceloss": "binary_cross_entropy",
+    "bcewithlogitsloss": "binary_cross_entropy_with_logits",
+    "sigmoid_binary_cross_entropy": "binary_cross_entropy_with_logits",
+}
+REGRESSION_LOSSES = {"mse", "mae", "huber", "log_cosh", "msle"}
+CLASSIFICATION_LOSSES = {"softmax_cross_entropy", "binary_cross_entropy", "binary_cross_entropy_with_logits",
+                         "cross_entropy_on_probabilities", "nll_on_probabilities", "double_softmax", "nll"}
+# Layer types, or module-path parts (NNX cells own plain Linear layers: 'cell/dense_h').
+RECURRENT_LAYERS = ("rnn", "gru", "lstm", "simplecell", "grucell", "lstmcell", "optimizedlstmcell", "cell",
+                    "recurrent")
+NORM_LAYERS = ("layernorm", "rmsnorm", "batchnorm", "groupnorm")
+
+
+def normalize_loss_kind(name: str | None) -> str | None:
+    """One name per loss: 'mean_squared_error' and 'MSELoss' -> 'mse', 'categorical_crossentropy' -> ...
+
+    Example:
+      >>> normalize_loss_kind("mean_squared_error"), normalize_loss_kind("Huber"), normalize_loss_kind("focal")
+      ('mse', 'huber', 'focal')
+    """
+    if not name:
+        return None
+    key = str(name).strip().lower().replace("-", "_").replace(" ", "_")
+    key = key.removeprefix("keras.losses.").removeprefix("nn.").removeprefix("optax.")
+    return _LOSS_ALIASES.get(key, _LOSS_ALIASES.get(key.replace("_", ""), key))
+
+
+def loss_family(kind: str | None, task: str | None) -> str | None:
+    """'regression' or 'classification' by the loss (the task when the loss says nothing)."""
+    if kind in REGRESSION_LOSSES:
+        return "regression"
+    if kind in CLASSIFICATION_LOSSES or (kind and "entropy" in kind):
+        return "classification"
+    return task if task in ("regression", "classification") else None
+
+
+def output_units(header) -> float | None:
+    """How many numbers the model outputs per example, read from the output layer's parameters."""
+    if header is None:
+        return None
+    outs = [layer for layer in header.layers if layer.is_output]
+    if not outs:
+        return None
+    params = {p.name.rsplit(".", 1)[-1]: p.shape for p in outs[-1].params}
+    if params.get("bias"):
+        return float(params["bias"][-1])
+    if params.get("kernel"):  # flax: (in, out)
+        return float(params["kernel"][-1])
+    if params.get("weight"):  # torch: (out, in)
+        return float(params["weight"][0])
+    return None
+
+
+def _layer_kinds(header, names) -> bool:
+    """Whether a layer's type, or a part of its module path, is one of ``names``."""
+    if header is None:
+        return False
+    for layer in header.layers:
+        parts = {p.lower() for p in layer.name.replace(".", "/").split("/")}
+        if (layer.type or "").lower() in names or parts & set(names):
+            return True
+    return False
+
+
 def _hyper(header, *names):
     if header is None or header.optimizer is None:
         return None
@@ -119,7 +196,12 @@ def run_context(trace) -> dict:
         "momentum": _hyper(h, "momentum", "beta1", "b1"),
         "weight_decay": _hyper(h, "weight_decay"),
         "grad_clip": _hyper(h, "grad_clip", "max_grad_norm", "clip_norm"),
-        "loss_kind": h.loss_kind if h else None,
+        "loss_kind": normalize_loss_kind(h.loss_kind) if h else None,
+        "loss_family": loss_family(normalize_loss_kind(h.loss_kind) if h else None, h.task if h else None),
+        "output_units": output_units(h),
+        "recurrent": _layer_kinds(h, RECURRENT_LAYERS) or bool(
+            h and h.model_name and any(k in h.model_name.lower() for k in ("rnn", "gru", "lstm", "recurrent"))),
+        "normalized_layers": _layer_kinds(h, NORM_LAYERS),
         "task": h.task if h else None,
         "num_classes": float(h.num_classes) if h and h.num_classes is not None else None,
         # The loss of a uniform guess over C classes: what a well-initialized classifier starts at.
@@ -138,6 +220,7 @@ def run_context(trace) -> dict:
         "model_name": h.model_name if h else None,
         "run_status": status,
     }
+    ctx["clipped"] = ctx["grad_clip"] is not None
     for name in BINDING_SYMBOLS:
         ctx[name] = None
     return ctx
