@@ -70,7 +70,7 @@ def test_text_output_matches_its_snapshot(capsys, name):
 def test_healthy_run_says_nothing_was_found_and_what_was_checked(capsys):
     _, out, _ = explain(capsys, "tests/traces/healthy.jsonl")
     assert out.startswith("diag: no cause found in healthy (300 steps, 4 layers)")
-    assert "Checked 24 causes" in out and "Not checked (2, inputs missing): incorrect_gradient, unshuffled_data." in out
+    assert "Checked 28 causes" in out and "Not checked (2, inputs missing): incorrect_gradient, unshuffled_data." in out
 
 
 def test_markdown_output_has_a_section_per_cause_with_fix(capsys):

@@ -119,6 +119,14 @@ def _fmt(v) -> str:
 
 def summarize(trace) -> dict:
     """A few numbers per domain, for the report of a miss (what a rule could have used)."""
+    import warnings
+
+    with warnings.catch_warnings():  # a layer that never logged a finite value has no median
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return _summarize(trace)
+
+
+def _summarize(trace) -> dict:
     s: dict = {}
 
     def series(name):
