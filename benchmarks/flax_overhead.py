@@ -2,7 +2,8 @@
 
 Variants (each with its own model and optimizer, same initialization):
   none        plain nnx.jit step: the user's loop without diag
-  default     Recorder with the default settings (per-layer statistics every 25 steps)
+  default     Recorder with the default settings (loss, lr and global gradient/parameter/update
+              norms every step; per-layer statistics every 25 steps)
   every10     per-layer statistics every 10 steps
   full        every statistic every step (every=1)
   full-dev    every statistic every step, computed on the device but never fetched or written
@@ -14,7 +15,8 @@ printed, for wall time and for the process's CPU time (all its threads). On a ma
 other work the wall time is noisy (use enough rounds); the CPU time of the process is the steadier
 measure of the work the recorder adds.
 
-Run:  python benchmarks/flax_overhead.py [--rounds 15] [--block 20] [--models mlp cnn] [--breakdown]
+Run:  python benchmarks/flax_overhead.py [--rounds 15] [--block 20] [--models mlp cnn] [--variants default]
+                                        [--breakdown]
 
 --breakdown replaces the recorder variants by plain steps that add one group of reductions each
 (per-layer gradient, parameter or update sums of squares; activation sums; input batch), to show
@@ -137,7 +139,7 @@ def make_partial(model_cls, parts):
     return lambda i, x, y: step(model, opt, x, y), None
 
 
-def bench(name, model_cls, x, y, rounds, block, breakdown=False):
+def bench(name, model_cls, x, y, rounds, block, breakdown=False, only=None):
     variants = {
         "none": make_plain(model_cls),
         "default": make_recorded(model_cls, every=25),
@@ -149,6 +151,8 @@ def bench(name, model_cls, x, y, rounds, block, breakdown=False):
         variants = {"none": variants["none"], "full-dev": variants["full-dev"]}
         for parts in (("grads",), ("params",), ("updates",), ("acts",), ("batch",)):
             variants["+" + parts[0]] = make_partial(model_cls, parts)
+    if only:
+        variants = {k: v for k, v in variants.items() if k == "none" or k in only}
     counters = {k: 0 for k in variants}
     for k, (fn, _) in variants.items():  # compile and warm up (both variants of rec.jit)
         for _ in range(30):
@@ -169,6 +173,7 @@ def bench(name, model_cls, x, y, rounds, block, breakdown=False):
     for _, rec in variants.values():
         if rec is not None:
             rec.close()
+    print(f"  load average after: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     base, cbase = np.median(times["none"]), np.median(cpu["none"])
     print(f"\n{name}: medians over {rounds} rounds of {block} steps "
           f"(baseline {base * 1e3:.2f} ms wall, {cbase * 1e3:.2f} ms CPU per step)")
@@ -186,17 +191,20 @@ def main():
     p.add_argument("--models", nargs="+", default=["mlp", "cnn"])
     p.add_argument("--breakdown", action="store_true",
                    help="profile: the cost of each group of statistics alone (where the time goes)")
+    p.add_argument("--variants", nargs="+", default=None,
+                   help="only these variants (and the baseline 'none'), e.g. --variants default")
     args = p.parse_args()
-    print(f"jax {jax.__version__} on {jax.default_backend()}, {os.cpu_count()} CPUs")
+    print(f"jax {jax.__version__} on {jax.default_backend()}, {os.cpu_count()} CPUs, "
+          f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     key = jax.random.key(0)
     if "mlp" in args.models:
         x = jax.random.normal(key, (256, 512))
         y = jax.random.randint(key, (256,), 0, 10)
-        bench("MLP 4x512, batch 256", MLP, x, y, args.rounds, args.block, args.breakdown)
+        bench("MLP 4x512, batch 256", MLP, x, y, args.rounds, args.block, args.breakdown, args.variants)
     if "cnn" in args.models:
         x = jax.random.normal(key, (128, 32, 32, 3))
         y = jax.random.randint(key, (128,), 0, 10)
-        bench("CNN 32x32x3, batch 128", CNN, x, y, args.rounds, args.block, args.breakdown)
+        bench("CNN 32x32x3, batch 128", CNN, x, y, args.rounds, args.block, args.breakdown, args.variants)
 
 
 if __name__ == "__main__":

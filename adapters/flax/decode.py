@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from diag.adapters.flax.stats import Layout
+from diag.adapters.flax.stats import SCALARS, Layout
 from diag.trace.records import ActivationStats, BatchStats, LayerStats, Step
 
 
@@ -23,11 +23,14 @@ def decode_step(step: int, vector: np.ndarray, layout: Layout | None, names: lis
       wall: wall-clock time of the step.
       extra: more Step fields (epoch, metrics, step_time, ...).
     """
-    parts = layout.split(vector) if layout else {"scalars": vector[:4]}
-    loss, lr, skipped, scale = (_f(v) for v in parts["scalars"])
-    rec = Step(step=step, time=wall, loss=loss, lr=lr if lr is not None and not math.isnan(lr) else None,
-               skipped=None if skipped is None or math.isnan(skipped) else bool(skipped),
-               loss_scale=None if scale is None or math.isnan(scale) else scale, **extra)
+    parts = layout.split(vector) if layout else {"scalars": vector[:SCALARS]}
+    loss, lr, skipped, scale, grad_sq, param_sq, update_sq = (float(v) for v in parts["scalars"])
+    rec = Step(step=step, time=wall, loss=loss, lr=_known(lr),
+               skipped=None if math.isnan(skipped) else bool(skipped),
+               loss_scale=_known(scale), **extra)
+    if not (math.isnan(grad_sq) and math.isnan(param_sq) and math.isnan(update_sq)):
+        # Global norms, every step (a NaN here is a non-finite tensor, not "not measured").
+        rec.grad_norm, rec.param_norm, rec.update_norm = (_root(v) for v in (grad_sq, param_sq, update_sq))
     if layout is None or not layout.full:
         return rec
     if "table" in parts:
@@ -47,9 +50,6 @@ def decode_step(step: int, vector: np.ndarray, layout: Layout | None, names: lis
             grad_nonfinite=[0.0 if math.isfinite(x) else 1.0 for x in g],
             param_nonfinite=[0.0 if math.isfinite(x) else 1.0 for x in p],
         )
-        rec.grad_norm = float(np.sqrt(g.sum()))
-        rec.param_norm = float(np.sqrt(p.sum()))
-        rec.update_norm = float(np.sqrt(u.sum()))
     if "acts" in parts and layout.act_layers:
         a = parts["acts"].reshape(6, len(layout.act_layers)).astype(np.float64)
         col = {name: j for j, name in enumerate(layout.act_layers)}
@@ -78,8 +78,13 @@ def decode_step(step: int, vector: np.ndarray, layout: Layout | None, names: lis
     return rec
 
 
-def _f(v) -> float:
-    return float(v)
+def _known(v: float) -> float | None:
+    """NaN marks an entry the step did not measure (no schedule known, no loss scaling)."""
+    return None if math.isnan(v) else v
+
+
+def _root(v: float) -> float:
+    return math.sqrt(v) if v >= 0 else v
 
 
 def _list(a) -> list[float]:

@@ -17,6 +17,19 @@ import optax
 from flax import nnx
 
 
+WRONG_ORDER = """\
+dynamic_loss_scale() wraps a diag recorder's measuring transformation: the wrong order.
+
+Inside dynamic_loss_scale(rec.wrap(tx)) the recorder sees gradients already unscaled and zeroed
+on an overflow, and the loss scaler rolls its state back on a skipped step, so the recorded
+gradient norms, loss scale and skipped flag would describe the wrong step. Wrap the loss scaler
+instead; the recorder then reads the scale each step's gradients were scaled by:
+
+    wrong: nnx.Optimizer(model, dynamic_loss_scale(rec.wrap(optax.adam(1e-3))), wrt=nnx.Param)
+    right: nnx.Optimizer(model, rec.wrap(dynamic_loss_scale(optax.adam(1e-3))), wrt=nnx.Param)
+"""
+
+
 class LossScaleState(NamedTuple):
     inner: Any
     scale: jax.Array
@@ -48,7 +61,12 @@ def dynamic_loss_scale(inner: optax.GradientTransformation, *, init_scale: float
     """
 
     def init_fn(params):
-        return LossScaleState(inner.init(params), jnp.asarray(init_scale, jnp.float32),
+        from diag.adapters.flax.transform import MeasureState, find_state
+
+        inner_state = inner.init(params)
+        if find_state(inner_state, MeasureState) is not None:
+            raise ValueError(WRONG_ORDER)
+        return LossScaleState(inner_state, jnp.asarray(init_scale, jnp.float32),
                               jnp.zeros((), jnp.int32), jnp.ones((), jnp.bool_))
 
     def update_fn(grads, state, params=None):

@@ -55,7 +55,6 @@ from diag.trace.records import Header, NoteEvent, OptimizerInfo, Step, _Record
 from diag.trace.writer import TraceWriter
 
 DEFAULT_EVERY = 25
-_SCALARS = ("loss", "lr", "skipped", "loss_scale")
 
 
 class Recorder:
@@ -219,13 +218,18 @@ class Recorder:
         ms = find_state(nnx.as_pure(optimizer.opt_state), MeasureState) if optimizer is not None else None
         nan = jnp.full((), jnp.nan, jnp.float32)
         skipped = _skipped_flag(optimizer)
-        scalars = jnp.stack([
-            jnp.asarray(loss, jnp.float32).reshape(()),
-            ms.lr if ms is not None else nan,
-            skipped if skipped is not None else nan,
-            _loss_scale(optimizer, self) if optimizer is not None else nan,
+        if ms is not None and optimizer is not None and _uses_loss_scale(optimizer):
+            self._header_fields.setdefault("loss_scaling", "dynamic")
+        scalars = jnp.concatenate([
+            jnp.stack([
+                jnp.asarray(loss, jnp.float32).reshape(()),
+                ms.lr if ms is not None else nan,
+                skipped if skipped is not None else nan,
+                ms.loss_scale if ms is not None else nan,
+            ]),
+            ms.totals if ms is not None else jnp.full((3,), jnp.nan, jnp.float32),
         ])
-        layout = S.Layout(parts=[("scalars", 4)], full=full)
+        layout = S.Layout(parts=[("scalars", S.SCALARS)], full=full)
         pieces = [scalars]
         if full:
             if ms is not None:
@@ -416,7 +420,9 @@ class Recorder:
         if layout is not None and layout.full:
             finite = not layout.has_nonfinite(vector)
         else:
-            finite = bool(np.isfinite(vector[0]))
+            # Loss and the global norms are measured every step; an overflow that a loss scaler
+            # skipped is its business, not a NaN of the run.
+            finite = bool(np.isfinite(vector[0])) and (vector[2] == 1 or bool(np.isfinite(vector[4:7]).all()))
         if finite:
             self._last_good = step
         elif not self._nonfinite_reported:
@@ -536,12 +542,7 @@ def _skipped_flag(optimizer):
     return 1.0 - jnp.asarray(st.last_finite, jnp.float32)
 
 
-def _loss_scale(optimizer, recorder=None):
+def _uses_loss_scale(optimizer) -> bool:
     from diag.adapters.flax.loss_scale import LossScaleState
 
-    st = find_state(nnx.as_pure(optimizer.opt_state), LossScaleState)
-    if st is not None and recorder is not None:
-        recorder._header_fields.setdefault("loss_scaling", "dynamic")
-        if recorder._header_fields.get("loss_scaling") is None:
-            recorder._header_fields["loss_scaling"] = "dynamic"
-    return jnp.asarray(st.scale, jnp.float32) if st is not None else jnp.full((), jnp.nan, jnp.float32)
+    return find_state(nnx.as_pure(optimizer.opt_state), LossScaleState) is not None

@@ -20,6 +20,10 @@ import numpy as np
 
 from diag.adapters.flax.forward import path_str
 
+# The leading entries of every packed vector, measured on every step: loss, learning rate,
+# skipped flag, loss scale, then the global sums of squares of gradient, parameters and update.
+SCALARS = 7
+
 # Sigmoid within 1e-3 of 0 or 1  <=>  |z| > ln(999); tanh within 1e-3 of +-1  <=>  |z| > atanh(0.999).
 SATURATION_THRESHOLD = {"sigmoid": math.log(999.0), "tanh": math.atanh(0.999)}
 # Activations whose output is exactly zero iff the layer output is <= 0.
@@ -69,6 +73,20 @@ def sumsq_by_layer_triple(grads, params, updates) -> jax.Array:
     if not totals:
         return jnp.zeros((0, 3), jnp.float32)
     return jnp.stack([jnp.stack(t) for t in totals])
+
+
+def global_sumsq_triple(grads, params, updates) -> jax.Array:
+    """``(3,)`` float32: global sums of squares of gradient, parameters and update.
+
+    What every step records (the per-layer detail is on the sampling schedule). Each leaf is
+    read once per statistic and the partial sums are added in one tree reduction; XLA fuses the
+    square into the sum, so no squared copy is written.
+    """
+    totals = [jnp.zeros((), jnp.float32)] * 3
+    for g, p, u in zip(jax.tree.leaves(grads), jax.tree.leaves(params), jax.tree.leaves(updates)):
+        g, p, u = (jnp.asarray(t).astype(jnp.float32) for t in (g, p, u))
+        totals = [t + s for t, s in zip(totals, multi_sum(g * g, p * p, u * u))]
+    return jnp.stack(totals)
 
 
 def sumsq_by_layer(tree) -> jax.Array:

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import optax
 
 from diag.adapters.flax.loss_scale import LossScaleState
-from diag.adapters.flax.stats import layer_groups, sumsq_by_layer_triple
+from diag.adapters.flax.stats import global_sumsq_triple, layer_groups, sumsq_by_layer_triple
 
 
 class MeasureState(NamedTuple):
@@ -24,11 +24,13 @@ class MeasureState(NamedTuple):
 
     Attributes:
       inner: the wrapped transformation's state.
-      table: ``(n_layers + 1, 3)`` float32. Rows ``0..n-1``: per-layer sums of squares of the
+      table: ``(n_layers + 2, 3)`` float32. Rows ``0..n-1``: per-layer sums of squares of the
         gradient (divided by the loss scale when an inner ``dynamic_loss_scale`` scaled it), the
-        parameters (before the update) and the update, in tree order (zeros on
-        steps that did not measure). Last row: the learning rate of the last update (NaN when
-        unknown), then two unused entries.
+        parameters (before the update) and the update, in tree order (left as they were on
+        steps that did not measure them). Row ``n``: the learning rate of the last update (NaN
+        when unknown), the loss scale that update's gradients were scaled by (NaN without
+        loss scaling), one unused entry. Row ``n + 1``: the global sums of squares of the
+        gradient, parameters and update of the last update, measured on every step.
     """
 
     inner: Any
@@ -36,11 +38,21 @@ class MeasureState(NamedTuple):
 
     @property
     def lr(self) -> jax.Array:
-        return self.table[-1, 0]
+        return self.table[-2, 0]
+
+    @property
+    def loss_scale(self) -> jax.Array:
+        """The loss scale the last update's gradients were scaled by (NaN without scaling)."""
+        return self.table[-2, 1]
+
+    @property
+    def totals(self) -> jax.Array:
+        """``(3,)``: global sums of squares of gradient, parameters and update (every step)."""
+        return self.table[-1]
 
     @property
     def layers(self) -> jax.Array:
-        return self.table[:-1]
+        return self.table[:-2]
 
 
 def _schedule_count(state):
@@ -106,7 +118,7 @@ def measure(
 
     def init_fn(params):
         n = len(layer_groups(params)[0])
-        table = jnp.zeros((n + 1, 3), jnp.float32).at[n].set(jnp.nan)
+        table = jnp.zeros((n + 2, 3), jnp.float32).at[n:].set(jnp.nan)
         return MeasureState(inner=inner.init(params), table=table)
 
     def update_fn(updates, state, params=None, **extra):
@@ -122,21 +134,25 @@ def measure(
         else:
             found = _find_learning_rate(inner_state)
             lr = jnp.asarray(found, jnp.float32) if found is not None else jnp.full((), jnp.nan, jnp.float32)
+        if params is None:
+            raise ValueError("diag's measure() needs the parameters: nnx.Optimizer passes them.")
+        scaling = find_state(state.inner, LossScaleState)
+        grads = updates
+        scale = jnp.float32(jnp.nan)
+        if scaling is not None:
+            # Under dynamic loss scaling the gradients arriving here are multiplied by the
+            # scale this step used (the state before the update holds it); record the true
+            # gradient. The multiply fuses into the reduction (no extra pass over the gradients).
+            scale = jnp.asarray(scaling.scale, jnp.float32)
+            inverse = 1.0 / scaling.scale
+            grads = jax.tree.map(lambda g: g * inverse.astype(g.dtype), updates)
         if enabled():
-            if params is None:
-                raise ValueError("diag's measure() needs the parameters: nnx.Optimizer passes them.")
-            scaling = find_state(state.inner, LossScaleState)
-            grads = updates
-            if scaling is not None:
-                # Under dynamic loss scaling the gradients arriving here are multiplied by the
-                # scale this step used; record the true gradient. The multiply fuses into the
-                # reduction (no extra pass over the gradients).
-                inverse = 1.0 / scaling.scale
-                grads = jax.tree.map(lambda g: g * inverse.astype(g.dtype), updates)
             layers = sumsq_by_layer_triple(grads, params, new_updates)
+            totals = jnp.sum(layers, axis=0)  # the per-layer sums, reused
         else:
             layers = state.layers
-        last = jnp.stack([lr, jnp.float32(jnp.nan), jnp.float32(jnp.nan)])[None]
-        return new_updates, MeasureState(inner_state, jnp.concatenate([layers, last]))
+            totals = global_sumsq_triple(grads, params, new_updates)
+        rows = jnp.stack([jnp.stack([lr, scale, jnp.float32(jnp.nan)]), totals])
+        return new_updates, MeasureState(inner_state, jnp.concatenate([layers, rows]))
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)

@@ -1,0 +1,129 @@
+"""The Flax trace is the truth of the run: checked against references computed beside an
+ordinary training loop (the loop of the Flax NNX tutorial, with the recorder's four additions).
+
+Every reference here is computed independently of the recorder: gradients with ``jax.grad`` on a
+clone of the model, parameters read before and after the step, the loss scale from the loss
+scaler's own state before the step.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from diag.adapters.flax import Recorder, current_scale, dynamic_loss_scale
+from diag.adapters.flax.loss_scale import WRONG_ORDER, LossScaleState
+from diag.adapters.flax.transform import find_state
+from diag.trace import load_trace
+
+
+class MLP(nnx.Module):
+    def __init__(self, rngs):
+        self.hidden = nnx.Linear(4, 16, rngs=rngs)
+        self.out = nnx.Linear(16, 3, rngs=rngs)
+
+    def __call__(self, x):
+        return self.out(nnx.relu(self.hidden(x)))
+
+
+def batches(n, seed=0):
+    rng = np.random.default_rng(seed)
+    return [(jnp.asarray(rng.normal(size=(8, 4)), jnp.float32), jnp.asarray(rng.integers(0, 3, 8))) for _ in range(n)]
+
+
+def norm(tree) -> float:
+    return math.sqrt(sum(float(jnp.sum(jnp.asarray(a, jnp.float32) ** 2)) for a in jax.tree.leaves(tree)))
+
+
+def params_of(model):
+    return jax.tree.map(lambda a: np.array(a), nnx.to_pure_dict(nnx.state(model, nnx.Param)))
+
+
+def test_global_norms_are_recorded_on_every_step_not_only_on_sampled_steps(tmp_path):
+    model = MLP(nnx.Rngs(0))
+    rec = Recorder(tmp_path / "run.jsonl", model, every=25, handle_signals=False)
+    optimizer = nnx.Optimizer(model, rec.wrap(optax.adam(1e-2)), wrt=nnx.Param)
+
+    @rec.jit
+    def train_step(model, optimizer, x, y):
+        def loss_fn(model):
+            return optax.softmax_cross_entropy_with_integer_labels(model(x), y).mean()
+
+        loss, grads = rec.value_and_grad(loss_fn)(model)
+        optimizer.update(model, grads)
+        return rec.stats(optimizer, loss)
+
+    expected = []
+    with rec:
+        for step, (x, y) in enumerate(batches(6)):
+            before = params_of(model)
+            grads = jax.grad(lambda m: optax.softmax_cross_entropy_with_integer_labels(m(x), y).mean())(
+                nnx.clone(model))
+            rec.record(step, train_step(model, optimizer, x, y))
+            after = params_of(model)
+            expected.append((norm(nnx.state(grads, nnx.Param)), norm(before),
+                             norm(jax.tree.map(lambda a, b: a - b, after, before))))
+    trace = load_trace(tmp_path / "run.jsonl")
+    got = np.stack([trace.series(k).values for k in ("grad_norm", "param_norm", "update_norm")], axis=1)
+    np.testing.assert_allclose(got, np.array(expected), rtol=2e-4)
+    # Per-layer detail stays on the sampling schedule: step 0 only.
+    assert trace.layer_series("layers.grad_norm", "hidden").steps.tolist() == [0]
+
+
+def _scaled_run(path, wrap_order):
+    model = MLP(nnx.Rngs(0))
+    rec = Recorder(path, model, every=2, handle_signals=False)
+    tx = optax.sgd(0.1)
+    if wrap_order == "recorder outside":
+        optimizer = nnx.Optimizer(model, rec.wrap(dynamic_loss_scale(tx, init_scale=8.0, period=2)), wrt=nnx.Param)
+    else:
+        optimizer = nnx.Optimizer(model, dynamic_loss_scale(rec.wrap(tx), init_scale=8.0, period=2), wrt=nnx.Param)
+
+    @rec.jit
+    def train_step(model, optimizer, x, y, poison):
+        scale = current_scale(optimizer)
+
+        def loss_fn(model):
+            loss = optax.softmax_cross_entropy_with_integer_labels(model(x), y).mean()
+            return loss * scale * poison, loss
+
+        (_, loss), grads = rec.value_and_grad(loss_fn, has_aux=True)(model)
+        optimizer.update(model, grads)
+        return rec.stats(optimizer, loss)
+
+    scales, true_grad_norms = [], []
+    with rec:
+        for step, (x, y) in enumerate(batches(5)):
+            poison = jnp.float32(jnp.inf if step == 1 else 1.0)  # step 1 overflows
+            scales.append(float(find_state(nnx.as_pure(optimizer.opt_state), LossScaleState).scale))
+            grads = jax.grad(lambda m: optax.softmax_cross_entropy_with_integer_labels(m(x), y).mean())(
+                nnx.clone(model))
+            true_grad_norms.append(norm(nnx.state(grads, nnx.Param)))
+            rec.record(step, train_step(model, optimizer, x, y, poison))
+    return load_trace(path), scales, true_grad_norms
+
+
+def test_loss_scale_is_the_scale_that_produced_the_steps_gradients_and_the_norm_is_unscaled(tmp_path):
+    trace, scales, true_grad_norms = _scaled_run(tmp_path / "run.jsonl", "recorder outside")
+    assert scales == [8.0, 8.0, 4.0, 4.0, 8.0]  # overflow halves it; two good steps double it
+    assert trace.series("loss_scale").values.tolist() == scales
+    assert trace.series("skipped").values.tolist() == [0, 1, 0, 0, 0]
+    grad_norm = trace.series("grad_norm").values
+    assert not np.isfinite(grad_norm[1])  # the overflowed step's gradient, unscaled: still Inf
+    for step in (0, 2, 3, 4):  # measured (even) and unmeasured (odd) steps alike
+        assert grad_norm[step] == pytest.approx(true_grad_norms[step], rel=1e-4)
+    assert trace.header.loss_scaling == "dynamic"
+    assert not trace.events_of("nonfinite")  # a skipped overflow is the loss scaler's business
+
+
+def test_the_loss_scaler_wrapping_the_recorder_is_refused_with_the_right_order(tmp_path):
+    with pytest.raises(ValueError, match=re.escape(WRONG_ORDER)):
+        _scaled_run(tmp_path / "run.jsonl", "recorder inside")
+    assert "rec.wrap(dynamic_loss_scale(" in WRONG_ORDER
