@@ -127,3 +127,97 @@ def test_the_loss_scaler_wrapping_the_recorder_is_refused_with_the_right_order(t
     with pytest.raises(ValueError, match=re.escape(WRONG_ORDER)):
         _scaled_run(tmp_path / "run.jsonl", "recorder inside")
     assert "rec.wrap(dynamic_loss_scale(" in WRONG_ORDER
+
+
+class Reversed(nnx.Module):
+    """Defined in one order, called in the other: only the first step reveals the forward order."""
+
+    def __init__(self, rngs):
+        self.b_second = nnx.Linear(16, 3, rngs=rngs)
+        self.a_first = nnx.Linear(4, 16, rngs=rngs)
+
+    def __call__(self, x):
+        return self.b_second(nnx.relu(self.a_first(x)))
+
+
+def test_the_header_is_on_disk_when_the_recorder_opens_and_final_after_the_first_step(tmp_path):
+    path = tmp_path / "run.jsonl"
+    model = Reversed(nnx.Rngs(0))
+    rec = Recorder(path, model, task="classification", num_classes=3, handle_signals=False)
+    early = load_trace(path)  # a run killed now still leaves a readable trace
+    assert early.header.framework == "flax" and early.header.model_name == "Reversed"
+    assert early.header.recording["header"].startswith("provisional")
+    optimizer = nnx.Optimizer(model, rec.wrap(optax.sgd(0.1)), wrt=nnx.Param)
+
+    @rec.jit
+    def train_step(model, optimizer, x, y):
+        loss, grads = rec.value_and_grad(
+            lambda m: optax.softmax_cross_entropy_with_integer_labels(m(x), y).mean())(model)
+        optimizer.update(model, grads)
+        return rec.stats(optimizer, loss)
+
+    with rec:
+        for step, (x, y) in enumerate(batches(3)):
+            rec.record(step, train_step(model, optimizer, x, y))
+    lines = path.read_text().splitlines()
+    assert sum('"kind":"header"' in line for line in lines) == 1
+    trace = load_trace(path)
+    assert [layer.name for layer in trace.header.layers] == ["a_first", "b_second"]
+    assert "header" not in trace.header.recording
+    assert trace.header.optimizer.name == "sgd"
+
+
+def test_nothing_of_the_run_is_held_after_close(tmp_path):
+    import gc
+    import weakref
+
+    model = MLP(nnx.Rngs(0))
+    rec = Recorder(tmp_path / "run.jsonl", model, every=2, handle_signals=False)
+    optimizer = nnx.Optimizer(model, rec.wrap(optax.adam(1e-3)), wrt=nnx.Param)
+
+    @rec.jit
+    def train_step(model, optimizer, x, y):
+        loss, grads = rec.value_and_grad(
+            lambda m: optax.softmax_cross_entropy_with_integer_labels(m(x), y).mean())(model)
+        optimizer.update(model, grads)
+        return rec.stats(optimizer, loss)
+
+    with rec:
+        for step, (x, y) in enumerate(batches(3)):
+            rec.record(step, train_step(model, optimizer, x, y))
+    held = [weakref.ref(model), weakref.ref(optimizer), weakref.ref(train_step)]
+    del model, optimizer, train_step
+    gc.collect()
+    assert [ref() is None for ref in held] == [True, True, True]
+    assert rec.path.exists()  # the recorder itself is still alive
+
+
+@pytest.mark.parametrize("make_tx,wrap_lr,expected", [
+    (lambda: optax.adamw(optax.warmup_cosine_decay_schedule(0.0, 3e-3, 10, 100)), None,
+     {"learning_rate": 0.0, "lr_peak": 3e-3, "lr_schedule": "join_schedules(polynomial_schedule, cosine_decay_schedule)"}),
+    (lambda: optax.sgd(optax.exponential_decay(0.1, 10, 0.5)), None,
+     {"learning_rate": 0.1, "lr_peak": 0.1, "lr_schedule": "exponential_decay"}),
+    (lambda: optax.inject_hyperparams(optax.adam)(learning_rate=optax.linear_schedule(1e-3, 0.0, 50)), None,
+     {"learning_rate": 1e-3, "lr_schedule": "polynomial_schedule"}),
+    (lambda: optax.chain(optax.scale_by_adam(), optax.scale(-2e-3)), 2e-3, {"learning_rate": 2e-3}),
+    (lambda: optax.chain(optax.scale_by_adam(), optax.scale_by_learning_rate(optax.cosine_decay_schedule(0.5, 9))),
+     optax.cosine_decay_schedule(0.5, 9), {"learning_rate": 0.5, "lr_schedule": "cosine_decay_schedule"}),
+])
+def test_the_header_shows_the_learning_rate_as_a_number_and_the_schedules_kind(tmp_path, make_tx, wrap_lr, expected):
+    model = MLP(nnx.Rngs(0))
+    rec = Recorder(tmp_path / "run.jsonl", model, handle_signals=False)
+    optimizer = nnx.Optimizer(model, rec.wrap(make_tx(), learning_rate=wrap_lr), wrt=nnx.Param)
+
+    @nnx.jit
+    def train_step(model, optimizer, x, y):
+        loss, grads = rec.value_and_grad(
+            lambda m: optax.softmax_cross_entropy_with_integer_labels(m(x), y).mean())(model)
+        optimizer.update(model, grads)
+        return rec.stats(optimizer, loss)
+
+    with rec:
+        for step, (x, y) in enumerate(batches(2)):
+            rec.record(step, train_step(model, optimizer, x, y))
+    hp = load_trace(tmp_path / "run.jsonl").header.optimizer.hyperparameters
+    for key, value in expected.items():
+        assert hp.get(key) == (value if isinstance(value, str) else pytest.approx(value)), key

@@ -20,7 +20,7 @@ _OPTAX_NAMES = {
     "scale_by_radam": "radam", "scale_by_lamb": "lamb", "scale_by_trust_ratio": "lars",
     "scale_by_stddev": "rmsprop", "scale_by_rss": "adagrad", "scale_by_sign": "signsgd",
 }
-_HYPER = ("learning_rate", "b1", "b2", "eps", "momentum", "decay", "weight_decay", "nesterov",
+_HYPER = ("learning_rate", "lr_schedule", "lr_peak", "b1", "b2", "eps", "momentum", "decay", "weight_decay", "nesterov",
           "max_norm", "initial_accumulator_value")
 
 
@@ -43,14 +43,21 @@ def _walk_optax(fn, found: dict, names: list, depth: int = 0) -> None:
         key = {"step_size_fn": "learning_rate", "decay": "momentum" if head == "trace" else "decay"}.get(var, var)
         if head == "scale" and var == "step_size" and isinstance(value, (int, float)):
             key, value = "learning_rate", -value  # optax.scale(-learning_rate) ends every optimizer
-        if head == "scale_by_schedule" and var == "step_size_fn":
-            found.setdefault("learning_rate", "schedule")
+        if head == "scale_by_schedule" and var == "step_size_fn" and "learning_rate" not in found:
+            # optax wraps the user's schedule as ``lambda count: -schedule(count)``.
+            inner = _closure_value(value, "learning_rate")
+            if inner is not None:
+                found.update(describe_schedule(inner))
+            else:
+                found.update(describe_schedule(lambda count: -value(count)), lr_schedule="custom")
         if key in _HYPER and isinstance(value, (int, float, bool)) and key not in found:
             found[key] = value
         if isinstance(value, dict) and head.startswith("inject_hyperparams"):
             for k, v in value.items():
                 if isinstance(v, (int, float)) and not isinstance(v, bool):
                     found.setdefault(k, float(v))
+                elif k == "learning_rate" and callable(v) and k not in found:
+                    found.update(describe_schedule(v))
         if callable(value) and not isinstance(value, type):
             if getattr(value, "__qualname__", "").split(".<locals>")[0] in ("adam", "adamw", "sgd", "rmsprop", "lion", "adafactor"):
                 names.append(value.__qualname__.split(".<locals>")[0])
@@ -60,6 +67,61 @@ def _walk_optax(fn, found: dict, names: list, depth: int = 0) -> None:
                 _walk_optax(t if callable(t) else getattr(t, "update", None), found, names, depth + 1)
         elif hasattr(value, "update") and hasattr(value, "init"):
             _walk_optax(value.update, found, names, depth + 1)
+
+
+def _closure_value(fn, name: str):
+    code = getattr(fn, "__code__", None)
+    for var, cell in zip(getattr(code, "co_freevars", ()), getattr(fn, "__closure__", None) or ()):
+        if var == name:
+            try:
+                return cell.cell_contents
+            except ValueError:
+                return None
+    return None
+
+
+def schedule_kind(fn) -> str:
+    """The optax name of a schedule: 'cosine_decay_schedule', 'join_schedules(linear_schedule,
+    cosine_decay_schedule)' for a warmup, 'custom' for a user's own function."""
+    head = getattr(fn, "__qualname__", "").split(".<locals>")[0]
+    if head == "join_schedules":
+        parts = _closure_value(fn, "schedules") or []
+        return f"join_schedules({', '.join(schedule_kind(p) for p in parts)})"
+    from_optax = getattr(fn, "__module__", "").startswith("optax") and ".<locals>" in getattr(fn, "__qualname__", "")
+    return head if from_optax else "custom"
+
+
+def describe_schedule(fn) -> dict:
+    """The learning rate of a schedule as header numbers: at step 0, its peak, and its kind.
+
+    The peak is the largest value at steps 0..1024 and at 2**11, ..., 2**20: a warmup starts at
+    0, and a rule that asks "is the learning rate too high" needs the value it warms up to.
+
+    Example:
+      >>> import optax
+      >>> describe_schedule(optax.warmup_cosine_decay_schedule(0.0, 1e-3, 10, 100))
+      {'learning_rate': 0.0, 'lr_peak': 0.001, 'lr_schedule': 'join_schedules(polynomial_schedule, cosine_decay_schedule)'}
+    """
+    fn = getattr(fn, "schedule_fn", fn)  # optax.inject_hyperparams keeps the user's schedule inside
+    import numpy as np
+
+    steps = np.concatenate([np.arange(1025), 2 ** np.arange(11, 21)])
+    try:
+        values = np.asarray(fn(steps), np.float64).reshape(-1)  # optax schedules take arrays
+        if values.size != steps.size:
+            raise ValueError("not elementwise")
+    except Exception:  # noqa: BLE001 - evaluate step by step, or give up on a schedule that needs more
+        try:
+            values = np.array([float(fn(int(step))) for step in steps[:65]])
+        except Exception:  # noqa: BLE001
+            return {"learning_rate": "schedule", "lr_schedule": schedule_kind(fn)}
+    return {"learning_rate": _float32(values[0]), "lr_peak": _float32(np.nanmax(values)),
+            "lr_schedule": schedule_kind(fn)}
+
+
+def _float32(value: float) -> float:
+    """A float32 schedule value as its shortest decimal (0.1, not 0.10000000149011612)."""
+    return float(f"{value:.7g}")
 
 
 def describe_optimizer(tx) -> OptimizerInfo:

@@ -37,7 +37,9 @@ without touching the model, so the event names the layer even between measuring 
 from __future__ import annotations
 
 import atexit
+import functools
 import time
+import weakref
 from typing import Any, Callable
 
 import jax
@@ -48,9 +50,10 @@ from flax import nnx
 from diag.adapters.flax import crash, stats as S
 from diag.adapters.flax.decode import decode_step
 from diag.adapters.flax.forward import ForwardInfo, trace_forward
-from diag.adapters.flax.header import build_header, describe_optimizer, order_layers, param_layers
+from diag.adapters.flax.header import build_header, describe_optimizer, describe_schedule, order_layers, param_layers
 from diag.adapters.flax.nonfinite import locate_nonfinite
 from diag.adapters.flax.transform import MeasureState, find_state, measure
+from diag.adapters.header_at_open import HeaderAtOpen
 from diag.trace.records import Header, NoteEvent, OptimizerInfo, Step, _Record
 from diag.trace.writer import TraceWriter
 
@@ -143,7 +146,17 @@ class Recorder:
         self._signals: list = []
         self._guard = crash.SignalGuard(self._on_signal) if handle_signals else None
         self._closed = False
-        atexit.register(self._atexit)
+        # The exit hook holds the recorder weakly: registering a bound method would keep the
+        # model, the optimizer and the compiled steps alive until the interpreter exits.
+        self._exit_hook = functools.partial(_close_at_exit, weakref.ref(self))
+        atexit.register(self._exit_hook)
+        # A run killed before its first step still leaves a header (replaced once the step has
+        # shown the forward order of the layers).
+        self._header_line = HeaderAtOpen(self.writer)
+        self._header_line.write_provisional(build_header(
+            model, order_layers(param_layers(model), None), None,
+            recording={"every": self.every, "layer_order": "tree order (before the first step)"},
+            **self._header_fields))
 
     # ------------------------------------------------------------------ inside the jitted step
 
@@ -159,8 +172,10 @@ class Recorder:
           A GradientTransformation to give to ``nnx.Optimizer``.
         """
         self._optimizer = describe_optimizer(tx)
-        if learning_rate is not None and not callable(learning_rate):
-            self._optimizer.hyperparameters.setdefault("learning_rate", float(learning_rate))
+        if callable(learning_rate):
+            self._optimizer.hyperparameters.update(describe_schedule(learning_rate))
+        elif learning_rate is not None:
+            self._optimizer.hyperparameters["learning_rate"] = float(learning_rate)
         lr = learning_rate
         if lr is None and isinstance(self._optimizer.hyperparameters.get("learning_rate"), float):
             lr = self._optimizer.hyperparameters["learning_rate"]  # a constant LR read from optax's closure
@@ -304,6 +319,8 @@ class Recorder:
         """
         if isinstance(stats, (tuple, list)):
             stats = stats[-1]
+        if self._header is None:
+            self._ensure_header()  # the step has been traced: the forward order is known
         if self._async_copy and hasattr(stats, "copy_to_host_async"):
             stats.copy_to_host_async()
         call = self._calls - 1
@@ -362,6 +379,13 @@ class Recorder:
         self._closed = True
         if self._guard:
             self._guard.uninstall()
+        atexit.unregister(self._exit_hook)
+        # Hold nothing of the run after it ended (see test_nothing_of_the_run_is_held_after_close).
+        self.model = None
+        self._snapshots.clear()
+        self._variables, self._variables_key = [], None
+        self._captured = None
+        self._pending.clear()
 
     def __enter__(self) -> "Recorder":
         if self._guard:
@@ -418,7 +442,8 @@ class Recorder:
         self._ensure_header()
         self._last_step = step
         if layout is not None and layout.full:
-            finite = not layout.has_nonfinite(vector)
+            # An overflow that a loss scaler skipped is its business, unless the loss itself is bad.
+            finite = not layout.has_nonfinite(vector) or (vector[2] == 1 and bool(np.isfinite(vector[0])))
         else:
             # Loss and the global norms are measured every step; an overflow that a loss scaler
             # skipped is its business, not a NaN of the run.
@@ -477,7 +502,7 @@ class Recorder:
             recording["forward_order"] = "tree order: " + self._forward_error[:200]
         self._header = build_header(self.model, layers, self._optimizer, recording=recording, **self._header_fields)
         self._layer_names = [l.name for l in self._header.layers]
-        self._emit(self._header)
+        self._header_line.write_final(self._header)
         for record in self._early:
             self._emit(record)
         self._early.clear()
@@ -488,12 +513,6 @@ class Recorder:
         event.step = self._pending[-1][0] if self._pending else self._last_step  # where the loop was
         self._signals.append(event)
 
-    def _atexit(self) -> None:
-        if not self._closed:
-            try:
-                self.close()
-            except Exception:
-                pass
 
     def _emit(self, record) -> None:
         try:
@@ -503,6 +522,15 @@ class Recorder:
 
     def _decode(self, step, vector, layout, wall, extra) -> Step:
         return decode_step(step, vector, layout, self._layer_names, self._perm, wall, extra)
+
+
+def _close_at_exit(recorder_ref) -> None:
+    recorder = recorder_ref()
+    if recorder is not None and not recorder._closed:
+        try:
+            recorder.close()
+        except Exception:  # noqa: BLE001 - the interpreter is exiting; nothing to report to
+            pass
 
 
 def _ready(array) -> bool:

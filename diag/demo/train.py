@@ -76,9 +76,9 @@ def run_scenario(s: Scenario, out: str | Path, *, steps: int | None = None, seed
                    steps_planned=steps, model_name=f"MLP ({s.name} demo)",
                    tags={"demo": s.name, "planted_cause": s.expected_cause})
     tx = optax.adam(s.lr) if s.optimizer == "adam" else optax.sgd(s.lr)
-    tx = rec.wrap(tx)  # diag
     if s.loss_scaling:
         tx = dynamic_loss_scale(tx, init_scale=2.0**15, period=50)
+    tx = rec.wrap(tx)  # diag (outside the loss scaler: it records the scale each step used)
     optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
 
     def loss_of(logits, y):

@@ -32,6 +32,7 @@ from diag.trace.builder import TraceBuilder
 from diag.trace.columnar import Trace
 from diag.trace.limits import MAX_DEPTH, MAX_LINE_BYTES, excerpt, has_surrogates, replace_surrogates
 from diag.trace.records import RECORD_KINDS, SCHEMA_MAJOR, SCHEMA_NAME, SCHEMA_VERSION
+from diag.trace.shards import shard_problems
 
 SHARD_SUFFIXES = (".jsonl", ".json")
 _DOCUMENT_LIMIT = 256 << 20  # a single JSON document larger than this is read as JSONL
@@ -118,9 +119,13 @@ def read_into(path: str | os.PathLike, builder: TraceBuilder | None = None, *,
                                  hint="expected files like run.p0.jsonl, run.p1.jsonl")
         builder = builder or TraceBuilder(str(p), capacity=sum(count_lines(s) for s in shards))
         builder.run = builder.runs = 1
+        held = []
         for rank, shard in enumerate(shards):
             builder.start_shard(str(shard), rank)
+            first = len(builder.headers)
             _read_file(shard, builder, allow_empty=True, run=run)
+            held.append((str(shard), builder.headers[first:]))
+        builder.problems.extend(shard_problems(str(p), held))  # duplicate or missing processes
         if builder.records == 0:
             raise DiagInputError(Problem(str(p), "no valid records in any shard"), hint=TRACE_EXAMPLE)
         return builder
