@@ -221,3 +221,56 @@ def test_the_header_shows_the_learning_rate_as_a_number_and_the_schedules_kind(t
     hp = load_trace(tmp_path / "run.jsonl").header.optimizer.hyperparameters
     for key, value in expected.items():
         assert hp.get(key) == (value if isinstance(value, str) else pytest.approx(value)), key
+
+
+def test_records_written_by_user_code_land_after_the_steps_recorded_before_them(tmp_path):
+    from diag.trace.records import Data, NoteEvent
+
+    model = MLP(nnx.Rngs(0))
+    rec = Recorder(tmp_path / "run.jsonl", model, every=2, handle_signals=False)
+    optimizer = nnx.Optimizer(model, rec.wrap(optax.sgd(0.1)), wrt=nnx.Param)
+
+    @rec.jit
+    def train_step(model, optimizer, x, y):
+        loss, grads = rec.value_and_grad(
+            lambda m: optax.softmax_cross_entropy_with_integer_labels(m(x), y).mean())(model)
+        optimizer.update(model, grads)
+        return rec.stats(optimizer, loss)
+
+    with rec:
+        rec.write(Data(split="train", size=40, num_features=4))
+        for step, (x, y) in enumerate(batches(5)):
+            rec.record(step, train_step(model, optimizer, x, y))
+            rec.write(NoteEvent(step=step, message=f"after step {step}"))
+    lines = (tmp_path / "run.jsonl").read_text().splitlines()
+    kinds = [line.split('"kind":"')[1].split('"')[0] for line in lines]
+    assert kinds == ["header", "data"] + ["step", "event"] * 5 + ["event"]
+
+
+def test_an_exception_names_the_module_and_the_shapes_and_dtypes_it_was_called_with(tmp_path):
+    class Mismatched(nnx.Module):
+        def __init__(self, rngs):
+            self.hidden = nnx.Linear(4, 8, rngs=rngs)
+            self.out = nnx.Linear(16, 3, rngs=rngs)  # the bug: the hidden layer gives 8 features
+
+        def __call__(self, x):
+            return self.out(nnx.relu(self.hidden(x)))
+
+    model = Mismatched(nnx.Rngs(0))
+    rec = Recorder(tmp_path / "run.jsonl", model, handle_signals=False)
+    optimizer = nnx.Optimizer(model, rec.wrap(optax.sgd(0.1)), wrt=nnx.Param)
+
+    @rec.jit
+    def train_step(model, optimizer, x, y):
+        loss, grads = rec.value_and_grad(
+            lambda m: optax.softmax_cross_entropy_with_integer_labels(m(x), y).mean())(model)
+        optimizer.update(model, grads)
+        return rec.stats(optimizer, loss)
+
+    with pytest.raises(TypeError):
+        with rec:
+            for step, (x, y) in enumerate(batches(2)):
+                rec.record(step, train_step(model, optimizer, x, y))
+    (event,) = load_trace(tmp_path / "run.jsonl").events_of("exception")
+    assert (event.layer, event.module_type, event.input_shapes, event.input_dtypes) == (
+        "out", "Linear", [[8, 8]], ["float32"])

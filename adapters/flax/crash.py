@@ -55,7 +55,37 @@ class SignalGuard:
         raise SystemExit(128 + signum)
 
 
-def exit_events(exc_type, exc, tb, *, step: int | None, last_good_step: int | None, steps: int) -> list:
+def crash_site(model, tb) -> dict:
+    """The innermost NNX module whose ``__call__`` was running when the exception was raised, with
+    its path in ``model`` and the shapes and dtypes it was called with (fields of the event).
+
+    Inside ``nnx.jit`` the modules on the traceback are clones of the user's: the path is found by
+    walking the outermost clone on the traceback (or the model itself, outside a jit).
+    """
+    from flax import nnx
+
+    from diag.adapters.crash_site import describe_inputs, innermost_module
+    from diag.adapters.flax.forward import path_str
+
+    site = innermost_module(tb, lambda owner: isinstance(owner, nnx.Module))
+    if site is None:
+        return {}
+    shapes, dtypes = describe_inputs(site.inputs, lambda d: getattr(d, "name", str(d)))
+    fields = {"module_type": type(site.module).__name__, "input_shapes": shapes, "input_dtypes": dtypes}
+    for root in [model, *site.outer]:
+        if root is None:
+            continue
+        try:
+            for path, node in nnx.iter_graph(root):
+                if node is site.module:
+                    return {"layer": path_str(path) or "root", **fields}
+        except Exception:  # noqa: BLE001 - a graph that cannot be walked: keep the type and inputs
+            continue
+    return fields
+
+
+def exit_events(exc_type, exc, tb, *, step: int | None, last_good_step: int | None, steps: int,
+                site: dict | None = None) -> list:
     """The events that close a trace, given how the ``with`` block ended."""
     now = time.time()
     if exc_type is None:
@@ -66,6 +96,6 @@ def exit_events(exc_type, exc, tb, *, step: int | None, last_good_step: int | No
     text = "".join(traceback.format_exception(exc_type, exc, tb))
     return [
         ExceptionEvent(type=exc_type.__name__, message=str(exc)[:2000], traceback=text[-20000:],
-                       last_good_step=last_good_step, step=step, time=now),
+                       last_good_step=last_good_step, step=step, time=now, **(site or {})),
         RunEndEvent(status="crashed", steps=steps, step=step, time=now),
     ]

@@ -132,6 +132,7 @@ class Recorder:
         self._full = True  # trace-time flag: does the variant being traced measure?
         self._captured = None  # trace-time: activations captured by value_and_grad
         self._pending: list = []
+        self._followers: dict[int, list] = {}  # call -> records written after it, before it was decoded
         self._snapshots: dict[int, tuple] = {}
         self._call_steps: dict[int, int] = {}
         self._early: list = []
@@ -337,10 +338,17 @@ class Recorder:
             self._process(self._pending.pop(0))
 
     def write(self, record: _Record) -> None:
-        """Write any trace record (an ``Eval``, ``Data`` from the data probe, a ``NoteEvent``)."""
+        """Write any trace record from your own code (an ``Eval``, ``Data`` from the data probe, a
+        ``NoteEvent``), in order: after the steps recorded before this call.
+
+        Steps are decoded a call or two late (the device is never waited on), so a record written
+        while steps are still pending waits behind them.
+        """
         if self._header is None:
-            # The header waits for the first step: its layer order comes from tracing the step.
+            # The final header waits for the first step: its layer order comes from tracing it.
             self._early.append(record)
+        elif self._pending:
+            self._followers.setdefault(self._pending[-1][2], []).append(record)
         else:
             self._emit(record)
 
@@ -367,13 +375,18 @@ class Recorder:
                 self._process(self._pending.pop(0))
         except Exception as e:  # the device died with the step: keep what we have
             self._pending.clear()
+            for records in self._followers.values():
+                for record in records:
+                    self._emit(record)
+            self._followers.clear()
             self.write(NoteEvent(level="warning", message=f"last steps lost: {type(e).__name__}: {e}"))
         self._ensure_header()
         for event in self._signals:  # noted by the signal handler, written here (see _on_signal)
             self._emit(event)
         self._signals.clear()
+        site = crash.crash_site(self.model, tb) if tb is not None else None
         for event in crash.exit_events(exc_type, exc, tb, step=self._last_step,
-                                       last_good_step=self._last_good, steps=self._steps_written):
+                                       last_good_step=self._last_good, steps=self._steps_written, site=site):
             self._emit(event)
         self.writer.close()
         self._closed = True
@@ -461,6 +474,8 @@ class Recorder:
                 record = self._decode(step, vector, layout, wall, extra)
             except Exception as e:  # never stop the training loop over a record
                 record = NoteEvent(step=step, level="error", message=f"diag recorder: {type(e).__name__}: {e}")
+            self._emit(record)
+        for record in self._followers.pop(call, ()):
             self._emit(record)
 
     def _localize(self, step, call, vector, layout):

@@ -31,8 +31,11 @@ import torch
 from torch import nn
 
 from diag.adapters.torch._encode import encode_line, jfloat
+from diag.adapters.torch._accuracy import accuracy_rule, correct_decisions
 from diag.adapters.torch._header import build_header
-from diag.adapters.torch._layers import LayerPlan, activation_name, find_layers, plan_layers
+from diag.adapters.crash_site import describe_inputs, innermost_module
+from diag.adapters.header_at_open import HeaderAtOpen
+from diag.adapters.torch._layers import LayerPlan, activation_name, dtype_name, find_layers, plan_layers
 from diag.adapters.torch._lifecycle import CrashCapture
 from diag.adapters.torch._nonfinite import first_nonfinite
 from diag.adapters.torch._stats import activation_counts, batch_stats, grad_layer_sq, label_stats, per_layer_sq, sums
@@ -176,6 +179,14 @@ class TorchRecorder:
         self._update_layer_hooks()
         if self.scaler is not None:
             self._wrap_scaler(self.scaler)
+        # A run killed before its first step still leaves a header (replaced by the complete one,
+        # layers in forward order, once the first step has run).
+        self._header_line = HeaderAtOpen(self.writer)
+        self._header_line.write_provisional(build_header(
+            model, optimizer, plan_layers(find_layers(model), None), self._header_fields,
+            created_at=self._created_at, autocast_dtype=None,
+            loss_scaling="dynamic" if self.scaler is not None else None,
+            recording={"adapter": "diag.adapters.torch", "layer_order": "registration order (before the first step)"}))
         self._crash = None
         if capture_crashes:
             self._crash = CrashCapture(self._on_uncaught, self._on_signal, self._on_exit)
@@ -344,6 +355,7 @@ class TorchRecorder:
         examples: int | None = None,
         step: int | None = None,
         model_mode: str | None = None,
+        accuracy_rule: str | None = None,
     ) -> Eval:
         """Write an evaluation computed by your own loop; the model's current mode is recorded.
 
@@ -354,6 +366,7 @@ class TorchRecorder:
           examples: how many examples were evaluated.
           step: the training step it belongs to (default: the last recorded step).
           model_mode: 'train' or 'eval'; default: read from ``model.training``.
+          accuracy_rule: how ``metrics["accuracy"]`` was computed (see :func:`accuracy_rule`).
 
         Returns:
           The :class:`~diag.trace.Eval` record written.
@@ -366,6 +379,7 @@ class TorchRecorder:
             metrics={k: float(v) for k, v in (metrics or {}).items()},
             model_mode=model_mode or ("train" if self.model.training else "eval"),
             examples=examples,
+            accuracy_rule=accuracy_rule,
         )
         self.writer.write(record)
         return record
@@ -387,7 +401,10 @@ class TorchRecorder:
           batches: ``(inputs, labels)`` pairs.
           loss_fn: ``loss_fn(outputs, labels)`` returning the batch's mean loss.
           mode: 'eval' (dropout off, batch-norm running statistics) or 'train'.
-          accuracy: also compute top-1 accuracy (default: when the header's task is classification).
+          accuracy: also compute accuracy (default: when the header's task is classification), by
+            the rule the outputs call for: argmax over classes, a single logit thresholded at 0
+            (0.5 after a sigmoid), or per-label decisions for multi-label targets; the record
+            says which (``accuracy_rule``).
           step: the training step it belongs to (default: the last recorded step).
 
         Returns:
@@ -399,7 +416,9 @@ class TorchRecorder:
         self.model.train(mode == "train")
         total_loss = torch.zeros(())
         correct = torch.zeros(())
+        decisions = 0
         count = 0
+        rule = None
         try:
             with torch.no_grad():
                 for x, y in batches:
@@ -407,13 +426,16 @@ class TorchRecorder:
                     n = y.shape[0]
                     total_loss = total_loss + loss_fn(out, y).detach().float().cpu() * n
                     if accuracy:
-                        correct = correct + (out.argmax(-1) == y).sum().cpu()
+                        rule = rule or accuracy_rule(out, y, loss_fn, self._header_fields["loss_kind"], self.model)
+                        hits, total = correct_decisions(out, y, rule)
+                        correct = correct + hits.cpu()
+                        decisions += total
                     count += n
         finally:
             self.model.train(was_training)
-        metrics = {"accuracy": float(correct) / max(count, 1)} if accuracy else {}
+        metrics = {"accuracy": float(correct) / max(decisions, 1)} if accuracy else {}
         return self.log_eval(split, float(total_loss) / max(count, 1), metrics, examples=count, step=step,
-                             model_mode=mode)
+                             model_mode=mode, accuracy_rule=rule)
 
     def evaluate_train_subset(self, inputs: torch.Tensor, labels: torch.Tensor, loss_fn, *,
                               batch_size: int = 256, step: int | None = None) -> Eval:
@@ -425,6 +447,17 @@ class TorchRecorder:
         """
         batches = [(inputs[i : i + batch_size], labels[i : i + batch_size]) for i in range(0, len(inputs), batch_size)]
         return self.evaluate("train_eval", batches, loss_fn, mode="eval", step=step)
+
+    def write(self, record) -> None:
+        """Write any trace record from your own code (a ``Data`` record from the data probe, an
+        ``Eval``, a ``NoteEvent``): it lands in this trace after the steps recorded so far.
+
+        Example:
+          >>> from diag.trace.records import NoteEvent
+          >>> rec.write(NoteEvent(step=rec.step, message="switched to the second data shard"))  # doctest: +SKIP
+        """
+        self._ensure_header()
+        self.writer.write(record)
 
     def note(self, message: str, level: str = "info") -> None:
         """Write a free-form note event (e.g. 'lr schedule changed')."""
@@ -586,6 +619,7 @@ class TorchRecorder:
 
     def _write_exception(self, exc_type, exc, tb) -> None:
         self._ensure_header()
+        site = self._crash_site(tb)
         self.writer.write(
             ExceptionEvent(
                 step=self.step,
@@ -594,20 +628,20 @@ class TorchRecorder:
                 message=str(exc),
                 traceback="".join(traceback.format_exception(exc_type, exc, tb)),
                 last_good_step=self.last_good_step,
-                layer=self._layer_in_traceback(tb),
+                **site,
             )
         )
 
-    def _layer_in_traceback(self, tb) -> str | None:
-        """The innermost layer whose forward is on the traceback (where a shape error was raised)."""
-        names = {id(layer.module): layer.name for layer in (self._plan.layers if self._plan else self._layers)}
-        found = None
-        while tb is not None:
-            owner = tb.tb_frame.f_locals.get("self")
-            if id(owner) in names:
-                found = names[id(owner)]
-            tb = tb.tb_next
-        return found
+    def _crash_site(self, tb) -> dict:
+        """The innermost module whose forward is on the traceback (parameter-free ones included),
+        with the shapes and dtypes it was called with: what a shape or dtype mismatch needs."""
+        names = {id(module): path or "root" for path, module in self.model.named_modules()}
+        site = innermost_module(tb, lambda owner: id(owner) in names)
+        if site is None:
+            return {}
+        shapes, dtypes = describe_inputs(site.inputs, lambda d: dtype_name(d) if isinstance(d, torch.dtype) else str(d))
+        return {"layer": names[id(site.module)], "module_type": type(site.module).__name__,
+                "input_shapes": shapes, "input_dtypes": dtypes}
 
     def _end(self, status: str) -> None:
         self._ended = True
@@ -636,7 +670,7 @@ class TorchRecorder:
     def _ensure_header(self) -> None:
         if not self._header_written:
             self._header_written = True
-            self.writer.write(self._header())
+            self._header_line.write_final(self._header())
 
     def _header(self) -> Header:
         return build_header(

@@ -68,6 +68,11 @@ class LayerInfo(_Part):
     )
     compute_dtype: str | None = None
     is_output: bool = Field(default=False, description="True for the layer that produces the model output.")
+    output_element: str | None = Field(
+        default=None,
+        description="Which part of a structured output (tuple, dataclass) the activation statistics "
+        "measure, e.g. 'output[0]' for a GRU's sequence output or 'last_hidden_state'; null for a tensor.",
+    )
 
 
 class OptimizerInfo(_Part):
@@ -206,6 +211,12 @@ class Eval(_Record):
         default=None, description="Mode the model was in during this evaluation (dropout/batch norm)."
     )
     examples: NonNegativeInt | None = None
+    accuracy_rule: str | None = Field(
+        default=None,
+        description="How metrics.accuracy was computed: 'argmax' (one logit per class), 'logit>0' "
+        "(a single logit), 'probability>0.5' (a single sigmoid output), 'per_label logit>0' or "
+        "'per_label probability>0.5' (multi-label: the share of correct label decisions).",
+    )
 
 
 # --------------------------------------------------------------------------- data
@@ -278,16 +289,50 @@ class NonFiniteEvent(_Event):
 
     event: Literal["nonfinite"] = "nonfinite"
     tensor: str = Field(description="'input', 'activation', 'loss', 'gradient', 'parameter', 'update'.")
-    layer: str | None = None
+    layer: str | None = Field(
+        default=None,
+        description="Module path where it was born: a header layer, or a parameter-free module "
+        "(softmax, a custom log) whose output was non-finite while its inputs were finite.",
+    )
+    module_type: str | None = Field(default=None, description="Class of that module, e.g. 'Softmax', 'Linear'.")
     value: float | None = None
 
 
+class NonFiniteReplayEvent(_Event):
+    """The failing step replayed under the framework's NaN debugger (opt-in: it is slow).
+
+    PyTorch: ``torch.autograd.detect_anomaly``; JAX: ``jax.debug_nans``. Names the operation that
+    first produced a NaN/Inf and the line of the user's code that called it.
+    """
+
+    event: Literal["nonfinite_replay"] = "nonfinite_replay"
+    tool: str = Field(description="'torch.autograd.detect_anomaly' or 'jax.debug_nans'.")
+    operation: str | None = Field(default=None, description="The operation that produced it, e.g. 'LogBackward0', 'log'.")
+    source: str | None = Field(default=None, description="'file.py:LINE in function' of the user's code that called it.")
+    traceback: str | None = None
+
+
 class ExceptionEvent(_Event):
+    """An exception that ended the run, and where in the model it was raised.
+
+    ``layer``, ``module_type``, ``input_shapes`` and ``input_dtypes`` describe the innermost module
+    whose forward pass was running when it was raised (parameter-free modules included), so a
+    shape or dtype mismatch can be diagnosed from the trace alone.
+    """
+
     event: Literal["exception"] = "exception"
     type: str = Field(description="Exception class, e.g. 'FloatingPointError'.")
     traceback: str | None = None
     last_good_step: NonNegativeInt | None = None
-    layer: str | None = None
+    layer: str | None = Field(default=None, description="Module path active when it was raised, e.g. 'encoder.fc1'.")
+    module_type: str | None = Field(default=None, description="Class of that module, e.g. 'Linear', 'Conv'.")
+    input_shapes: list[list[NonNegativeInt] | None] | None = Field(
+        default=None,
+        description="Shape of each positional input of that module's forward call (null for a non-array input).",
+    )
+    input_dtypes: list[str | None] | None = Field(
+        default=None, description="dtype of each positional input, e.g. 'float32', 'int64' (null for a non-array)."
+    )
 
 
 class RunEndEvent(_Event):
@@ -307,7 +352,7 @@ class NoteEvent(_Event):
 
 
 Event = Annotated[
-    Union[NonFiniteEvent, ExceptionEvent, RunEndEvent, SignalEvent, NoteEvent],
+    Union[NonFiniteEvent, NonFiniteReplayEvent, ExceptionEvent, RunEndEvent, SignalEvent, NoteEvent],
     Field(discriminator="event"),
 ]
 
