@@ -109,3 +109,56 @@ def test_multi_label_accuracy_is_the_share_of_correct_label_decisions(tmp_path):
         expected = ((model(x) > 0).float() == y).float().mean().item()
     assert record.accuracy_rule == "per_label logit>0"
     assert record.metrics["accuracy"] == pytest.approx(expected)
+
+
+class SequenceClassifier(nn.Module):
+    """A GRU encoder, self-attention over its states, a linear head: the tutorial shapes."""
+
+    def __init__(self):
+        super().__init__()
+        self.gru = nn.GRU(3, 8, batch_first=True)
+        self.attn = nn.MultiheadAttention(8, num_heads=2, batch_first=True)
+        self.head = nn.Linear(8, 2)
+
+    def forward(self, x):
+        states, _ = self.gru(x)
+        mixed, _ = self.attn(states, states, states)
+        return self.head(mixed[:, -1])
+
+
+def test_recurrent_and_attention_layers_get_statistics_of_their_main_output(tmp_path):
+    torch.manual_seed(0)
+    model = SequenceClassifier()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    x, y = torch.randn(16, 5, 3), torch.randint(0, 2, (16,))
+    with torch.no_grad():
+        states = model.gru(x)[0]
+        mixed = model.attn(states, states, states)[0]
+    with TorchRecorder(model, opt, tmp_path / "run.jsonl", capture_crashes=False) as rec:
+        _train(model, opt, rec, 2, x, y, F.cross_entropy)
+    trace = load_trace(tmp_path / "run.jsonl")
+    elements = {layer.name: layer.output_element for layer in trace.header.layers}
+    assert elements["gru"] == "output[0]" and elements["attn"] == "output[0]" and elements["head"] is None
+    for name, reference in (("gru", states), ("attn", mixed)):
+        assert trace.layer_series("activations.mean", name).values[0] == pytest.approx(reference.mean().item(), rel=1e-4)
+        assert trace.layer_series("activations.std", name).values[0] == pytest.approx(reference.std(unbiased=False).item(), rel=1e-3)
+
+
+class Log(nn.Module):
+    """A parameter-free module: log of the features (NaN for the negative ones)."""
+
+    def forward(self, x):
+        return torch.log(x)
+
+
+@pytest.mark.parametrize("costly_every", [1, 25])
+def test_a_nan_born_in_a_parameter_free_module_is_blamed_on_it_not_on_the_next_layer(tmp_path, costly_every):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.Sigmoid(), Log(), nn.Linear(8, 2), nn.ReLU(), nn.Linear(2, 2))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y = torch.randn(16, 4), torch.randint(0, 2, (16,))
+    with TorchRecorder(model, opt, tmp_path / "run.jsonl", capture_crashes=False, costly_every=costly_every) as rec:
+        _train(model, opt, rec, 3, x, y, F.cross_entropy)  # finite: log of a sigmoid is negative, not NaN
+        _train(model, opt, rec, 1, x * 0 - 1e5, y, lambda out, t: F.cross_entropy(out, t))  # sigmoid -> 0, log -> -inf
+    (event,) = load_trace(tmp_path / "run.jsonl").events_of("nonfinite")
+    assert (event.step, event.tensor, event.layer, event.module_type) == (3, "activation", "2", "Log")

@@ -5,7 +5,7 @@ import pytest
 
 pytest.importorskip("torch")
 
-from diag.adapters.torch.scenarios import SCENARIOS  # noqa: E402
+from tests.torch_scenarios import SCENARIOS  # noqa: E402
 from diag.trace import load_trace  # noqa: E402
 
 

@@ -8,6 +8,8 @@ unused layer still shows up, with a zero gradient, as evidence of disconnected p
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import torch
@@ -44,6 +46,38 @@ _TRANSPARENT = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDr
 def dtype_name(dtype: torch.dtype) -> str:
     """'float32' for ``torch.float32`` (the header's spelling, shared with the Flax adapter)."""
     return str(dtype).removeprefix("torch.")
+
+
+def main_output(output) -> tuple[torch.Tensor | None, str | None]:
+    """The tensor that carries a module's output, and which element of a structured output it is.
+
+    A tuple or list (``nn.GRU``, ``nn.LSTM``, ``nn.MultiheadAttention``): its first tensor,
+    ``'output[i]'``. A mapping or dataclass (Hugging Face model outputs):
+    ``last_hidden_state`` or ``logits`` when present, else its first tensor field, by name.
+
+    Example:
+      >>> gru = nn.GRU(3, 4, batch_first=True)
+      >>> tensor, element = main_output(gru(torch.zeros(2, 5, 3)))
+      >>> tuple(tensor.shape), element
+      ((2, 5, 4), 'output[0]')
+    """
+    if isinstance(output, torch.Tensor):
+        return output, None
+    if isinstance(output, (tuple, list)):
+        for i, item in enumerate(output):
+            if isinstance(item, torch.Tensor):
+                return item, f"output[{i}]"
+        return None, None
+    if isinstance(output, Mapping):
+        fields = dict(output)
+    elif dataclasses.is_dataclass(output):
+        fields = {f.name: getattr(output, f.name) for f in dataclasses.fields(output)}
+    else:
+        return None, None
+    for name in ("last_hidden_state", "logits", *fields):
+        if isinstance(fields.get(name), torch.Tensor):
+            return fields[name], name
+    return None, None
 
 
 def activation_name(module: nn.Module) -> str | None:

@@ -11,8 +11,9 @@ from __future__ import annotations
 import math
 
 import torch
+from torch import nn
 
-from diag.adapters.torch._layers import LayerPlan
+from diag.adapters.torch._layers import LayerPlan, main_output
 from diag.trace.records import NonFiniteEvent
 
 
@@ -51,3 +52,60 @@ def first_nonfinite(plan: LayerPlan, got: dict, n_input: float, outputs: dict, a
                               message=f"non-finite gradients in {len(bad_layers)} layer(s); "
                               f"nearest the output: {bad_layers[-1]}")
     return NonFiniteEvent(step=step, time=time, tensor="parameter", message="non-finite parameters")
+
+
+class _Watch:
+    """Forward hooks on every module of a model for one replayed forward pass (see watch_modules)."""
+
+    def __init__(self, model: nn.Module):
+        self.names = {id(m): path or "root" for path, m in model.named_modules()}
+        self.first: tuple[nn.Module, torch.Tensor] | None = None
+        self._handles = [m.register_forward_hook(self._on_output) for m in model.modules()]
+
+    def _on_output(self, module, args, output) -> None:
+        if self.first is not None:
+            return
+        out, _ = main_output(output)
+        if out is None or not out.is_floating_point():
+            return
+        with torch.no_grad():
+            if bool(torch.isfinite(out).all()):
+                return
+            inputs = [a for a in args if isinstance(a, torch.Tensor) and a.is_floating_point()]
+            if all(bool(torch.isfinite(a).all()) for a in inputs):
+                self.first = (module, out.detach())
+
+    def stop(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+    def event(self, *, step: int, time: float) -> NonFiniteEvent:
+        module, out = self.first
+        name, kind = self.names[id(module)], type(module).__name__
+        bad = out[~torch.isfinite(out)]
+        return NonFiniteEvent(step=step, time=time, tensor="activation", layer=name, module_type=kind,
+                              value=float(bad[0]),
+                              message=f"{bad.numel()} non-finite outputs of {name} ({kind}) from finite inputs")
+
+
+def watch_modules(model: nn.Module) -> _Watch:
+    """Watch every module (parameter-free ones included) during one forward pass.
+
+    Forward hooks fire when a module's forward returns, so children report before their parent:
+    the first module whose output is non-finite while its floating-point inputs were finite is
+    the innermost place that created the value, a ``Softmax`` or a ``log`` in a custom module's
+    ``forward`` (then that module is named) rather than the next layer with parameters.
+
+    Example:
+      >>> class Log(nn.Module):
+      ...     def forward(self, x):
+      ...         return torch.log(x)
+      >>> model = nn.Sequential(nn.Linear(2, 2), Log(), nn.Linear(2, 1))
+      >>> with torch.no_grad():
+      ...     _ = model[0].weight.fill_(-1.0), model[0].bias.zero_()
+      >>> watch = watch_modules(model); _ = model(torch.ones(1, 2)); watch.stop()
+      >>> watch.event(step=0, time=0.0).layer
+      '1'
+    """
+    return _Watch(model)

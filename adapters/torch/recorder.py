@@ -35,9 +35,9 @@ from diag.adapters.torch._accuracy import accuracy_rule, correct_decisions
 from diag.adapters.torch._header import build_header
 from diag.adapters.crash_site import describe_inputs, innermost_module
 from diag.adapters.header_at_open import HeaderAtOpen
-from diag.adapters.torch._layers import LayerPlan, activation_name, dtype_name, find_layers, plan_layers
+from diag.adapters.torch._layers import LayerPlan, activation_name, dtype_name, find_layers, main_output, plan_layers
 from diag.adapters.torch._lifecycle import CrashCapture
-from diag.adapters.torch._nonfinite import first_nonfinite
+from diag.adapters.torch._nonfinite import first_nonfinite, watch_modules
 from diag.adapters.torch._stats import activation_counts, batch_stats, grad_layer_sq, label_stats, per_layer_sq, sums
 from diag.adapters.torch._steprecord import activation_columns, step_record
 from diag.adapters.torch._updates import UpdateMeter
@@ -160,6 +160,7 @@ class TorchRecorder:
         self._output_rows: dict[int, tuple[torch.Tensor, int]] = {}
         self._act_rows: dict[int, tuple[torch.Tensor, int]] = {}
         self._last_layer: int | None = None
+        self._output_elements: dict[int, str] = {}  # id(module) -> which element of a structured output
         self._call_order: list[nn.Module] | None = None
         self._trace_handles: list = []
 
@@ -541,6 +542,12 @@ class TorchRecorder:
             self._layer_hooks = []
 
     def _on_layer_output(self, module, args, output) -> None:
+        if not isinstance(output, torch.Tensor):
+            # GRU/LSTM/MultiheadAttention return tuples, Hugging Face models dataclasses: measure
+            # the main output, and say in the header which element it was.
+            output, element = main_output(output)
+            if element is not None:
+                self._output_elements.setdefault(id(module), element)
         if (torch.is_grad_enabled() or self._replaying) and isinstance(output, torch.Tensor):
             self._outputs[id(module)] = output
             self._last_layer = id(module)
@@ -673,6 +680,12 @@ class TorchRecorder:
             self._header_line.write_final(self._header())
 
     def _header(self) -> Header:
+        header = self._build_header()
+        for info, layer in zip(header.layers, self._plan.layers):
+            info.output_element = self._output_elements.get(id(layer.module))
+        return header
+
+    def _build_header(self) -> Header:
         return build_header(
             self.model, self.optimizer, self._ensure_plan(), self._header_fields,
             created_at=self._created_at,
@@ -732,6 +745,17 @@ class TorchRecorder:
 
     def _locate_nonfinite(self, step: int, now: float, got: dict, n_input: float) -> NonFiniteEvent:
         """The first non-finite tensor of this step in forward order (see ``_nonfinite.py``)."""
-        if not n_input and not self._outputs and self.activations and isinstance(self._input, torch.Tensor):
+        if not n_input and not self._hold_outputs and self.activations and isinstance(self._input, torch.Tensor):
+            # Replay with every module watched, parameter-free ones included: the first whose
+            # output is non-finite while its inputs were finite is where the value was born.
+            origins = watch_modules(self.model)
+            try:
+                self._outputs.clear(), self._act_outputs.clear()
+                self._replay(self._input)
+            finally:
+                origins.stop()
+            if origins.first is not None:
+                return origins.event(step=step, time=now)
+        elif not n_input and not self._outputs and self.activations and isinstance(self._input, torch.Tensor):
             self._replay(self._input)
         return first_nonfinite(self._plan, got, n_input, self._outputs, self._act_outputs, step=step, time=now)

@@ -1,6 +1,6 @@
 """Small PyTorch training runs with one planted fault each, recorded with the TorchRecorder.
 
-For the diagnosis benchmark and for demos: each scenario trains a real model on synthetic data for
+Test material (moved out of the shipped adapter): each scenario trains a real model on synthetic data for
 a few seconds on the CPU and writes its trace. ``SCENARIOS`` maps a scenario name to the cause id
 (shared/CAUSES.md) that was planted, ``healthy`` for none.
 
