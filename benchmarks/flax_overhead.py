@@ -103,7 +103,7 @@ def make_recorded(model_cls, every, fetch=True):
 
 def make_partial(model_cls, parts):
     """A plain nnx.jit step plus only some of the recorder's reductions (for --breakdown)."""
-    from diag.adapters.flax.recorder import _captured_outputs
+    from diag.adapters.flax.forward import captured_outputs
     from diag.adapters.flax.stats import activation_block, sumsq_by_layer
 
     model = model_cls(nnx.Rngs(0))
@@ -129,7 +129,7 @@ def make_partial(model_cls, parts):
         if "updates" in parts:
             out.append(sumsq_by_layer(updates))
         if "acts" in parts:
-            outs = [z for _, z in _captured_outputs(inter)]
+            outs = [z for _, z in captured_outputs(inter)]
             out.append(activation_block(outs, ["relu"] * len(outs)).reshape(-1))
         if "batch" in parts:
             from diag.adapters.flax.stats import batch_block

@@ -7,6 +7,7 @@ import math
 import numpy as np
 
 from diag.adapters.flax.stats import SCALARS, Layout
+from diag.trace.measured import measured_fields
 from diag.trace.records import ActivationStats, BatchStats, LayerStats, Step
 
 
@@ -28,28 +29,23 @@ def decode_step(step: int, vector: np.ndarray, layout: Layout | None, names: lis
     rec = Step(step=step, time=wall, loss=loss, lr=_known(lr),
                skipped=None if math.isnan(skipped) else bool(skipped),
                loss_scale=_known(scale), **extra)
-    if not (math.isnan(grad_sq) and math.isnan(param_sq) and math.isnan(update_sq)):
-        # Global norms, every step (a NaN here is a non-finite tensor, not "not measured").
-        rec.grad_norm, rec.param_norm, rec.update_norm = (_root(v) for v in (grad_sq, param_sq, update_sq))
-    if layout is None or not layout.full:
-        return rec
-    if "table" in parts:
+    totals = None if (math.isnan(grad_sq) and math.isnan(param_sq) and math.isnan(update_sq)) else (
+        grad_sq, param_sq, update_sq)  # global sums, every step (a NaN here is a non-finite tensor)
+    per_layer = {}
+    if layout is not None and layout.full and "table" in parts:
         n = len(layout.param_layers)
         g, p, u = parts["table"].reshape(3, n).astype(np.float64)
         perm = perm_cache.get(id(layout))
         if perm is None:
             index = {name: i for i, name in enumerate(layout.param_layers)}
             perm = perm_cache[id(layout)] = [index[x] for x in names]
-        g, p, u = g[perm], p[perm], u[perm]
-        gn, pn, un = np.sqrt(g), np.sqrt(p), np.sqrt(u)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ratio = np.where(pn > 0, un / pn, np.nan)
-        rec.layers = LayerStats(
-            grad_norm=_list(gn), param_norm=_list(pn), update_norm=_list(un),
-            update_ratio=[None if (pn[i] == 0) else float(ratio[i]) for i in range(len(names))],
-            grad_nonfinite=[0.0 if math.isfinite(x) else 1.0 for x in g],
-            param_nonfinite=[0.0 if math.isfinite(x) else 1.0 for x in p],
-        )
+        per_layer = dict(grad_sq=g[perm].tolist(), param_sq=p[perm].tolist(), update_sq=u[perm].tolist())
+    measured = measured_fields(totals=totals, **per_layer)
+    rec.grad_norm, rec.param_norm, rec.update_norm = (measured.get(k) for k in ("grad_norm", "param_norm", "update_norm"))
+    if "layers" in measured:
+        rec.layers = LayerStats(**measured["layers"])
+    if layout is None or not layout.full:
+        return rec
     if "acts" in parts and layout.act_layers:
         a = parts["acts"].reshape(6, len(layout.act_layers)).astype(np.float64)
         col = {name: j for j, name in enumerate(layout.act_layers)}
@@ -83,8 +79,6 @@ def _known(v: float) -> float | None:
     return None if math.isnan(v) else v
 
 
-def _root(v: float) -> float:
-    return math.sqrt(v) if v >= 0 else v
 
 
 def _list(a) -> list[float]:

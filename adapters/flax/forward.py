@@ -12,8 +12,10 @@ as ``gelu`` or ``silu`` keeps its name). Nothing in the user's model changes.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import jax
+import jax.numpy as jnp
 from jax.extend import core as jax_core
 from flax import nnx
 
@@ -195,3 +197,18 @@ def trace_forward(fn, model: nnx.Module, args: tuple, kwargs: dict) -> ForwardIn
         if module_path == "":
             root_out = n_out + k
     return analyze_jaxpr(closed, captured, root_out)
+
+
+def captured_outputs(inter) -> list[tuple[str, Any]]:
+    """(module path, first captured ``__call__`` output) for each module in an Intermediate state."""
+    out, seen = [], set()
+    for path, leaf in jax.tree_util.tree_flatten_with_path(inter)[0]:
+        keys = [getattr(p, "key", None) for p in path]
+        if "__call__" not in keys:
+            continue
+        name = path_str(path[: keys.index("__call__")])
+        if name in seen or not hasattr(leaf, "dtype") or not jnp.issubdtype(leaf.dtype, jnp.inexact):
+            continue
+        seen.add(name)
+        out.append((name, leaf))
+    return out

@@ -93,3 +93,23 @@ def current_scale(optimizer: nnx.Optimizer) -> jax.Array:
     if state is None:
         raise ValueError("current_scale: the optimizer has no dynamic_loss_scale() in its transformation")
     return state.scale
+
+
+def skipped_flag(optimizer):
+    """1.0 when an ``optax.apply_if_finite`` wrapper skipped this step, else None (not in use)."""
+    if optimizer is None:
+        return None
+    from diag.adapters.flax.transform import find_state
+
+    pure = nnx.as_pure(optimizer.opt_state)
+    st = find_state(pure, LossScaleState) or find_state(pure, optax.ApplyIfFiniteState)
+    if st is None:
+        return None
+    return 1.0 - jnp.asarray(st.last_finite, jnp.float32)
+
+
+def uses_loss_scale(optimizer) -> bool:
+    """Whether the optimizer's transformation holds a ``dynamic_loss_scale``."""
+    from diag.adapters.flax.transform import find_state
+
+    return find_state(nnx.as_pure(optimizer.opt_state), LossScaleState) is not None

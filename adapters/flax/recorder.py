@@ -49,9 +49,11 @@ from flax import nnx
 
 from diag.adapters.flax import crash, stats as S
 from diag.adapters.flax.decode import decode_step
-from diag.adapters.flax.forward import ForwardInfo, trace_forward
+from diag.adapters.flax.forward import ForwardInfo, captured_outputs
 from diag.adapters.flax.header import build_header, describe_optimizer, describe_schedule, order_layers, param_layers
-from diag.adapters.flax.nonfinite import locate_nonfinite
+from diag.adapters.flax.loss_scale import skipped_flag, uses_loss_scale
+from diag.adapters.flax.jitted import JitVariants
+from diag.adapters.flax.rerun import Rerun
 from diag.adapters.flax.transform import MeasureState, find_state, measure
 from diag.adapters.header_at_open import HeaderAtOpen
 from diag.trace.records import Header, NoteEvent, OptimizerInfo, Step, _Record
@@ -60,7 +62,7 @@ from diag.trace.writer import TraceWriter
 DEFAULT_EVERY = 25
 
 
-class Recorder:
+class Recorder(JitVariants, Rerun):
     """Writes a diag trace of a Flax NNX training loop.
 
     Args:
@@ -182,42 +184,6 @@ class Recorder:
             lr = self._optimizer.hyperparameters["learning_rate"]  # a constant LR read from optax's closure
         return measure(tx, learning_rate=lr, enabled=lambda: self._full)
 
-    def value_and_grad(self, fn: Callable, *, has_aux: bool = False) -> Callable:
-        """Like ``nnx.value_and_grad(fn, has_aux=has_aux)``, also capturing layer outputs.
-
-        ``fn(model, *args)`` is the user's loss function; the model is its first argument.
-        On measuring steps each submodule's ``__call__`` output is captured with ``nnx.capture``
-        (the model is not changed) for activation statistics.
-        """
-
-        def wrapped(model, *args, **kwargs):
-            if self._forward is None:
-                try:
-                    self._forward = trace_forward(
-                        (lambda m, *a, **k: fn(m, *a, **k)[0]) if has_aux else fn, model, args, kwargs)
-                except Exception as e:  # an unusual model: record in tree order rather than fail
-                    self._forward = ForwardInfo()
-                    self._forward_error = f"{type(e).__name__}: {e}"
-            if not self._full:
-                self._captured = None
-                return nnx.value_and_grad(fn, has_aux=has_aux)(model, *args, **kwargs)
-
-            def captured(m, *a, **k):
-                out, inter = nnx.capture(fn, nnx.Intermediate, method_outputs=nnx.Intermediate)(m, *a, **k)
-                if has_aux:
-                    return out[0], (out[1], inter)
-                return out, inter
-
-            (loss, aux), grads = nnx.value_and_grad(captured, has_aux=True)(model, *args, **kwargs)
-            if has_aux:
-                user_aux, inter = aux
-                self._captured = inter
-                return (loss, user_aux), grads
-            self._captured = aux
-            return loss, grads
-
-        return wrapped
-
     def stats(self, optimizer: nnx.Optimizer | None, loss, *, batch=None, labels=None) -> jax.Array:
         """Pack this step's statistics into one float32 vector (call inside the jitted step).
 
@@ -233,8 +199,8 @@ class Recorder:
         full = self._full
         ms = find_state(nnx.as_pure(optimizer.opt_state), MeasureState) if optimizer is not None else None
         nan = jnp.full((), jnp.nan, jnp.float32)
-        skipped = _skipped_flag(optimizer)
-        if ms is not None and optimizer is not None and _uses_loss_scale(optimizer):
+        skipped = skipped_flag(optimizer)
+        if ms is not None and optimizer is not None and uses_loss_scale(optimizer):
             self._header_fields.setdefault("loss_scaling", "dynamic")
         scalars = jnp.concatenate([
             jnp.stack([
@@ -255,7 +221,7 @@ class Recorder:
             if self._captured is not None:
                 outputs, kinds, act_names = [], [], []
                 layers = set(self._param_layers)
-                for path, z in _captured_outputs(self._captured):
+                for path, z in captured_outputs(self._captured):
                     if path in layers:
                         act_names.append(path)
                         outputs.append(z)
@@ -273,39 +239,6 @@ class Recorder:
         vector = jnp.concatenate(pieces)
         self._layouts[layout.size] = layout
         return vector
-
-    def jit(self, fn: Callable | None = None, **jit_kwargs):
-        """``nnx.jit`` that compiles a measuring and a non-measuring variant of the step.
-
-        Call ``k`` runs the measuring variant when ``k % every == 0``. Use it in place of
-        ``nnx.jit`` on the training step (plain ``nnx.jit`` works too: it measures every step).
-        """
-        if fn is None:
-            return lambda f: self.jit(f, **jit_kwargs)
-
-        def variant(full: bool):
-            def traced(*args, **kwargs):
-                self._full = full
-                self._captured = None  # never a value left over from another trace
-                try:
-                    return fn(*args, **kwargs)
-                finally:
-                    self._full = True
-            traced.__name__ = getattr(fn, "__name__", "step") + ("_measured" if full else "")
-            return nnx.jit(traced, **jit_kwargs)
-
-        measured, light = variant(True), variant(False)
-
-        def step(*args, **kwargs):
-            k = self._calls
-            self._calls += 1
-            full = self.every > 0 and k % self.every == 0
-            if self.localize and not full:
-                self._snapshot(k, args, kwargs, measured)
-            return (measured if full else light)(*args, **kwargs)
-
-        step.measured, step.light = measured, light
-        return step
 
     # ------------------------------------------------------------------ on the host
 
@@ -411,39 +344,6 @@ class Recorder:
 
     # ------------------------------------------------------------------ internals
 
-    def _snapshot(self, call, args, kwargs, measured) -> None:
-        # The arrays this step starts from (references, no copy), to re-run it with measurements
-        # if its loss turns out non-finite. NNX updates Variables in place, so the Variable
-        # objects are found once and only their current arrays are read each step (a full
-        # graph traversal per step cost more than the step of a small model).
-        graph_at = [i for i, a in enumerate(args) if isinstance(a, nnx.Pytree)]
-        nodes = tuple(args[i] for i in graph_at)
-        key = tuple(id(n) for n in nodes)
-        if self._variables_key != key:
-            self._variables_key = key
-            self._variables = [v for _, v in nnx.to_flat_state(nnx.state(nodes))]
-        values = [v.get_raw_value() for v in self._variables]  # get_value() costs ~14 us each
-        self._snapshots[call] = (list(args), graph_at, values, kwargs, measured)
-        # Bounded even when record() is not called for every step.
-        self._snapshots.pop(call - self.max_snapshots, None)
-
-    def _rerun(self, call):
-        snap = self._snapshots.get(call)
-        if snap is None:
-            return None
-        args, graph_at, values, kwargs, measured = snap
-        graphdef, state = nnx.split(tuple(args[i] for i in graph_at))
-        flat = nnx.to_flat_state(state)
-        if len(flat) != len(values):
-            return None  # the model changed structure since: nothing to re-run
-        # A new state of plain arrays: the split state holds the live Variables, which must not change.
-        clones = nnx.merge(graphdef, nnx.from_flat_state([(path, value) for (path, _), value in zip(flat, values)]))
-        args = list(args)
-        for i, clone in zip(graph_at, clones):
-            args[i] = clone
-        out = measured(*args, **kwargs)
-        return out[-1] if isinstance(out, (tuple, list)) else out
-
     def _process(self, item) -> None:
         step, stats, call, wall, extra = item
         # Inputs of earlier steps are no longer needed (the one before this may be: a NaN found
@@ -477,35 +377,6 @@ class Recorder:
             self._emit(record)
         for record in self._followers.pop(call, ()):
             self._emit(record)
-
-    def _localize(self, step, call, vector, layout):
-        """The NonFiniteEvent for the first non-finite step (runs once, on the main thread)."""
-        self._ensure_header()
-        event = None
-        if layout is not None and layout.full:
-            event = locate_nonfinite(self._decode(step, vector, layout, None, {}), self._layer_names)
-        elif self.localize:
-            event = self._locate_by_rerun(step, call)
-        # Parameters already non-finite: the previous step (unmeasured) wrote them. Look there.
-        if (event is None or event.tensor == "parameter") and self.localize and call - 1 in self._snapshots:
-            earlier = self._locate_by_rerun(self._call_steps.get(call - 1, step - 1), call - 1)
-            if earlier is not None:
-                event = earlier
-        if event is None:
-            event = locate_nonfinite(Step(step=step, loss=float(vector[0])), self._layer_names)
-        return event
-
-    def _locate_by_rerun(self, step, call):
-        try:
-            again = self._rerun(call)
-        except Exception as e:
-            self._emit(NoteEvent(step=step, level="warning",
-                                 message=f"could not re-run step {step} to localize NaN: {e}"))
-            return None
-        if again is None:
-            return None
-        v = np.asarray(again, dtype=np.float32)
-        return locate_nonfinite(self._decode(step, v, self._layouts.get(v.size), None, {}), self._layer_names)
 
     def _ensure_header(self) -> None:
         if self._header is not None:
@@ -552,40 +423,3 @@ def _ready(array) -> bool:
     is_ready = getattr(array, "is_ready", None)
     return is_ready() if is_ready is not None else True
 
-
-def _captured_outputs(inter) -> list[tuple[str, Any]]:
-    """(module path, first captured ``__call__`` output) for each module in an Intermediate state."""
-    from diag.adapters.flax.forward import path_str
-
-    out, seen = [], set()
-    for path, leaf in jax.tree_util.tree_flatten_with_path(inter)[0]:
-        keys = [getattr(p, "key", None) for p in path]
-        if "__call__" not in keys:
-            continue
-        name = path_str(path[: keys.index("__call__")])
-        if name in seen or not hasattr(leaf, "dtype") or not jnp.issubdtype(leaf.dtype, jnp.inexact):
-            continue
-        seen.add(name)
-        out.append((name, leaf))
-    return out
-
-
-def _skipped_flag(optimizer):
-    """1.0 when an ``optax.apply_if_finite`` wrapper skipped this step, else None (not in use)."""
-    if optimizer is None:
-        return None
-    import optax
-
-    from diag.adapters.flax.loss_scale import LossScaleState
-
-    pure = nnx.as_pure(optimizer.opt_state)
-    st = find_state(pure, LossScaleState) or find_state(pure, optax.ApplyIfFiniteState)
-    if st is None:
-        return None
-    return 1.0 - jnp.asarray(st.last_finite, jnp.float32)
-
-
-def _uses_loss_scale(optimizer) -> bool:
-    from diag.adapters.flax.loss_scale import LossScaleState
-
-    return find_state(nnx.as_pure(optimizer.opt_state), LossScaleState) is not None

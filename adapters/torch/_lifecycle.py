@@ -20,7 +20,15 @@ import contextlib
 import signal
 import sys
 import threading
+import time
+import traceback
 from typing import Callable
+
+import torch
+
+from diag.adapters.crash_site import describe_inputs, innermost_module
+from diag.adapters.torch._layers import dtype_name
+from diag.trace.records import ExceptionEvent, RunEndEvent, SignalEvent
 
 _SIGNALS = ("SIGINT", "SIGTERM")
 
@@ -109,3 +117,67 @@ class CrashCapture:
         else:
             # Unwind instead of dying on the spot, so that the exit handlers can write the trace.
             raise SystemExit(128 + signum)
+
+
+class CrashEvents:
+    """The events a recorder writes when the run ends: exception, signal, ``run_end``.
+
+    A mixin of :class:`~diag.adapters.torch.recorder.TorchRecorder`; the callbacks of its
+    :class:`CrashCapture`.
+    """
+
+    # ------------------------------------------------------------------ crash capture
+
+    def _on_uncaught(self, exc_type, exc, tb) -> None:
+        if self._ended:
+            return
+        if issubclass(exc_type, KeyboardInterrupt):
+            self._end("interrupted")
+        else:
+            self._write_exception(exc_type, exc, tb)
+            self._end("crashed")
+        self.writer.flush()
+
+    def _on_signal(self, name: str) -> None:
+        # Runs inside the signal handler: only remember it, the unwinding code writes.
+        self._signal = name
+
+    def _on_exit(self) -> None:
+        if not self._ended:
+            self._end("interrupted" if self._signal else "completed")
+        if not self.writer.closed:
+            self.writer.close()
+
+    def _write_exception(self, exc_type, exc, tb) -> None:
+        self._ensure_header()
+        site = self._crash_site(tb)
+        self.writer.write(
+            ExceptionEvent(
+                step=self.step,
+                time=time.time(),
+                type=exc_type.__name__,
+                message=str(exc),
+                traceback="".join(traceback.format_exception(exc_type, exc, tb)),
+                last_good_step=self.last_good_step,
+                **site,
+            )
+        )
+
+    def _crash_site(self, tb) -> dict:
+        """The innermost module whose forward is on the traceback (parameter-free ones included),
+        with the shapes and dtypes it was called with: what a shape or dtype mismatch needs."""
+        names = {id(module): path or "root" for path, module in self.model.named_modules()}
+        site = innermost_module(tb, lambda owner: id(owner) in names)
+        if site is None:
+            return {}
+        shapes, dtypes = describe_inputs(site.inputs, lambda d: dtype_name(d) if isinstance(d, torch.dtype) else str(d))
+        return {"layer": names[id(site.module)], "module_type": type(site.module).__name__,
+                "input_shapes": shapes, "input_dtypes": dtypes}
+
+    def _end(self, status: str) -> None:
+        self._ended = True
+        self._ensure_header()
+        if self._signal:
+            self.writer.write(SignalEvent(step=self._default_step(None), time=time.time(), signal=self._signal))
+        self.writer.write(RunEndEvent(step=self._default_step(None), time=time.time(), status=status, steps=self.step))
+        self.writer.flush()

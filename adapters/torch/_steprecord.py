@@ -8,6 +8,7 @@ import math
 from diag.adapters.torch._encode import jfloat, jfloats
 from diag.adapters.torch._layers import SATURATING, ZERO_ACTIVATIONS, LayerPlan
 from diag.adapters.torch._stats import batch_summary, moments, nonfinite_count
+from diag.trace.measured import measured_fields
 
 
 def step_record(step: int, now: float, got: dict[str, list[float]], *, epoch, lrs, stepped, activations,
@@ -40,24 +41,12 @@ def step_record(step: int, now: float, got: dict[str, list[float]], *, epoch, lr
         "lr_per_group": lrs if len(lrs) > 1 else None,
         "skipped": not stepped,
     }
-    layers: dict = {}
-    if grad_sq is not None:
-        record["grad_norm"] = jfloat(_root(sum(grad_sq)))
-        layers["grad_norm"] = jfloats([_root(v) for v in grad_sq])
-        if "param_sq" in got or not all(math.isfinite(v) for v in grad_sq):
-            layers["grad_nonfinite"] = [0.0 if math.isfinite(v) else 1.0 for v in grad_sq]
-    if "param_sq" in got:
-        param_sq = got["param_sq"]
-        param_layer = [_root(v) for v in param_sq]
-        layers["param_norm"] = jfloats(param_layer)
-        layers["param_nonfinite"] = [0.0 if math.isfinite(v) else 1.0 for v in param_sq]
-        record["param_norm"] = jfloat(_root(sum(param_sq)))
-        if "update_sq" in got:
-            update_layer = [_root(v) for v in got["update_sq"]]
-            layers["update_norm"] = jfloats(update_layer)
-            layers["update_ratio"] = jfloats([_ratio(u, p) for u, p in zip(update_layer, param_layer)])
-            record["update_norm"] = jfloat(_root(sum(got["update_sq"])))
-    record["layers"] = layers or None
+    measured = measured_fields(grad_sq=grad_sq, param_sq=got.get("param_sq"),
+                               update_sq=got.get("update_sq") if "param_sq" in got else None)
+    for name in ("grad_norm", "param_norm", "update_norm"):
+        if name in measured:
+            record[name] = jfloat(measured[name])
+    record["layers"] = {k: jfloats(v) for k, v in measured["layers"].items()} if "layers" in measured else None
     record["activations"] = activations
     if "input" in got:
         record["input"] = {k: jfloat(v) for k, v in batch_summary(got["input"], inputs).items()}
@@ -105,14 +94,3 @@ def activation_columns(plan: LayerPlan, table: list[float], output_rows: dict, a
     return {name: values for name, values in columns.items() if any(v is not None for v in values)}
 
 
-def _root(value: float) -> float:
-    """Square root that keeps NaN and Inf as they are (a norm from a sum of squares)."""
-    return math.sqrt(value) if value >= 0 else value
-
-
-def _ratio(update: float, param: float) -> float:
-    if not (math.isfinite(update) and math.isfinite(param)):
-        return float("nan")
-    if param > 0:
-        return update / param
-    return float("inf") if update > 0 else 0.0

@@ -22,38 +22,28 @@ from __future__ import annotations
 import math
 import os
 import time
-import traceback
 import uuid
 from datetime import datetime, timezone
-from typing import Callable, Iterable, Mapping
+from typing import Mapping
 
 import torch
 from torch import nn
 
-from diag.adapters.torch._encode import encode_line, jfloat
-from diag.adapters.torch._accuracy import accuracy_rule, correct_decisions
-from diag.adapters.torch._header import build_header
-from diag.adapters.crash_site import describe_inputs, innermost_module
 from diag.adapters.header_at_open import HeaderAtOpen
-from diag.adapters.torch._layers import LayerPlan, activation_name, dtype_name, find_layers, main_output, plan_layers
-from diag.adapters.torch._lifecycle import CrashCapture
-from diag.adapters.torch._nonfinite import first_nonfinite, watch_modules
-from diag.adapters.torch._stats import activation_counts, batch_stats, grad_layer_sq, label_stats, per_layer_sq, sums
+from diag.adapters.torch._encode import encode_line, jfloat
+from diag.adapters.torch._evaluation import Evaluations
+from diag.adapters.torch._header import build_header
+from diag.adapters.torch._hooks import Hooks
+from diag.adapters.torch._layers import LayerPlan, find_layers, plan_layers
+from diag.adapters.torch._lifecycle import CrashCapture, CrashEvents
+from diag.adapters.torch._stats import batch_stats, grad_layer_sq, label_stats
 from diag.adapters.torch._steprecord import activation_columns, step_record
 from diag.adapters.torch._updates import UpdateMeter
-from diag.trace.records import (
-    Eval,
-    ExceptionEvent,
-    Header,
-    NonFiniteEvent,
-    RunEndEvent,
-    SignalEvent,
-)
+from diag.trace.records import Header
 from diag.trace.writer import TraceWriter
 
 
-
-class TorchRecorder:
+class TorchRecorder(Evaluations, Hooks, CrashEvents):
     """Records a PyTorch training run into a diag trace.
 
     Args:
@@ -347,108 +337,6 @@ class TorchRecorder:
         self._update_layer_hooks()
         self._record_end = time.perf_counter()
 
-    def log_eval(
-        self,
-        split: str,
-        loss: float | torch.Tensor | None = None,
-        metrics: Mapping[str, float] | None = None,
-        *,
-        examples: int | None = None,
-        step: int | None = None,
-        model_mode: str | None = None,
-        accuracy_rule: str | None = None,
-    ) -> Eval:
-        """Write an evaluation computed by your own loop; the model's current mode is recorded.
-
-        Args:
-          split: 'val', 'test', 'train_eval', ...
-          loss: mean loss over the split.
-          metrics: e.g. ``{"accuracy": 0.91}``.
-          examples: how many examples were evaluated.
-          step: the training step it belongs to (default: the last recorded step).
-          model_mode: 'train' or 'eval'; default: read from ``model.training``.
-          accuracy_rule: how ``metrics["accuracy"]`` was computed (see :func:`accuracy_rule`).
-
-        Returns:
-          The :class:`~diag.trace.Eval` record written.
-        """
-        self._ensure_header()
-        record = Eval(
-            step=self._default_step(step),
-            split=split,
-            loss=None if loss is None else float(loss),
-            metrics={k: float(v) for k, v in (metrics or {}).items()},
-            model_mode=model_mode or ("train" if self.model.training else "eval"),
-            examples=examples,
-            accuracy_rule=accuracy_rule,
-        )
-        self.writer.write(record)
-        return record
-
-    def evaluate(
-        self,
-        split: str,
-        batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
-        loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-        *,
-        mode: str = "eval",
-        accuracy: bool | None = None,
-        step: int | None = None,
-    ) -> Eval:
-        """Evaluate the model on ``batches`` in the given mode, restore its mode, write an eval record.
-
-        Args:
-          split: the split name.
-          batches: ``(inputs, labels)`` pairs.
-          loss_fn: ``loss_fn(outputs, labels)`` returning the batch's mean loss.
-          mode: 'eval' (dropout off, batch-norm running statistics) or 'train'.
-          accuracy: also compute accuracy (default: when the header's task is classification), by
-            the rule the outputs call for: argmax over classes, a single logit thresholded at 0
-            (0.5 after a sigmoid), or per-label decisions for multi-label targets; the record
-            says which (``accuracy_rule``).
-          step: the training step it belongs to (default: the last recorded step).
-
-        Returns:
-          The :class:`~diag.trace.Eval` record written.
-        """
-        if accuracy is None:
-            accuracy = self._header_fields["task"] == "classification"
-        was_training = self.model.training
-        self.model.train(mode == "train")
-        total_loss = torch.zeros(())
-        correct = torch.zeros(())
-        decisions = 0
-        count = 0
-        rule = None
-        try:
-            with torch.no_grad():
-                for x, y in batches:
-                    out = self.model(x)
-                    n = y.shape[0]
-                    total_loss = total_loss + loss_fn(out, y).detach().float().cpu() * n
-                    if accuracy:
-                        rule = rule or accuracy_rule(out, y, loss_fn, self._header_fields["loss_kind"], self.model)
-                        hits, total = correct_decisions(out, y, rule)
-                        correct = correct + hits.cpu()
-                        decisions += total
-                    count += n
-        finally:
-            self.model.train(was_training)
-        metrics = {"accuracy": float(correct) / max(decisions, 1)} if accuracy else {}
-        return self.log_eval(split, float(total_loss) / max(count, 1), metrics, examples=count, step=step,
-                             model_mode=mode, accuracy_rule=rule)
-
-    def evaluate_train_subset(self, inputs: torch.Tensor, labels: torch.Tensor, loss_fn, *,
-                              batch_size: int = 256, step: int | None = None) -> Eval:
-        """Evaluate a fixed train subset in eval mode, as split ``train_eval``.
-
-        Compared with the ``val`` split and the training loss, it separates a train/eval mode
-        mismatch (``train_eval`` as bad as ``val``) from overfitting (``train_eval`` as good as
-        training).
-        """
-        batches = [(inputs[i : i + batch_size], labels[i : i + batch_size]) for i in range(0, len(inputs), batch_size)]
-        return self.evaluate("train_eval", batches, loss_fn, mode="eval", step=step)
-
     def write(self, record) -> None:
         """Write any trace record from your own code (a ``Data`` record from the data probe, an
         ``Eval``, a ``NoteEvent``): it lands in this trace after the steps recorded so far.
@@ -495,169 +383,6 @@ class TorchRecorder:
                 self._end("crashed")
         self.close()
 
-    # ------------------------------------------------------------------ hooks
-
-    def _on_root_start(self, module, args) -> None:
-        if self._plan is None and self._call_order is None:
-            # First forward pass: learn the order in which layers and activations run.
-            self._call_order = []
-            for sub in module.modules():
-                if sub is not module:
-                    self._trace_handles.append(sub.register_forward_pre_hook(self._on_traced_call))
-            device = next(module.parameters(), torch.empty(0)).device.type
-            if torch.is_autocast_enabled(device):
-                self._autocast_dtype = torch.get_autocast_dtype(device)
-        if torch.is_grad_enabled():
-            if self._forward_start is None:
-                self._forward_start = time.perf_counter()
-            if args and isinstance(args[0], torch.Tensor):
-                self._input = args[0]
-
-    def _on_traced_call(self, module, args) -> None:
-        self._call_order.append(module)
-
-    def _on_root_end(self, module, args, output) -> None:
-        if self._trace_handles and self._plan is None:
-            for handle in self._trace_handles:
-                handle.remove()
-            self._trace_handles = []
-            self._ensure_plan()
-
-    def _update_layer_hooks(self) -> None:
-        """Layer and activation hooks are installed only while they have work to do: on steps that
-        record activation statistics, or on every step where outputs are held for localization."""
-        wanted = self.activations and (self._hold_outputs or self.is_costly_step() or self._replaying)
-        if wanted and not self._layer_hooks:
-            layer_modules = {id(layer.module): layer.module for layer in self._layers}
-            for module in layer_modules.values():
-                self._layer_hooks.append(module.register_forward_hook(self._on_layer_output))
-            seen = set()
-            for module in self.model.modules():
-                if activation_name(module) is not None and id(module) not in layer_modules and id(module) not in seen:
-                    seen.add(id(module))
-                    self._layer_hooks.append(module.register_forward_hook(self._on_activation_output))
-        elif not wanted and self._layer_hooks:
-            for handle in self._layer_hooks:
-                handle.remove()
-            self._layer_hooks = []
-
-    def _on_layer_output(self, module, args, output) -> None:
-        if not isinstance(output, torch.Tensor):
-            # GRU/LSTM/MultiheadAttention return tuples, Hugging Face models dataclasses: measure
-            # the main output, and say in the header which element it was.
-            output, element = main_output(output)
-            if element is not None:
-                self._output_elements.setdefault(id(module), element)
-        if (torch.is_grad_enabled() or self._replaying) and isinstance(output, torch.Tensor):
-            self._outputs[id(module)] = output
-            self._last_layer = id(module)
-            if self.is_costly_step() and not self._replaying:
-                # Measured now, before an in-place nonlinearity (ReLU(inplace=True)) overwrites it.
-                with torch.no_grad():
-                    self._output_rows[id(module)] = (sums(output), output.numel())
-
-    def _on_activation_output(self, module, args, output) -> None:
-        if self._last_layer is not None and (torch.is_grad_enabled() or self._replaying) and isinstance(output, torch.Tensor):
-            self._act_outputs[self._last_layer] = output
-            if self.is_costly_step() and not self._replaying:
-                with torch.no_grad():
-                    self._act_rows[self._last_layer] = (activation_counts(output, activation_name(module)),
-                                                        output.numel())
-        self._last_layer = None
-
-    def _before_step(self, optimizer, args, kwargs) -> None:
-        plan = self._ensure_plan()
-        self._stepped = True
-        self._step_lrs = [float(g["lr"]) for g in optimizer.param_groups]
-        with torch.no_grad():
-            if not self._measures_grads(self.step):
-                return
-            grad_sq = grad_layer_sq(plan.params, self._segment, len(plan.layers))
-            self._pending["grad_sq"] = grad_sq
-            if not self._hold_outputs and not self._nonfinite_reported and not math.isfinite(grad_sq.sum().item()):
-                # The step is about to write NaN into the parameters: keep them as they were, so
-                # that record() can replay this step's forward pass to find where the NaN began.
-                self._pre_step_params = torch._foreach_mul(plan.params, 1.0)
-            if self.is_costly_step():
-                self._pending["param_sq"] = per_layer_sq(plan.params, self._segment, len(plan.layers))
-                self._meter.before_step()
-
-    def _measures_grads(self, step: int) -> bool:
-        return step % self.grad_every == 0 or self.is_costly_step(step)
-
-    def _after_step(self, optimizer, args, kwargs) -> None:
-        if self.is_costly_step() and "param_sq" in self._pending:
-            with torch.no_grad():
-                self._pending["update_sq"] = self._meter.after_step()
-
-    def _wrap_scaler(self, scaler) -> None:
-        original = scaler.scale
-
-        def scale(outputs):
-            # The scale this step's backward used; scaler.update() may change it before record().
-            result = original(outputs)
-            if scaler._scale is not None:
-                self._scale_used = scaler._scale.detach().clone()
-            return result
-
-        scaler.scale = scale
-
-    # ------------------------------------------------------------------ crash capture
-
-    def _on_uncaught(self, exc_type, exc, tb) -> None:
-        if self._ended:
-            return
-        if issubclass(exc_type, KeyboardInterrupt):
-            self._end("interrupted")
-        else:
-            self._write_exception(exc_type, exc, tb)
-            self._end("crashed")
-        self.writer.flush()
-
-    def _on_signal(self, name: str) -> None:
-        # Runs inside the signal handler: only remember it, the unwinding code writes.
-        self._signal = name
-
-    def _on_exit(self) -> None:
-        if not self._ended:
-            self._end("interrupted" if self._signal else "completed")
-        if not self.writer.closed:
-            self.writer.close()
-
-    def _write_exception(self, exc_type, exc, tb) -> None:
-        self._ensure_header()
-        site = self._crash_site(tb)
-        self.writer.write(
-            ExceptionEvent(
-                step=self.step,
-                time=time.time(),
-                type=exc_type.__name__,
-                message=str(exc),
-                traceback="".join(traceback.format_exception(exc_type, exc, tb)),
-                last_good_step=self.last_good_step,
-                **site,
-            )
-        )
-
-    def _crash_site(self, tb) -> dict:
-        """The innermost module whose forward is on the traceback (parameter-free ones included),
-        with the shapes and dtypes it was called with: what a shape or dtype mismatch needs."""
-        names = {id(module): path or "root" for path, module in self.model.named_modules()}
-        site = innermost_module(tb, lambda owner: id(owner) in names)
-        if site is None:
-            return {}
-        shapes, dtypes = describe_inputs(site.inputs, lambda d: dtype_name(d) if isinstance(d, torch.dtype) else str(d))
-        return {"layer": names[id(site.module)], "module_type": type(site.module).__name__,
-                "input_shapes": shapes, "input_dtypes": dtypes}
-
-    def _end(self, status: str) -> None:
-        self._ended = True
-        self._ensure_header()
-        if self._signal:
-            self.writer.write(SignalEvent(step=self._default_step(None), time=time.time(), signal=self._signal))
-        self.writer.write(RunEndEvent(step=self._default_step(None), time=time.time(), status=status, steps=self.step))
-        self.writer.flush()
-
     # ------------------------------------------------------------------ internals
 
     def _default_step(self, step: int | None) -> int:
@@ -703,37 +428,6 @@ class TorchRecorder:
             },
         )
 
-    def _activation_table(self, plan: LayerPlan) -> torch.Tensor:
-        """``(L, 4)``: sum and sum of squares of each layer's output, then the zero and saturated
-        counts of the nonlinearity that follows it (NaN where not measured)."""
-        device = self._segment.device
-        nan2 = torch.full((2,), float("nan"), device=device)
-        rows = []
-        for layer in plan.layers:
-            key = id(layer.module)
-            out = self._output_rows.get(key)
-            act = self._act_rows.get(key) if layer.activation else None
-            rows.append(torch.cat([nan2 if out is None else out[0].to(device), nan2 if act is None else act[0].to(device)]))
-        return torch.stack(rows)
-
-    def _replay(self, x: torch.Tensor) -> None:
-        """Run this step's forward pass again, with the parameters it used and copies of the
-        buffers (batch-norm statistics stay untouched), collecting every layer's output."""
-        state = {name: b.clone() for name, b in self.model.named_buffers()}
-        if self._pre_step_params is not None:
-            names = {id(p): n for n, p in self.model.named_parameters()}
-            state.update({names[id(p)]: s for p, s in zip(self._plan.params, self._pre_step_params) if id(p) in names})
-        self._replaying = True
-        self._update_layer_hooks()
-        try:
-            with torch.no_grad():
-                torch.func.functional_call(self.model, state, (x,))
-        except Exception:  # noqa: BLE001 - a replay that fails leaves the coarser localization
-            pass
-        finally:
-            self._replaying = False
-            self._update_layer_hooks()
-
     def _step_dict(self, step, now, got, epoch, x, labels, label_kind) -> dict:
         # The learning rates the step used: a scheduler may have moved them since.
         lrs = self._step_lrs if self._stepped else [float(g["lr"]) for g in self.optimizer.param_groups]
@@ -742,20 +436,3 @@ class TorchRecorder:
             activations = activation_columns(self._plan, got["act"], self._output_rows, self._act_rows, self._outputs)
         return step_record(step, now, got, epoch=epoch, lrs=lrs, stepped=self._stepped, activations=activations,
                            inputs=x, labels=labels, label_kind=label_kind)
-
-    def _locate_nonfinite(self, step: int, now: float, got: dict, n_input: float) -> NonFiniteEvent:
-        """The first non-finite tensor of this step in forward order (see ``_nonfinite.py``)."""
-        if not n_input and not self._hold_outputs and self.activations and isinstance(self._input, torch.Tensor):
-            # Replay with every module watched, parameter-free ones included: the first whose
-            # output is non-finite while its inputs were finite is where the value was born.
-            origins = watch_modules(self.model)
-            try:
-                self._outputs.clear(), self._act_outputs.clear()
-                self._replay(self._input)
-            finally:
-                origins.stop()
-            if origins.first is not None:
-                return origins.event(step=step, time=now)
-        elif not n_input and not self._outputs and self.activations and isinstance(self._input, torch.Tensor):
-            self._replay(self._input)
-        return first_nonfinite(self._plan, got, n_input, self._outputs, self._act_outputs, step=step, time=now)

@@ -1,0 +1,179 @@
+"""The PyTorch recorder's hooks: the forward pass (layer order, layer outputs, activations) and
+the optimizer step (gradient norms as the optimizer sees them, parameter and update norms), and
+the replay that finds where a NaN was born.
+
+A mixin of :class:`~diag.adapters.torch.recorder.TorchRecorder` (its state lives on the recorder).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+
+from diag.adapters.torch._layers import LayerPlan, activation_name, main_output
+from diag.adapters.torch._nonfinite import first_nonfinite, watch_modules
+from diag.adapters.torch._stats import activation_counts, grad_layer_sq, per_layer_sq, sums
+from diag.trace.records import NonFiniteEvent
+
+
+class Hooks:
+    """Forward, optimizer-step and GradScaler hooks of the recorder, and NaN localization."""
+
+    # ------------------------------------------------------------------ hooks
+
+    def _on_root_start(self, module, args) -> None:
+        if self._plan is None and self._call_order is None:
+            # First forward pass: learn the order in which layers and activations run.
+            self._call_order = []
+            for sub in module.modules():
+                if sub is not module:
+                    self._trace_handles.append(sub.register_forward_pre_hook(self._on_traced_call))
+            device = next(module.parameters(), torch.empty(0)).device.type
+            if torch.is_autocast_enabled(device):
+                self._autocast_dtype = torch.get_autocast_dtype(device)
+        if torch.is_grad_enabled():
+            if self._forward_start is None:
+                self._forward_start = time.perf_counter()
+            if args and isinstance(args[0], torch.Tensor):
+                self._input = args[0]
+
+    def _on_traced_call(self, module, args) -> None:
+        self._call_order.append(module)
+
+    def _on_root_end(self, module, args, output) -> None:
+        if self._trace_handles and self._plan is None:
+            for handle in self._trace_handles:
+                handle.remove()
+            self._trace_handles = []
+            self._ensure_plan()
+
+    def _update_layer_hooks(self) -> None:
+        """Layer and activation hooks are installed only while they have work to do: on steps that
+        record activation statistics, or on every step where outputs are held for localization."""
+        wanted = self.activations and (self._hold_outputs or self.is_costly_step() or self._replaying)
+        if wanted and not self._layer_hooks:
+            layer_modules = {id(layer.module): layer.module for layer in self._layers}
+            for module in layer_modules.values():
+                self._layer_hooks.append(module.register_forward_hook(self._on_layer_output))
+            seen = set()
+            for module in self.model.modules():
+                if activation_name(module) is not None and id(module) not in layer_modules and id(module) not in seen:
+                    seen.add(id(module))
+                    self._layer_hooks.append(module.register_forward_hook(self._on_activation_output))
+        elif not wanted and self._layer_hooks:
+            for handle in self._layer_hooks:
+                handle.remove()
+            self._layer_hooks = []
+
+    def _on_layer_output(self, module, args, output) -> None:
+        if not isinstance(output, torch.Tensor):
+            # GRU/LSTM/MultiheadAttention return tuples, Hugging Face models dataclasses: measure
+            # the main output, and say in the header which element it was.
+            output, element = main_output(output)
+            if element is not None:
+                self._output_elements.setdefault(id(module), element)
+        if (torch.is_grad_enabled() or self._replaying) and isinstance(output, torch.Tensor):
+            self._outputs[id(module)] = output
+            self._last_layer = id(module)
+            if self.is_costly_step() and not self._replaying:
+                # Measured now, before an in-place nonlinearity (ReLU(inplace=True)) overwrites it.
+                with torch.no_grad():
+                    self._output_rows[id(module)] = (sums(output), output.numel())
+
+    def _on_activation_output(self, module, args, output) -> None:
+        if self._last_layer is not None and (torch.is_grad_enabled() or self._replaying) and isinstance(output, torch.Tensor):
+            self._act_outputs[self._last_layer] = output
+            if self.is_costly_step() and not self._replaying:
+                with torch.no_grad():
+                    self._act_rows[self._last_layer] = (activation_counts(output, activation_name(module)),
+                                                        output.numel())
+        self._last_layer = None
+
+    def _before_step(self, optimizer, args, kwargs) -> None:
+        plan = self._ensure_plan()
+        self._stepped = True
+        self._step_lrs = [float(g["lr"]) for g in optimizer.param_groups]
+        with torch.no_grad():
+            if not self._measures_grads(self.step):
+                return
+            grad_sq = grad_layer_sq(plan.params, self._segment, len(plan.layers))
+            self._pending["grad_sq"] = grad_sq
+            if not self._hold_outputs and not self._nonfinite_reported and not math.isfinite(grad_sq.sum().item()):
+                # The step is about to write NaN into the parameters: keep them as they were, so
+                # that record() can replay this step's forward pass to find where the NaN began.
+                self._pre_step_params = torch._foreach_mul(plan.params, 1.0)
+            if self.is_costly_step():
+                self._pending["param_sq"] = per_layer_sq(plan.params, self._segment, len(plan.layers))
+                self._meter.before_step()
+
+    def _measures_grads(self, step: int) -> bool:
+        return step % self.grad_every == 0 or self.is_costly_step(step)
+
+    def _after_step(self, optimizer, args, kwargs) -> None:
+        if self.is_costly_step() and "param_sq" in self._pending:
+            with torch.no_grad():
+                self._pending["update_sq"] = self._meter.after_step()
+
+    def _wrap_scaler(self, scaler) -> None:
+        original = scaler.scale
+
+        def scale(outputs):
+            # The scale this step's backward used; scaler.update() may change it before record().
+            result = original(outputs)
+            if scaler._scale is not None:
+                self._scale_used = scaler._scale.detach().clone()
+            return result
+
+        scaler.scale = scale
+
+    # ------------------------------------------------------------------ localization
+
+    def _activation_table(self, plan: LayerPlan) -> torch.Tensor:
+        """``(L, 4)``: sum and sum of squares of each layer's output, then the zero and saturated
+        counts of the nonlinearity that follows it (NaN where not measured)."""
+        device = self._segment.device
+        nan2 = torch.full((2,), float("nan"), device=device)
+        rows = []
+        for layer in plan.layers:
+            key = id(layer.module)
+            out = self._output_rows.get(key)
+            act = self._act_rows.get(key) if layer.activation else None
+            rows.append(torch.cat([nan2 if out is None else out[0].to(device), nan2 if act is None else act[0].to(device)]))
+        return torch.stack(rows)
+
+    def _replay(self, x: torch.Tensor) -> None:
+        """Run this step's forward pass again, with the parameters it used and copies of the
+        buffers (batch-norm statistics stay untouched), collecting every layer's output."""
+        state = {name: b.clone() for name, b in self.model.named_buffers()}
+        if self._pre_step_params is not None:
+            names = {id(p): n for n, p in self.model.named_parameters()}
+            state.update({names[id(p)]: s for p, s in zip(self._plan.params, self._pre_step_params) if id(p) in names})
+        self._replaying = True
+        self._update_layer_hooks()
+        try:
+            with torch.no_grad():
+                torch.func.functional_call(self.model, state, (x,))
+        except Exception:  # noqa: BLE001 - a replay that fails leaves the coarser localization
+            pass
+        finally:
+            self._replaying = False
+            self._update_layer_hooks()
+
+    def _locate_nonfinite(self, step: int, now: float, got: dict, n_input: float) -> NonFiniteEvent:
+        """The first non-finite tensor of this step in forward order (see ``_nonfinite.py``)."""
+        if not n_input and not self._hold_outputs and self.activations and isinstance(self._input, torch.Tensor):
+            # Replay with every module watched, parameter-free ones included: the first whose
+            # output is non-finite while its inputs were finite is where the value was born.
+            origins = watch_modules(self.model)
+            try:
+                self._outputs.clear(), self._act_outputs.clear()
+                self._replay(self._input)
+            finally:
+                origins.stop()
+            if origins.first is not None:
+                return origins.event(step=step, time=now)
+        elif not n_input and not self._outputs and self.activations and isinstance(self._input, torch.Tensor):
+            self._replay(self._input)
+        return first_nonfinite(self._plan, got, n_input, self._outputs, self._act_outputs, step=step, time=now)
