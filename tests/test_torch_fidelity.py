@@ -162,3 +162,18 @@ def test_a_nan_born_in_a_parameter_free_module_is_blamed_on_it_not_on_the_next_l
         _train(model, opt, rec, 1, x * 0 - 1e5, y, lambda out, t: F.cross_entropy(out, t))  # sigmoid -> 0, log -> -inf
     (event,) = load_trace(tmp_path / "run.jsonl").events_of("nonfinite")
     assert (event.step, event.tensor, event.layer, event.module_type) == (3, "activation", "2", "Log")
+
+
+def test_the_header_is_on_disk_after_the_first_forward_pass_before_the_first_step(tmp_path):
+    path = tmp_path / "run.jsonl"
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with TorchRecorder(model, opt, path, capture_crashes=False) as rec:
+        logits = model(torch.randn(8, 4))
+        header = load_trace(path).header  # a run killed now (in backward, say) keeps it
+        loss = F.cross_entropy(logits, torch.randint(0, 2, (8,)))
+        loss.backward()
+        opt.step()
+        rec.record(loss)
+    assert [layer.name for layer in header.layers] == ["0", "2"] and header.layers[0].activation == "relu"
+    assert sum('"kind":"header"' in line for line in path.read_text().splitlines()) == 1

@@ -55,7 +55,6 @@ from diag.adapters.flax.loss_scale import skipped_flag, uses_loss_scale
 from diag.adapters.flax.jitted import JitVariants
 from diag.adapters.flax.rerun import Rerun
 from diag.adapters.flax.transform import MeasureState, find_state, measure
-from diag.adapters.header_at_open import HeaderAtOpen
 from diag.trace.records import Header, NoteEvent, OptimizerInfo, Step, _Record
 from diag.trace.writer import TraceWriter
 
@@ -153,13 +152,6 @@ class Recorder(JitVariants, Rerun):
         # model, the optimizer and the compiled steps alive until the interpreter exits.
         self._exit_hook = functools.partial(_close_at_exit, weakref.ref(self))
         atexit.register(self._exit_hook)
-        # A run killed before its first step still leaves a header (replaced once the step has
-        # shown the forward order of the layers).
-        self._header_line = HeaderAtOpen(self.writer)
-        self._header_line.write_provisional(build_header(
-            model, order_layers(param_layers(model), None), None,
-            recording={"every": self.every, "layer_order": "tree order (before the first step)"},
-            **self._header_fields))
 
     # ------------------------------------------------------------------ inside the jitted step
 
@@ -238,6 +230,10 @@ class Recorder(JitVariants, Rerun):
                 pieces.append(S.label_histogram(labels, self.num_classes))
         vector = jnp.concatenate(pieces)
         self._layouts[layout.size] = layout
+        if self._header is None:
+            # The first trace has shown the forward order and the optimizer: write the header now,
+            # before XLA compiles the step, so a run killed while compiling leaves a readable trace.
+            self._ensure_header()
         return vector
 
     # ------------------------------------------------------------------ on the host
@@ -388,7 +384,7 @@ class Recorder(JitVariants, Rerun):
             recording["forward_order"] = "tree order: " + self._forward_error[:200]
         self._header = build_header(self.model, layers, self._optimizer, recording=recording, **self._header_fields)
         self._layer_names = [l.name for l in self._header.layers]
-        self._header_line.write_final(self._header)
+        self._emit(self._header)
         for record in self._early:
             self._emit(record)
         self._early.clear()

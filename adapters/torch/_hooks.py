@@ -48,6 +48,9 @@ class Hooks:
                 handle.remove()
             self._trace_handles = []
             self._ensure_plan()
+            # The first forward pass has shown the layer order: the header is complete, write it
+            # now (a run killed before its first optimizer step still leaves a readable trace).
+            self._ensure_header()
 
     def _update_layer_hooks(self) -> None:
         """Layer and activation hooks are installed only while they have work to do: on steps that

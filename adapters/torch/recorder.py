@@ -29,7 +29,6 @@ from typing import Mapping
 import torch
 from torch import nn
 
-from diag.adapters.header_at_open import HeaderAtOpen
 from diag.adapters.torch._encode import encode_line, jfloat
 from diag.adapters.torch._evaluation import Evaluations
 from diag.adapters.torch._header import build_header
@@ -170,14 +169,6 @@ class TorchRecorder(Evaluations, Hooks, CrashEvents):
         self._update_layer_hooks()
         if self.scaler is not None:
             self._wrap_scaler(self.scaler)
-        # A run killed before its first step still leaves a header (replaced by the complete one,
-        # layers in forward order, once the first step has run).
-        self._header_line = HeaderAtOpen(self.writer)
-        self._header_line.write_provisional(build_header(
-            model, optimizer, plan_layers(find_layers(model), None), self._header_fields,
-            created_at=self._created_at, autocast_dtype=None,
-            loss_scaling="dynamic" if self.scaler is not None else None,
-            recording={"adapter": "diag.adapters.torch", "layer_order": "registration order (before the first step)"}))
         self._crash = None
         if capture_crashes:
             self._crash = CrashCapture(self._on_uncaught, self._on_signal, self._on_exit)
@@ -402,7 +393,7 @@ class TorchRecorder(Evaluations, Hooks, CrashEvents):
     def _ensure_header(self) -> None:
         if not self._header_written:
             self._header_written = True
-            self._header_line.write_final(self._header())
+            self.writer.write(self._header())
 
     def _header(self) -> Header:
         header = self._build_header()
