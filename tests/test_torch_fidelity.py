@@ -11,7 +11,7 @@ from torch.nn import functional as F  # noqa: E402
 
 from diag.adapters.torch import TorchRecorder  # noqa: E402
 from diag.trace import load_trace  # noqa: E402
-from diag.trace.records import Data, NoteEvent  # noqa: E402
+from diag.trace.records import Data, Header, NoteEvent  # noqa: E402
 
 
 def _train(model, opt, rec, steps, x, y, loss_fn):
@@ -170,7 +170,7 @@ def test_the_header_is_on_disk_after_the_first_forward_pass_before_the_first_ste
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     with TorchRecorder(model, opt, path, capture_crashes=False) as rec:
         logits = model(torch.randn(8, 4))
-        header = load_trace(path).header  # a run killed now (in backward, say) keeps it
+        header = Header.model_validate_json(path.read_text().splitlines()[0])  # a run killed now keeps it
         loss = F.cross_entropy(logits, torch.randint(0, 2, (8,)))
         loss.backward()
         opt.step()
