@@ -5,10 +5,11 @@ The core package imports no jax, torch or textual; adapters and the TUI load the
 
 __version__ = "0.1.0"
 
+from diag.guard import Guard, TrainingDoomed  # noqa: E402
 from diag.trace import Trace, TraceWriter, load_trace  # noqa: E402
 from diag.api import diagnose_path  # noqa: E402
 
-__all__ = ["Trace", "TraceWriter", "diagnose_path", "load_trace", "preflight", "__version__"]
+__all__ = ["Guard", "Trace", "TraceWriter", "TrainingDoomed", "diagnose_path", "load_trace", "preflight", "__version__"]
 
 
 def __getattr__(name: str):

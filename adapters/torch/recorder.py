@@ -38,6 +38,7 @@ from diag.adapters.torch._lifecycle import CrashCapture, CrashEvents
 from diag.adapters.torch._stats import batch_stats, grad_layer_sq, label_stats
 from diag.adapters.torch._steprecord import activation_columns, step_record
 from diag.adapters.torch._updates import UpdateMeter
+from diag.guard import Guard
 from diag.trace.records import Header
 from diag.trace.writer import TraceWriter
 
@@ -66,6 +67,8 @@ class TorchRecorder(Evaluations, Hooks, CrashEvents):
       run_id, task, num_classes, loss_kind, batch_size, steps_planned, seed, tags: header fields.
       flush_every: records buffered before the file is written (also flushed every second, from
         a background thread, so that ``diag tui --follow`` sees a stalled run's last steps).
+      guard: ``True`` or a :class:`diag.guard.Guard`: ``record`` raises
+        :class:`diag.TrainingDoomed` once the run cannot recover (see ``diag/guard.py``).
 
     Example:
       >>> import tempfile, os, torch
@@ -106,8 +109,10 @@ class TorchRecorder(Evaluations, Hooks, CrashEvents):
         seed: int | None = None,
         tags: Mapping[str, object] | None = None,
         flush_every: int = 50,
+        guard: "Guard | bool | None" = None,
     ):
         self.model = model
+        self.guard = Guard.coerce(guard)
         self.optimizer = optimizer
         self.scaler = scaler if scaler is not None and scaler.is_enabled() else None
         self.costly_every = max(1, int(costly_every))
@@ -202,9 +207,12 @@ class TorchRecorder(Evaluations, Hooks, CrashEvents):
     ) -> None:
         """Write the step record of the optimizer step that just ran (see :meth:`_record`)."""
         if self._crash is None:
-            return self._record(loss, inputs, labels, metrics=metrics, epoch=epoch)
-        with self._crash.deferring_signals():
-            return self._record(loss, inputs, labels, metrics=metrics, epoch=epoch)
+            self._record(loss, inputs, labels, metrics=metrics, epoch=epoch)
+        else:
+            with self._crash.deferring_signals():
+                self._record(loss, inputs, labels, metrics=metrics, epoch=epoch)
+        if self.guard is not None:  # raises TrainingDoomed once the run cannot recover
+            self.guard.stop_loop(self.step - 1, self.writer, finite=self.last_good_step == self.step - 1)
 
     def _record(
         self,
