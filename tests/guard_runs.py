@@ -99,3 +99,158 @@ def fit_torch(path, fault: str, steps: int = 200, *, guard=True, recorder: bool 
             rec.close()
     del xt
     return ran
+
+
+# ---------------------------------------------------------------------------- PyTorch Lightning
+
+
+class _StepBatches:
+    """A map-style dataset whose item ``i`` is the whole batch of optimizer step ``i`` (poisoned
+    from ``NAN_ONSET`` for ``nan_data``): every framework sees the same batches in the same order."""
+
+    def __init__(self, x, y, steps: int, fault: str):
+        self.x, self.y, self.rows, self.fault = x, y, batch_indices(steps, len(x)), fault
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, step: int):
+        import torch
+
+        rows = self.rows[step]
+        return torch.from_numpy(poison(self.x[rows], step, self.fault)), torch.from_numpy(self.y[rows])
+
+
+def _lightning_module(fault: str):
+    import lightning.pytorch as pl
+    import torch
+    from torch.nn import functional as F
+
+    class Classifier(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = torch_mlp()
+
+        def forward(self, x):
+            return self.net(x)
+
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            return F.cross_entropy(self(x), y)
+
+        def validation_step(self, batch, batch_idx):
+            x, y = batch
+            logits = self(x)
+            self.log("val_loss", F.cross_entropy(logits, y))
+            self.log("val_acc", (logits.argmax(-1) == y).float().mean())
+
+        def configure_optimizers(self):
+            return torch_optimizer(self, fault)
+
+    return Classifier()
+
+
+def fit_lightning(path, fault: str, steps: int = 200, *, guard=True, callback: bool = True):
+    """Lightning ``Trainer.fit`` with ``DiagCallback(path, guard=guard)``; returns the trainer."""
+    import lightning.pytorch as pl
+    import torch
+
+    from diag.adapters.lightning import DiagCallback
+
+    x, y = make_data()
+    vx, vy = make_data(256, seed=7)
+    train = torch.utils.data.DataLoader(_StepBatches(x, y, steps, fault), batch_size=None, shuffle=False)
+    val = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.from_numpy(vx), torch.from_numpy(vy)),
+                                      batch_size=128)
+    callbacks = [DiagCallback(path, guard=guard, task="classification", num_classes=CLASSES,
+                              loss_kind="softmax_cross_entropy")] if callback else []
+    trainer = pl.Trainer(max_steps=steps, max_epochs=1, val_check_interval=50, callbacks=callbacks,
+                         accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
+    trainer.fit(_lightning_module(fault), train, val)
+    return trainer
+
+
+# ---------------------------------------------------------------------------- Hugging Face Trainer
+
+
+class _Examples:
+    """Map-style dataset of ``{"x": features, "labels": class}`` examples."""
+
+    def __init__(self, x, y):
+        self.x, self.y = x, y
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i):
+        import torch
+
+        return {"x": torch.from_numpy(self.x[i]), "labels": torch.tensor(self.y[i])}
+
+
+class _PoisoningCollator:
+    """Stacks examples into a batch; for ``nan_data`` the batches from ``NAN_ONSET`` hold NaN
+    (called once per training batch, in order: the data loader turning bad mid-run)."""
+
+    def __init__(self, fault: str):
+        self.fault, self.calls = fault, 0
+
+    def __call__(self, examples):
+        import torch
+
+        x = torch.stack([e["x"] for e in examples])
+        y = torch.stack([e["labels"] for e in examples])
+        if len(examples) == BATCH:  # training batches (evaluation batches are larger)
+            x = torch.from_numpy(poison(x.numpy(), self.calls, self.fault))
+            self.calls += 1
+        return {"x": x, "labels": y}
+
+
+def _hf_model():
+    import torch
+    from torch.nn import functional as F
+
+    class Classifier(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = torch_mlp()
+
+        def forward(self, x, labels=None):
+            logits = self.net(x)
+            out = {"logits": logits}
+            if labels is not None:
+                out["loss"] = F.cross_entropy(logits, labels)
+            return out
+
+    return Classifier()
+
+
+def fit_huggingface(path, fault: str, steps: int = 200, *, guard=True, callback: bool = True, out_dir=None):
+    """Hugging Face ``Trainer.train`` with ``DiagCallback(path, guard=guard)``; returns the trainer."""
+    import tempfile
+
+    from transformers import Trainer, TrainingArguments
+
+    from diag.adapters.huggingface import DiagCallback
+
+    x, y = make_data()
+    vx, vy = make_data(256, seed=7)
+    args = TrainingArguments(
+        output_dir=out_dir or tempfile.mkdtemp(), max_steps=steps, per_device_train_batch_size=BATCH,
+        per_device_eval_batch_size=128, learning_rate=learning_rate(fault),
+        optim="sgd" if fault == "lr_too_high" else "adamw_torch", weight_decay=0.0, lr_scheduler_type="constant",
+        max_grad_norm=0.0, eval_strategy="steps", eval_steps=50, save_strategy="no", logging_strategy="no",
+        report_to="none", use_cpu=True, disable_tqdm=True, dataloader_num_workers=0, seed=0,
+        remove_unused_columns=False,
+    )
+
+    def accuracy(prediction):
+        return {"accuracy": float((prediction.predictions.argmax(-1) == prediction.label_ids).mean())}
+
+    callbacks = [DiagCallback(path, guard=guard, task="classification", num_classes=CLASSES,
+                              loss_kind="softmax_cross_entropy")] if callback else []
+    trainer = Trainer(model=_hf_model(), args=args, train_dataset=_Examples(x, y), eval_dataset=_Examples(vx, vy),
+                      data_collator=_PoisoningCollator(fault), compute_metrics=accuracy, callbacks=callbacks)
+    trainer.train()
+    return trainer

@@ -158,10 +158,11 @@ class TorchRecorder(Evaluations, Hooks, CrashEvents):
         self._call_order: list[nn.Module] | None = None
         self._trace_handles: list = []
 
+        self._step_pre_hook = optimizer.register_step_pre_hook(self._before_step)
         self._handles = [
             model.register_forward_pre_hook(self._on_root_start),
             model.register_forward_hook(self._on_root_end),
-            optimizer.register_step_pre_hook(self._before_step),
+            self._step_pre_hook,
             optimizer.register_step_post_hook(self._after_step),
         ]
         self._layer_hooks: list = []
@@ -191,6 +192,14 @@ class TorchRecorder(Evaluations, Hooks, CrashEvents):
         """How update norms are measured: 'sgd_grad', 'sgd_momentum' or 'snapshot'."""
         self._ensure_plan()
         return self._meter.method
+
+    def measure_after_closure(self) -> Callable[[], None]:
+        """For an optimizer stepped with a closure that runs forward and backward inside ``step``
+        (Lightning's automatic optimization): the step pre-hook would see the last step's
+        gradients. It is removed; call the returned function once the gradients are final."""
+        self._handles.remove(self._step_pre_hook)
+        self._step_pre_hook.remove()
+        return lambda: self._before_step(self.optimizer, (), {})
 
     def is_costly_step(self, step: int | None = None) -> bool:
         """Whether ``step`` (default: the next one) records the costly statistics."""
