@@ -9,8 +9,9 @@ rule engine on it, and stops the run when both hold:
 
   ``nonfinite``  the loss is NaN/Inf on the last ``confirm`` recorded steps (a NaN that has
                  reached the weights never leaves them; a GradScaler's skipped step is not this);
-  ``diverged``   the loss of each of the last ``confirm`` steps is over ``diverge_factor`` times
-                 both the run's starting loss and its lowest loss so far;
+  ``diverged``   the median loss of the last 10 steps is over ``diverge_factor`` times the run's
+                 starting loss (the lowest of its first 3), and none of the last ``confirm``
+                 steps is back at the starting loss;
   ``exploding``  the gradient norm of each of the last ``confirm`` steps is over ``grad_factor``
                  times its median over the run so far (or not finite);
   ``leakage``    a data-leakage cause (the data does not change while the run trains).
@@ -105,13 +106,13 @@ class Verdict:
                 "diag_doom": self.doom, "diag_trigger": self.trigger or self.cause, "diag_reason": self.reason}
 
 
-def doom_evidence(trace, *, confirm: int = 3, diverge_factor: float = 10.0, grad_factor: float = 1000.0) -> list[str]:
+def doom_evidence(trace, *, confirm: int = 3, diverge_factor: float = 5.0, grad_factor: float = 1000.0) -> list[str]:
     """The kinds of unrecoverable evidence the trace shows now (see the module docstring).
 
     Args:
       trace: a ``diag.trace.Trace`` (possibly of a run still training).
       confirm: how many of the latest recorded steps must all show it.
-      diverge_factor: a loss this many times the starting and the lowest loss has diverged.
+      diverge_factor: a loss (median of the last 10) this many times the starting loss has diverged.
       grad_factor: a gradient norm this many times its running median has exploded.
 
     Returns:
@@ -130,11 +131,11 @@ def doom_evidence(trace, *, confirm: int = 3, diverge_factor: float = 10.0, grad
         if not skipped_recent:  # a loss scaler skipping overflowing steps can recover
             found.append("nonfinite")
     finite = loss[np.isfinite(loss)]
-    if len(recent) >= confirm and len(finite) > confirm and np.isfinite(recent).all():
-        start = float(np.median(finite[: min(5, len(finite))]))
-        lowest = float(finite.min())
-        bar = diverge_factor * max(abs(start), abs(lowest))
-        if bar > 0 and bool(np.all(recent > bar)):
+    window = loss[-max(confirm, 10):]  # a median: one lucky step does not hide a wrecked run
+    if len(recent) >= confirm and len(finite) > confirm and np.isfinite(window).all():
+        start = float(np.min(np.abs(finite[:3])))  # the loss before the first steps could blow it up
+        bar = diverge_factor * start
+        if bar > 0 and float(np.median(window)) > bar and bool(np.all(recent > bar / diverge_factor)):
             found.append("diverged")
     if trace.has("grad_norm"):
         grad = trace.series("grad_norm").values
@@ -198,7 +199,7 @@ class Guard:
     every: int | None = None
     threshold: float = 0.8
     confirm: int = 3
-    diverge_factor: float = 10.0
+    diverge_factor: float = 5.0
     grad_factor: float = 1000.0
     rules: tuple[str, ...] = ()
     quiet: bool = False

@@ -254,3 +254,40 @@ def fit_huggingface(path, fault: str, steps: int = 200, *, guard=True, callback:
                       data_collator=_PoisoningCollator(fault), compute_metrics=accuracy, callbacks=callbacks)
     trainer.train()
     return trainer
+
+
+# ---------------------------------------------------------------------------- Keras 3 (JAX backend)
+
+
+def fit_keras(path, fault: str, steps: int = 200, *, guard=True, callback: bool = True, epoch_steps: int = 50):
+    """Keras ``fit`` (the JAX backend unless KERAS_BACKEND says otherwise) with ``DiagCallback``;
+    ``epoch_steps`` batches per epoch, validation at each epoch's end. Returns the History."""
+    os_environ_default_backend()
+    import keras
+
+    from diag.adapters.keras import DiagCallback
+
+    x, y = make_data()
+    vx, vy = make_data(256, seed=7)
+    rows = batch_indices(steps, len(x))
+
+    def batches():
+        for step in range(steps):
+            yield poison(x[rows[step]], step, fault), y[rows[step]]
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((FEATURES,)), keras.layers.Dense(32, activation="relu"),
+                              keras.layers.Dense(32, activation="relu"), keras.layers.Dense(CLASSES)])
+    opt = keras.optimizers.SGD(HIGH_LR) if fault == "lr_too_high" else keras.optimizers.Adam(learning_rate(fault))
+    model.compile(opt, keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    callbacks = [DiagCallback(path, guard=guard, task="classification", num_classes=CLASSES,
+                              loss_kind="softmax_cross_entropy", batch_size=BATCH, seed=0)] if callback else []
+    return model.fit(batches(), steps_per_epoch=epoch_steps, epochs=steps // epoch_steps, validation_data=(vx, vy),
+                     callbacks=callbacks, verbose=0)
+
+
+def os_environ_default_backend() -> None:
+    """Keras reads its backend once, at import: JAX (installed with diag) unless the user chose."""
+    import os
+
+    os.environ.setdefault("KERAS_BACKEND", "jax")
