@@ -63,11 +63,13 @@ def torch_optimizer(model, fault: str):
     return torch.optim.Adam(model.parameters(), lr=learning_rate(fault))
 
 
-def fit_torch(path, fault: str, steps: int = 200, *, guard=True, recorder: bool = True) -> int:
+def fit_torch(path, fault: str, steps: int = 200, *, guard=True, recorder: bool = True, seed: int = 0,
+              on_step=None) -> int:
     """A plain PyTorch loop recorded with ``TorchRecorder(guard=...)``; returns the steps run.
 
-    ``recorder=False`` runs the same loop without diag (the overhead baseline). A guard stop
-    surfaces as ``diag.TrainingDoomed`` from ``rec.record``, as in a user's loop.
+    ``recorder=False`` runs the same loop without diag (the overhead baseline); ``seed`` draws
+    the initialization and the batch order; ``on_step()`` is called after each step (timing). A
+    guard stop surfaces as ``diag.TrainingDoomed`` from ``rec.record``, as in a user's loop.
     """
     import torch
     from torch.nn import functional as F
@@ -76,9 +78,9 @@ def fit_torch(path, fault: str, steps: int = 200, *, guard=True, recorder: bool 
 
     x, y = make_data()
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-    model = torch_mlp()
+    model = torch_mlp(seed)
     opt = torch_optimizer(model, fault)
-    rows = batch_indices(steps, len(x))
+    rows = batch_indices(steps, len(x), seed=seed + 1)
     rec = TorchRecorder(model, opt, path, task="classification", num_classes=CLASSES,
                         loss_kind="softmax_cross_entropy", batch_size=BATCH, capture_crashes=False,
                         guard=guard) if recorder else None
@@ -94,6 +96,8 @@ def fit_torch(path, fault: str, steps: int = 200, *, guard=True, recorder: bool 
             ran = step + 1
             if rec is not None:
                 rec.record(loss, labels=yb)
+            if on_step is not None:
+                on_step()
     finally:
         if rec is not None:
             rec.close()
@@ -150,7 +154,7 @@ def _lightning_module(fault: str):
     return Classifier()
 
 
-def fit_lightning(path, fault: str, steps: int = 200, *, guard=True, callback: bool = True):
+def fit_lightning(path, fault: str, steps: int = 200, *, guard=True, callback: bool = True, extra_callbacks=()):
     """Lightning ``Trainer.fit`` with ``DiagCallback(path, guard=guard)``; returns the trainer."""
     import lightning.pytorch as pl
     import torch
@@ -164,6 +168,7 @@ def fit_lightning(path, fault: str, steps: int = 200, *, guard=True, callback: b
                                       batch_size=128)
     callbacks = [DiagCallback(path, guard=guard, task="classification", num_classes=CLASSES,
                               loss_kind="softmax_cross_entropy")] if callback else []
+    callbacks += list(extra_callbacks)
     trainer = pl.Trainer(max_steps=steps, max_epochs=1, val_check_interval=50, callbacks=callbacks,
                          accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
@@ -226,7 +231,8 @@ def _hf_model():
     return Classifier()
 
 
-def fit_huggingface(path, fault: str, steps: int = 200, *, guard=True, callback: bool = True, out_dir=None):
+def fit_huggingface(path, fault: str, steps: int = 200, *, guard=True, callback: bool = True, out_dir=None,
+                    extra_callbacks=()):
     """Hugging Face ``Trainer.train`` with ``DiagCallback(path, guard=guard)``; returns the trainer."""
     import tempfile
 
@@ -250,6 +256,7 @@ def fit_huggingface(path, fault: str, steps: int = 200, *, guard=True, callback:
 
     callbacks = [DiagCallback(path, guard=guard, task="classification", num_classes=CLASSES,
                               loss_kind="softmax_cross_entropy")] if callback else []
+    callbacks += list(extra_callbacks)
     trainer = Trainer(model=_hf_model(), args=args, train_dataset=_Examples(x, y), eval_dataset=_Examples(vx, vy),
                       data_collator=_PoisoningCollator(fault), compute_metrics=accuracy, callbacks=callbacks)
     trainer.train()
@@ -259,7 +266,8 @@ def fit_huggingface(path, fault: str, steps: int = 200, *, guard=True, callback:
 # ---------------------------------------------------------------------------- Keras 3 (JAX backend)
 
 
-def fit_keras(path, fault: str, steps: int = 200, *, guard=True, callback: bool = True, epoch_steps: int = 50):
+def fit_keras(path, fault: str, steps: int = 200, *, guard=True, callback: bool = True, epoch_steps: int = 50,
+              extra_callbacks=()):
     """Keras ``fit`` (the JAX backend unless KERAS_BACKEND says otherwise) with ``DiagCallback``;
     ``epoch_steps`` batches per epoch, validation at each epoch's end. Returns the History."""
     os_environ_default_backend()
@@ -282,6 +290,7 @@ def fit_keras(path, fault: str, steps: int = 200, *, guard=True, callback: bool 
     model.compile(opt, keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
     callbacks = [DiagCallback(path, guard=guard, task="classification", num_classes=CLASSES,
                               loss_kind="softmax_cross_entropy", batch_size=BATCH, seed=0)] if callback else []
+    callbacks += list(extra_callbacks)
     return model.fit(batches(), steps_per_epoch=epoch_steps, epochs=steps // epoch_steps, validation_data=(vx, vy),
                      callbacks=callbacks, verbose=0)
 

@@ -57,3 +57,20 @@ def test_guard_accepts_only_true_false_none_or_a_guard():
     assert isinstance(Guard.coerce(True), Guard)
     with pytest.raises(TypeError, match="guard must be"):
         Guard.coerce("yes")
+
+
+def test_readme_guard_example_runs_as_written_and_prints_what_it_shows(tmp_path):
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = text[text.index("### Stop doomed runs: the guard"):]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    shown = re.search(r"```text\n(.*?)```", section, re.S).group(1).strip().splitlines()
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert out.stderr.strip().splitlines()[-1] == shown[0]
+    assert out.stdout.strip().splitlines() == shown[1:]
+    assert (tmp_path / "guarded.jsonl").exists()
