@@ -265,14 +265,17 @@ class Guard:
         doom = set(doom_evidence(trace, confirm=self.confirm, diverge_factor=self.diverge_factor,
                                  grad_factor=self.grad_factor))
         diagnosis = diagnose(trace, self.rules)
-        for cause in diagnosis.causes:
-            if cause.suppressed_by or cause.certainty < self.threshold:
+        # A cause another one explains (exploding gradients explained by a too-high learning
+        # rate) still counts as reached; the stop then names the cause that explains it.
+        candidates = sorted([*diagnosis.causes, *diagnosis.suppressed], key=lambda c: -c.certainty)
+        for cause in candidates:
+            if cause.certainty < self.threshold:
                 continue
             kinds = [k for k in ("nonfinite", "diverged", "exploding") if k in doom and cause.id in DOOMING_CAUSES[k]]
             if cause.id in DOOMING_CAUSES["leakage"]:
                 kinds.append("leakage")
             if kinds:
-                named = _upstream(cause, diagnosis.causes, DOOMING_CAUSES[kinds[0]])
+                named = _explaining(cause, diagnosis) or _upstream(cause, diagnosis.causes, DOOMING_CAUSES[kinds[0]])
                 return Verdict(
                     cause=named.id, certainty=float(named.certainty),
                     step=int(step if step is not None else (trace.last_step or 0)), doom=kinds[0],
@@ -283,6 +286,15 @@ class Guard:
                     trigger_certainty=None if named is cause else float(cause.certainty),
                 )
         return None
+
+
+def _explaining(cause, diagnosis):
+    """The ranked cause at the top of ``cause``'s ``suppressed_by`` chain, or None."""
+    seen = set()
+    while cause is not None and cause.suppressed_by and cause.id not in seen:
+        seen.add(cause.id)
+        cause = diagnosis.cause(cause.suppressed_by)
+    return None if cause is None or not seen else cause
 
 
 def _upstream(cause, ranked, allowed):
