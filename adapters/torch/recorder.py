@@ -38,7 +38,7 @@ from diag.adapters.torch._lifecycle import CrashCapture, CrashEvents
 from diag.adapters.torch._stats import batch_stats, grad_layer_sq, label_stats
 from diag.adapters.torch._steprecord import activation_columns, step_record
 from diag.adapters.torch._updates import UpdateMeter
-from diag.guard import Guard
+from diag.guard import Guard, TrainingDoomed
 from diag.trace.records import Header
 from diag.trace.writer import TraceWriter
 
@@ -384,7 +384,7 @@ class TorchRecorder(Evaluations, Hooks, CrashEvents):
             self.close("completed")
             return
         if not self._ended:
-            if issubclass(exc_type, (KeyboardInterrupt, SystemExit)):
+            if issubclass(exc_type, (KeyboardInterrupt, SystemExit, TrainingDoomed)):  # a guard stop is no crash
                 self._end("interrupted")
             else:
                 self._write_exception(exc_type, exc, tb)
