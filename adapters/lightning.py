@@ -4,8 +4,8 @@ Install with ``pip install "diag[lightning]"``. One line::
 
     trainer = L.Trainer(callbacks=[DiagCallback("run.jsonl", guard=True)])
 
-The callback is a thin layer over :class:`diag.adapters.torch.TorchRecorder`: at the start of
-training it attaches a recorder to the ``LightningModule`` and its (first) optimizer, whose hooks
+The callback is a thin layer over :class:`diag.adapters.torch.TorchRecorder`: before the first
+training batch it attaches a recorder to the ``LightningModule`` and its (first) optimizer, whose hooks
 on the optimizer's step measure gradients, parameters and updates as in a plain loop. After each
 optimizer step it records the loss Lightning returned and the batch's labels; after each
 validation it writes the metrics the module logged (``self.log("val_loss", ...)``,
@@ -61,13 +61,16 @@ class DiagCallback(pl.Callback):
         self._measure = None
         self._recorded_step = -1
 
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not trainer.is_global_zero or not trainer.optimizers:
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch, batch_idx) -> None:
+        # Attached before the first forward pass, when the first batch tells the batch size.
+        if self.recorder is not None or not trainer.is_global_zero or not trainer.optimizers:
             return
         options = dict(self.options)
         options.setdefault("steps_planned", trainer.max_steps if trainer.max_steps and trainer.max_steps > 0 else None)
         options.setdefault("capture_crashes", False)  # Lightning reports exceptions: on_exception
-        options.setdefault("batch_size", getattr(trainer.train_dataloader, "batch_size", None))
+        inputs, _ = split_batch(batch)
+        options.setdefault("batch_size", getattr(trainer.train_dataloader, "batch_size", None)
+                           or (int(inputs.shape[0]) if inputs is not None and inputs.dim() else None))
         self.recorder = TorchRecorder(pl_module, trainer.optimizers[0], self.path, **options)
         # Lightning runs forward and backward inside optimizer.step(closure): gradients are
         # measured in on_before_optimizer_step, once they exist.
