@@ -9,7 +9,8 @@ from diag.guard import Guard, TrainingDoomed  # noqa: E402
 from diag.trace import Trace, TraceWriter, load_trace  # noqa: E402
 from diag.api import diagnose_path  # noqa: E402
 
-__all__ = ["Guard", "Trace", "TraceWriter", "TrainingDoomed", "diagnose_path", "load_trace", "preflight", "__version__"]
+__all__ = ["Guard", "Trace", "TraceWriter", "TrainingDoomed", "diagnose_path", "load_trace", "preflight",
+           "__version__"]
 
 
 def __getattr__(name: str):
