@@ -10,7 +10,8 @@ if top != {"diag"}:
     problems.append(f"top-level entries other than diag/: {sorted(top - {'diag'})}")
 for required in ("diag/adapters/__init__.py", "diag/tui/__init__.py", "diag/knowledge_base/__init__.py",
                  "diag/schemas/trace.schema.json", "diag/cli/__init__.py", "diag/preflight/__init__.py",
-                 "diag/sweep/__init__.py", "diag/engine/conditions/__init__.py", "diag/engine/kb/__init__.py"):
+                 "diag/sweep/__init__.py", "diag/engine/conditions/__init__.py", "diag/engine/kb/__init__.py",
+                 "diag/adapters/importers/__init__.py", "diag/adapters/importers/names.yaml"):
     if required not in names:
         problems.append(f"missing {required}")
 if not any(n.startswith("diag/knowledge_base/") and n.endswith(".yaml") for n in names):

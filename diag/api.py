@@ -58,7 +58,7 @@ def foreign_log(path: str | os.PathLike):
     (``diag.adapters.importers``) are not installed: the core asks them lazily, so reading a
     ``.jsonl`` trace never imports them.
     """
-    if os.fspath(path).endswith(".jsonl"):
+    if os.fspath(path).endswith(".jsonl") and not os.fspath(path).endswith("wandb-history.jsonl"):
         return None
     detect = _importers_detect()
     return None if detect is None else detect(path)

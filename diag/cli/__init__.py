@@ -45,7 +45,7 @@ from diag.errors import EXIT_BAD_INPUT, DiagInputError
 
 # Order is the order of ``diag --help``. A module that does not exist yet is skipped.
 COMMAND_MODULES = (
-    "summary", "explain", "sweep", "rules", "demo", "tui", "gradcheck", "preflight", "schema",
+    "summary", "explain", "import", "sweep", "rules", "demo", "tui", "gradcheck", "preflight", "schema",
 )
 
 EXAMPLES_HEADING = "Examples:"

@@ -6,6 +6,7 @@ import sys
 
 from diag.cli import add_command
 from diag.cli.common import add_format_argument, add_output_argument, add_rules_argument, add_trace_argument
+from diag.cli.import_cmd import add_import_options, coverage_text, name_map, not_checked_text
 
 SEVERITIES = ("info", "low", "medium", "high", "critical")
 FORMATS = ("text", "json", "markdown")
@@ -22,9 +23,7 @@ def register(subparsers) -> None:
     parser.add_argument("--keep-going", action="store_true",
                         help="skip broken rules (reported on stderr) instead of stopping")
     add_output_argument(parser)
-    parser.add_argument("--run", metavar="N", default=None,
-                        help="which run of a file that holds several (a run recorded again to the same path "
-                        "appends a second header; default: the last), or a foreign log's run name")
+    add_import_options(parser)
 
 
 def _run(args) -> int:
@@ -52,9 +51,10 @@ def _run(args) -> int:
     for problem in kb.problems:
         print(f"warning: {problem}", file=sys.stderr)
     loaded = []
-    diagnosis = diagnose_path(args.trace, kb=kb, run=args.run, on_load=loaded.append)
+    diagnosis = diagnose_path(args.trace, kb=kb, run=args.run, names=name_map(args), on_load=loaded.append)
     trace = loaded[0]
     bad_records = report_problems(trace)
+    trace_arg = f"{args.trace} --run {args.run}" if args.run else args.trace
     if trace.header is None:
         unchecked = [r.id for r in diagnosis.rules_skipped if any(m.startswith("context.") for m in r.missing)]
         print(f"warning: {args.trace} has no header record, so the run's facts (optimizer, learning rate, "
@@ -77,9 +77,12 @@ def _run(args) -> int:
     elif args.format == "json":
         text = diagnosis.to_json() + "\n"
     elif args.format == "markdown":
-        text = render_markdown(diagnosis, trace_arg=args.trace)
+        text = render_markdown(diagnosis, trace_arg=trace_arg)
+        coverage = (coverage_text(trace) + not_checked_text(trace, diagnosis)).rstrip()
+        text = (f"```\n{coverage}\n```\n\n" if coverage else "") + text
     else:
-        text = render_text(diagnosis, trace_arg=args.trace)
+        text = (coverage_text(trace) + render_text(diagnosis, trace_arg=trace_arg)
+                + not_checked_text(trace, diagnosis))
     write_output(text, args.output)
     if bad_records:
         return EXIT_BAD_INPUT

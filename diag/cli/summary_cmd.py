@@ -6,6 +6,7 @@ import sys
 
 from diag.cli import add_command
 from diag.cli.common import add_format_argument, add_trace_argument, report_problems
+from diag.cli.import_cmd import add_import_options, coverage_text, load_input
 from diag.errors import EXIT_BAD_INPUT, EXIT_OK
 
 
@@ -13,9 +14,7 @@ def register(subparsers) -> None:
     parser = add_command(subparsers, "summary", _run)
     add_trace_argument(parser)
     add_format_argument(parser, ("text", "json"))
-    parser.add_argument("--run", type=int, metavar="N", default=None,
-                        help="which run of a file that holds several (a run recorded again to the same path "
-                        "appends a second header; default: the last)")
+    add_import_options(parser)
 
 
 def _run(args) -> int:
@@ -30,12 +29,11 @@ def _run(args) -> int:
       diag summary examples/healthy.jsonl --format json
     """
     from diag.summary import render_text, summarize
-    from diag.trace import load_trace
 
-    trace = load_trace(args.trace, run=args.run)  # unusable input raises DiagInputError: exit 2
+    trace = load_input(args)  # unusable input raises DiagInputError: exit 2
     summary = summarize(trace)
     if args.format == "json":
         sys.stdout.write(summary.model_dump_json(by_alias=True, indent=2) + "\n")
     else:
-        sys.stdout.write(render_text(summary))
+        sys.stdout.write(coverage_text(trace) + render_text(summary))
     return EXIT_BAD_INPUT if report_problems(trace) else EXIT_OK

@@ -16,6 +16,9 @@ def register(subparsers) -> None:
                         help="keep reading as the run appends records (the file may not exist yet)")
     parser.add_argument("--interval", type=float, default=0.1, metavar="SECONDS",
                         help="seconds between reads of the trace when following (default 0.1)")
+    from diag.cli.import_cmd import add_import_options
+
+    add_import_options(parser)
 
 
 def _run(args) -> int:
@@ -39,7 +42,29 @@ def _run(args) -> int:
                                  hint="use --follow to watch a run that has not written anything yet")
     if args.interval <= 0:
         raise DiagInputError("--interval must be a positive number of seconds")
+    from diag.cli.import_cmd import foreign_log
+
+    if foreign_log(path) is not None:
+        return _run_imported(args, path)
     from diag.tui import make_app
 
     make_app(path, follow=args.follow, poll_interval=args.interval).run()
+    return 0
+
+
+def _run_imported(args, path: Path) -> int:
+    """A foreign log: import it into a temporary trace and browse that (a log is read once, not followed)."""
+    import tempfile
+
+    from diag.adapters.importers import NameMap, import_run, write_jsonl
+
+    if args.follow:
+        raise DiagInputError(Problem(str(path), "--follow watches diag traces; this is a foreign log"),
+                             hint="drop --follow to browse it, or record the run with diag to watch it live")
+    run = import_run(path, run=args.run, names=NameMap.load(extra=args.name_map, files=args.names))
+    from diag.tui import make_app
+
+    with tempfile.TemporaryDirectory(prefix="diag-import-") as folder:
+        trace = write_jsonl(run, Path(folder) / f"{run.header.run_id.replace('/', '_')}.jsonl")
+        make_app(trace, follow=False, poll_interval=args.interval).run()
     return 0

@@ -1,0 +1,238 @@
+"""A ``ScalarLog`` -> trace records (header, steps, evals, run end) -> a ``Trace`` or a JSONL file.
+
+Records go through ``diag.trace.builder.TraceBuilder`` exactly as a recorded trace's lines do, so
+an imported run is validated by the same schema and loads into the same columns. The header says
+where the run came from and which fields the log had (``recording``), which is all the honesty the
+engine needs: a rule whose inputs are absent is skipped, never guessed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from diag.errors import DiagInputError, Problem
+from diag.trace.records import Header, OptimizerInfo, RunEndEvent
+
+from diag.adapters.importers.names import NameMap
+from diag.adapters.importers.scalars import SOURCE_TITLES, ScalarLog
+
+_HPARAM_TAGS = 40
+_OPTIMIZER_KEYS = ("optimizer", "optim", "optimizer_name", "opt", "optimizer_type")
+_LR_KEYS = ("learning_rate", "lr", "base_lr", "initial_lr")
+_HYPER_KEYS = ("momentum", "weight_decay", "beta1", "max_grad_norm", "grad_clip", "clip_norm")
+_BATCH_KEYS = ("batch_size", "per_device_train_batch_size", "train_batch_size")
+_SEED_KEYS = ("seed",)
+
+
+@dataclass
+class ImportedRun:
+    """The trace records of one imported run, and what the import found on the way."""
+
+    header: Header
+    steps: list[dict]
+    evals: list[dict]
+    events: list
+    fields: list[str]
+    ignored: list[str]
+    problems: list[Problem] = field(default_factory=list)
+    source: str = ""
+    path: str = ""
+
+
+def assemble(log: ScalarLog, names: NameMap) -> ImportedRun:
+    """Map a log's metric names to trace fields and build its records.
+
+    Raises:
+      DiagInputError: the log holds no scalar the trace can use (the message names the file).
+    """
+    problems = list(log.problems)
+    claimed: dict[str, str] = {}  # field -> the log name that fills it
+    routes: list[tuple[str, str]] = []  # (log name, field)
+    ignored = []
+    ordered = sorted(log.series, key=lambda name: (names.rank(name), name))
+    for name in ordered:
+        target = names.field_for(name)
+        if target is None:
+            ignored.append(name)
+            continue
+        if target in claimed:
+            fallback = "metrics." + _clean(name)
+            problems.append(Problem(log.path, f"{name!r} and {claimed[target]!r} both map to {target}; "
+                                    f"{claimed[target]!r} is used, {name!r} is kept as {fallback}",
+                                    severity="warning"))
+            target = fallback
+            if target in claimed:
+                continue
+        claimed[target] = name
+        routes.append((name, target))
+    if not routes:
+        seen = ", ".join(sorted(log.series)[:8]) or "none"
+        raise DiagInputError(Problem(log.path, f"the {SOURCE_TITLES[log.source]} holds no training scalars "
+                                     f"(metrics seen: {seen})"),
+                             hint="map a metric to a field with --map NAME=FIELD, e.g. --map 'Loss/train=loss'")
+
+    rows: dict[int, dict] = {}
+    evals: dict[tuple[str, int], dict] = {}
+    bad_steps = 0
+    for name, target in routes:
+        steps, values = log.series[name]
+        if target.startswith("eval."):
+            parts = target.split(".")
+            split, key = parts[1], parts[2:]
+            for step, value in zip(steps, values):
+                if step < 0:
+                    bad_steps += 1
+                    continue
+                record = evals.get((split, step))
+                if record is None:
+                    record = evals[(split, step)] = {"kind": "eval", "step": step, "split": split}
+                if key == ["loss"]:
+                    record["loss"] = value
+                else:
+                    record.setdefault("metrics", {})[key[1]] = value
+        elif target.startswith("metrics."):
+            metric = target[len("metrics."):]
+            for step, value in zip(steps, values):
+                row = rows.get(step)
+                if row is None:
+                    if step < 0:
+                        bad_steps += 1
+                        continue
+                    row = rows[step] = {"kind": "step", "step": step}
+                metrics = row.get("metrics")
+                if metrics is None:
+                    metrics = row["metrics"] = {}
+                metrics[metric] = value
+        else:
+            epoch = target == "epoch"
+            for step, value in zip(steps, values):
+                if epoch:
+                    # Logs count fractional epochs (HF: 0.25); the trace holds the epoch number.
+                    if not math.isfinite(value) or value < 0:
+                        continue
+                    value = int(value)
+                row = rows.get(step)
+                if row is None:
+                    if step < 0:
+                        bad_steps += 1
+                        continue
+                    row = rows[step] = {"kind": "step", "step": step}
+                row[target] = value
+    if bad_steps:
+        problems.append(Problem(log.path, f"{bad_steps} points at a negative step were skipped", severity="warning"))
+
+    fields = sorted(claimed)
+    header = build_header(log, fields, ignored)
+    events = []
+    if log.status is not None:
+        last = max(rows) if rows else None
+        events.append(RunEndEvent(status=log.status, step=last, steps=len(rows)))
+    step_records = [rows[s] for s in sorted(rows)]
+    eval_records = [evals[k] for k in sorted(evals, key=lambda k: (k[1], k[0]))]
+    return ImportedRun(header=header, steps=step_records, evals=eval_records, events=events, fields=fields,
+                       ignored=ignored, problems=problems, source=log.source, path=log.path)
+
+
+def _clean(name: str) -> str:
+    from diag.adapters.importers.names import clean_name
+
+    return clean_name(name)
+
+
+def build_header(log: ScalarLog, fields: list[str], ignored: list[str]) -> Header:
+    """The run's header: where it came from, which fields it has, what its hyper-parameters say."""
+    hp = {k.lower(): v for k, v in log.hparams.items()}
+    optimizer = None
+    lr = _first(hp, _LR_KEYS, number=True)
+    name = _first(hp, _OPTIMIZER_KEYS, number=False)
+    if lr is not None or name is not None:
+        hyper = {"learning_rate": lr} if lr is not None else {}
+        for key in _HYPER_KEYS:
+            value = _first(hp, (key,), number=True)
+            if value is not None:
+                hyper[key] = value
+        optimizer = OptimizerInfo(name=_optimizer_name(name) if name else "unknown", hyperparameters=hyper)
+    batch = _first(hp, _BATCH_KEYS, number=True)
+    seed = _first(hp, _SEED_KEYS, number=True)
+    tags = {}
+    for key, value in list(log.hparams.items())[:_HPARAM_TAGS]:
+        tags[f"hparam.{key}"] = value
+    recording = {
+        "imported_from": log.source,
+        "source": SOURCE_TITLES[log.source],
+        "source_path": log.path,
+        "fields": ", ".join(fields),
+        "step_unit": log.step_unit,
+    }
+    if ignored:
+        recording["ignored"] = ", ".join(sorted(ignored))
+    return Header(
+        run_id=log.run, framework=log.framework or "unknown", optimizer=optimizer,
+        batch_size=int(batch) if batch is not None and batch >= 0 and float(batch).is_integer() else None,
+        seed=int(seed) if seed is not None and float(seed).is_integer() else None,
+        recording=recording, tags=tags,
+    )
+
+
+def _first(hp: dict, keys, *, number: bool):
+    for key in keys:
+        value = hp.get(key)
+        if value is None:
+            continue
+        if number and isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            return float(value)
+        if not number and isinstance(value, str) and value:
+            return value
+    return None
+
+
+def _optimizer_name(text: str) -> str:
+    """'torch.optim.Adam', 'AdamW', 'adamw_torch' (HF) -> 'adam', 'adamw'."""
+    base = text.rsplit(".", 1)[-1].lower()
+    for known in ("adamw", "adam", "sgd", "rmsprop", "adagrad", "lamb", "lion", "adafactor"):
+        if base.startswith(known):
+            return known
+    return base
+
+
+def to_trace(run: ImportedRun):
+    """The run as a columnar ``Trace``, through the same builder a recorded trace's lines go through."""
+    from diag.trace.builder import TraceBuilder
+
+    builder = TraceBuilder(run.path, capacity=len(run.steps) + 1)
+    builder.start_shard(run.path, 0)
+    builder.add_record(run.header)
+    for number, record in enumerate(run.steps, 1):
+        builder.feed(record, number, may_hold_null=False)
+    for number, record in enumerate(run.evals, 1):
+        builder.feed(record, number)
+    for event in run.events:
+        builder.add_record(event)
+    builder.problems[:0] = run.problems
+    return builder.build()
+
+
+def write_jsonl(run: ImportedRun, path: str | Path) -> Path:
+    """Write the run as a ``diag.trace/1`` JSONL file (what ``diag import -o`` does)."""
+    from pydantic import TypeAdapter
+
+    from diag.trace.records import Record
+    from diag.trace.writer import TraceWriter
+
+    adapter = TypeAdapter(Record)
+    path = Path(path)
+    if path.exists():
+        path.unlink()  # TraceWriter appends; an import replaces
+    with TraceWriter(path, flush_every=10_000) as writer:
+        writer.write(run.header)
+        # Steps and evals in step order, as a recorder would have written them.
+        merged = sorted([(r["step"], 0, i) for i, r in enumerate(run.steps)]
+                        + [(r["step"], 1, i) for i, r in enumerate(run.evals)])
+        for _, kind, index in merged:
+            raw = run.steps[index] if kind == 0 else run.evals[index]
+            writer.write(adapter.validate_python(raw))
+        for event in run.events:
+            writer.write(event)
+    return path
