@@ -5,7 +5,8 @@ The folder is written by torch's ``SummaryWriter`` (``--tags`` tags x ``--steps`
 
 * bare load: ``tensorboard``'s ``LegacyEventFileLoader`` reads every event file to the end and
   parses every record into an ``Event`` proto (its TFRecord reader with CRC checks, and protobuf);
-  ``EventFileLoader`` (the same plus TensorBoard's compatibility layers) is timed too;
+  with ``--compat`` also ``EventFileLoader`` (the same plus TensorBoard's compatibility layers,
+  about 4x slower: the stricter comparison is the legacy loader);
 * import: ``diag.adapters.importers.open_run(folder)``: detection, the same reading, the names
   mapping, and the columnar ``Trace`` built through the trace builder.
 
@@ -67,6 +68,8 @@ def main() -> None:
     parser.add_argument("--tags", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--folder", type=Path, help="reuse (or create) the event folder here")
+    parser.add_argument("--compat", action="store_true",
+                        help="also time EventFileLoader (the loader plus TensorBoard's compatibility layers; slow)")
     args = parser.parse_args()
 
     folder = args.folder or Path(tempfile.mkdtemp(prefix="diag-import-bench-")) / "run"
@@ -78,11 +81,10 @@ def main() -> None:
     size = sum(f.stat().st_size for f in folder.iterdir())
     print(f"folder: {size / 1e6:.1f} MB of event files")
 
-    sides = {
-        "bare LegacyEventFileLoader": lambda: bare_load(folder, "LegacyEventFileLoader"),
-        "bare EventFileLoader": lambda: bare_load(folder, "EventFileLoader"),
-        "diag open_run": lambda: import_folder(folder),
-    }
+    sides = {"bare LegacyEventFileLoader": lambda: bare_load(folder, "LegacyEventFileLoader")}
+    if args.compat:
+        sides["bare EventFileLoader"] = lambda: bare_load(folder, "EventFileLoader")
+    sides["diag open_run"] = lambda: import_folder(folder)
     times: dict[str, list[float]] = {name: [] for name in sides}
     counts = {}
     for _ in range(args.rounds):
@@ -94,7 +96,7 @@ def main() -> None:
         print(f"{name:28s} median {statistics.median(times[name]):7.2f} s  ({counts[name]:,} "
               f"{'points' if 'diag' in name else 'events'})  runs {', '.join(f'{t:.2f}' for t in times[name])}")
     diag_time = statistics.median(times["diag open_run"])
-    for name in ("bare LegacyEventFileLoader", "bare EventFileLoader"):
+    for name in (n for n in sides if n.startswith("bare")):
         print(f"import / {name[5:]}: {diag_time / statistics.median(times[name]):.2f}x (goal <= 2x)")
 
 

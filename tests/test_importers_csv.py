@@ -129,7 +129,7 @@ def test_a_keras_csv_counts_epochs_as_steps_and_says_so(tmp_path):
     path = write_keras_csv(tmp_path / "training.log.csv", "overfitting")
     code, out, err = run_cli("explain", path)
     assert code == 0, err
-    assert out.splitlines()[0] == f"imported from Keras CSVLogger: {path} (run training.log) (its steps are epochs)"
+    assert out.splitlines()[1] == f"imported from Keras CSVLogger: {path} (run training.log) (its steps are epochs)"
     from diag.adapters.importers import open_run
 
     trace = open_run(path)

@@ -59,12 +59,19 @@ def test_explain_says_the_source_the_fields_and_what_it_could_not_check(runs_fol
     code, out, _ = run_cli("explain", runs_folder / "healthy")
     assert code == 0
     lines = out.splitlines()
-    assert lines[0] == f"imported from TensorBoard event files: {runs_folder / 'healthy'} (run healthy)"
-    assert lines[1] == ("fields in the log: eval.val.loss, eval.val.metrics.accuracy, grad_norm, loss, lr, "
+    assert lines[0] == "diag: no cause found in healthy (150 steps)"
+    assert lines[1] == f"imported from TensorBoard event files: {runs_folder / 'healthy'} (run healthy)"
+    assert lines[2] == ("fields in the log: eval.val.loss, eval.val.metrics.accuracy, grad_norm, loss, lr, "
                         "metrics.accuracy")
-    assert "diag: no cause found in healthy (150 steps)" in out
     assert any(line.startswith("not checked (the log has no ") and "gradient checks" in line
                and line.endswith("incorrect_gradient") for line in lines)
+
+
+def test_tui_refuses_to_follow_a_foreign_log(runs_folder):
+    code, out, err = run_cli("tui", runs_folder / "healthy", "--follow")
+    assert code == 2 and out == ""
+    assert err.splitlines()[0] == (f"diag tui: {runs_folder / 'healthy'}: error: --follow watches diag traces; "
+                                   "this is a foreign log")
 
 
 def test_tensor_style_scalars_read_like_simple_values(tmp_path):

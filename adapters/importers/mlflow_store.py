@@ -61,6 +61,10 @@ def read_mlflow_run(run_dir: str | Path, run: str, use_client: bool | None = Non
             use_client = True
         except ImportError:
             use_client = False
+    if use_client and not all((p / sub).is_dir() for sub in ("metrics", "params", "tags", "artifacts")):
+        # MLflow's client refuses a run folder missing one of these (a store copied by a tool that
+        # drops empty folders, such as git); the layout it documents is still all there.
+        use_client = False
     if use_client:
         _read_with_client(p, meta, log)
     else:

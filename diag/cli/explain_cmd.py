@@ -6,7 +6,8 @@ import sys
 
 from diag.cli import add_command
 from diag.cli.common import add_format_argument, add_output_argument, add_rules_argument, add_trace_argument
-from diag.cli.import_cmd import add_import_options, coverage_text, name_map, not_checked_text
+from diag.cli.import_cmd import (add_import_options, coverage_text, name_map, not_checked_text, refuse_unknown_folder,
+                                 under_headline)
 
 SEVERITIES = ("info", "low", "medium", "high", "critical")
 FORMATS = ("text", "json", "markdown")
@@ -50,6 +51,7 @@ def _run(args) -> int:
                              hint="fix the rule files above, or pass --keep-going to skip the broken rules") from None
     for problem in kb.problems:
         print(f"warning: {problem}", file=sys.stderr)
+    refuse_unknown_folder(args.trace)
     loaded = []
     diagnosis = diagnose_path(args.trace, kb=kb, run=args.run, names=name_map(args), on_load=loaded.append)
     trace = loaded[0]
@@ -79,9 +81,9 @@ def _run(args) -> int:
     elif args.format == "markdown":
         text = render_markdown(diagnosis, trace_arg=trace_arg)
         coverage = (coverage_text(trace) + not_checked_text(trace, diagnosis)).rstrip()
-        text = (f"```\n{coverage}\n```\n\n" if coverage else "") + text
+        text = under_headline(text, f"```\n{coverage}\n```\n" if coverage else "")
     else:
-        text = (coverage_text(trace) + render_text(diagnosis, trace_arg=trace_arg)
+        text = (under_headline(render_text(diagnosis, trace_arg=trace_arg), coverage_text(trace).rstrip("\n"))
                 + not_checked_text(trace, diagnosis))
     write_output(text, args.output)
     if bad_records:

@@ -14,6 +14,10 @@ from pathlib import Path
 from diag.errors import EXIT_BAD_INPUT, EXIT_OK
 
 
+KNOWN_LOGS = ("diag reads its own traces, TensorBoard event files, Lightning/Keras CSV logs, "
+              "trainer_state.json, MLflow runs (mlruns/) and W&B history exports")
+
+
 def register(subparsers) -> None:
     from diag.cli import add_command
 
@@ -61,7 +65,19 @@ def load_input(args, path: str | None = None):
     from diag.api import load_run
 
     path = path if path is not None else args.trace
+    refuse_unknown_folder(path)
     return load_run(path, getattr(args, "run", None), names=name_map(args))
+
+
+def refuse_unknown_folder(path) -> None:
+    """A folder that is neither a trace (no .jsonl/.json in it) nor a known log: one clear line, exit 2."""
+    from diag.errors import DiagInputError, Problem
+
+    p = Path(path)
+    if not p.is_dir() or any(f.is_file() and f.name.endswith((".jsonl", ".json")) for f in p.iterdir()):
+        return
+    if foreign_log(p) is None:
+        raise DiagInputError(Problem(str(p), "holds no diag trace and no log diag knows"), hint=KNOWN_LOGS)
 
 
 def is_imported(trace) -> bool:
@@ -74,7 +90,15 @@ def coverage_text(trace) -> str:
         return ""
     from diag.adapters.importers.coverage import coverage_lines
 
-    return "\n".join(coverage_lines(trace)) + "\n\n"
+    return "\n".join(coverage_lines(trace)) + "\n"
+
+
+def under_headline(report: str, lines: str) -> str:
+    """``lines`` inserted after a report's first line (its headline stays first)."""
+    if not lines:
+        return report
+    headline, _, rest = report.partition("\n")
+    return f"{headline}\n{lines.rstrip(chr(10))}\n{rest}"
 
 
 def not_checked_text(trace, diagnosis) -> str:

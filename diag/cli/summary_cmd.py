@@ -35,5 +35,6 @@ def _run(args) -> int:
     if args.format == "json":
         sys.stdout.write(summary.model_dump_json(by_alias=True, indent=2) + "\n")
     else:
-        sys.stdout.write(coverage_text(trace) + render_text(summary))
+        sys.stdout.write(coverage_text(trace) + "\n" + render_text(summary) if coverage_text(trace)
+                         else render_text(summary))
     return EXIT_BAD_INPUT if report_problems(trace) else EXIT_OK
