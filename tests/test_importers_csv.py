@@ -104,7 +104,7 @@ def test_lightning_versions_are_runs_and_hparams_reach_the_header(lightning_logs
     from diag.adapters.importers import open_run
 
     trace = open_run(folder, run=versions["diverging"].name)
-    assert trace.header.framework == "torch"
+    assert trace.header.framework == "lightning"
     assert trace.header.optimizer.hyperparameters["learning_rate"] == 3.0
     assert trace.header.recording["imported_from"] == "lightning"
     assert {"loss", "lr", "grad_norm", "eval.val.loss", "eval.val.metrics.accuracy", "metrics.accuracy"} <= set(

@@ -37,7 +37,7 @@ def read_csv_log(path: str | Path, run: str, source: str | None = None) -> Scala
                                  hint="a CSV log needs a 'step' or 'epoch' column; rename yours")
         step_column, step_unit = "epoch", "epoch"
     log = ScalarLog(source=flavor, path=str(p), run=run, step_unit=step_unit,
-                    framework={"lightning": "torch", "keras": "keras"}.get(flavor))
+                    framework={"lightning": "lightning", "keras": "keras"}.get(flavor))
     index = columns.index(step_column)
     metric_columns = [(i, c) for i, c in enumerate(columns) if i != index and c.strip()]
     if step_unit == "epoch":

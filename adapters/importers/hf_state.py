@@ -39,7 +39,9 @@ def read_trainer_state(path: str | Path, run: str) -> ScalarLog:
     if not isinstance(history, list):
         raise DiagInputError(Problem(str(p), "not a Hugging Face trainer state: no 'log_history' list"),
                              hint="pass the trainer_state.json a Trainer saves in each checkpoint-N folder")
-    log = ScalarLog(source="huggingface", path=str(p), run=run, framework="torch")
+    # "transformers", not "torch": the Trainer runs the loop (zero_grad included), so rules about
+    # hand-written PyTorch loops do not apply.
+    log = ScalarLog(source="huggingface", path=str(p), run=run, framework="transformers")
     for key in _STATE_FACTS:
         if key in document:
             log.hparams[key] = hparam_value(document[key])

@@ -34,7 +34,8 @@ class ScalarLog:
       run: the run's name (a TensorBoard run folder, a Lightning version, an MLflow run name, ...).
       series: metric name -> (steps, values), in the order the log holds them.
       step_unit: "step", or "epoch" when the log counts epochs only (Keras CSVLogger).
-      framework: the training framework when the format implies it ("torch" for Lightning/HF).
+      framework: the framework that ran the loop when the format implies it ("lightning", "transformers",
+        "keras"; not "torch": rules about hand-written PyTorch loops do not apply to those loops).
       hparams: the run's hyper-parameters as the log holds them (scalars only).
       status: "completed", "crashed", "killed" or None when the log does not say.
       problems: what was wrong with the log but did not stop the import (warnings, skipped rows).
