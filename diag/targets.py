@@ -9,21 +9,10 @@ and line, never a traceback. Used by ``diag preflight``.
 from __future__ import annotations
 
 import traceback
-from pathlib import Path
 from typing import Any, Callable
 
 from diag.errors import DiagInputError, Problem
-from diag.gradcheck.target import _import
-
-
-def _user_frame(exc: BaseException, where: str) -> int | None:
-    """The line of the deepest traceback frame in the user's file, if the error passed through it."""
-    target = Path(where).resolve() if where.endswith(".py") else None
-    line = None
-    for frame in traceback.extract_tb(exc.__traceback__):
-        if target is not None and Path(frame.filename).resolve() == target:
-            line = frame.lineno
-    return line
+from diag.gradcheck.target import _import, user_frame_line
 
 
 def load_callable(spec: str, *, contract: str) -> tuple[Callable[..., Any], str]:
@@ -47,10 +36,10 @@ def load_callable(spec: str, *, contract: str) -> tuple[Callable[..., Any], str]
         raise DiagInputError(Problem(path=e.filename or where, line=e.lineno, message=f"syntax error: {e.msg}"),
                              hint=contract) from None
     except ImportError as e:
-        raise DiagInputError(Problem(path=where, line=_user_frame(e, where), message=f"importing it failed: {e}"),
+        raise DiagInputError(Problem(path=where, line=user_frame_line(e, where), message=f"importing it failed: {e}"),
                              hint=contract) from None
     except Exception as e:  # the user's module raised at import time
-        raise DiagInputError(Problem(path=where, line=_user_frame(e, where),
+        raise DiagInputError(Problem(path=where, line=user_frame_line(e, where),
                                      message=f"importing it raised {type(e).__name__}: {e}"), hint=contract) from None
     factory = module
     for part in attr.split("."):
@@ -70,5 +59,5 @@ def call_target(factory: Callable[[], Any], spec: str, *, contract: str) -> Any:
     try:
         return factory()
     except Exception as e:
-        raise DiagInputError(Problem(path=where, line=_user_frame(e, where),
+        raise DiagInputError(Problem(path=where, line=user_frame_line(e, where),
                                      message=f"calling {attr}() raised {type(e).__name__}: {e}"), hint=contract) from None

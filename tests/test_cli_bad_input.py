@@ -96,8 +96,8 @@ def test_a_lone_surrogate_does_not_break_json_output(inputs):
 
 
 @pytest.mark.parametrize("target, message", [
-    ("syntax_error.py:target", "syntax_error.py: error: syntax error, line 1: invalid syntax"),
-    ("import_error.py:target", "import_error.py: error: importing it failed: no module named 'no_such_module_anywhere'"),
+    ("syntax_error.py:target", "syntax_error.py:1: error: syntax error, line 1: invalid syntax"),
+    ("import_error.py:target", "import_error.py:1: error: importing it failed: no module named 'no_such_module_anywhere'"),
     ("not_a_function.py:target", "not_a_function.py:target: error: 'target' is not callable"),
     ("not_a_function.py:missing", "not_a_function.py: error: has no attribute 'missing'"),
     ("raises.py:target", "raises.py: error: target() raised RuntimeError: no data here"),

@@ -98,7 +98,7 @@ def test_a_target_that_cannot_be_loaded_exits_2_with_one_clear_line(case, capsys
 USER_FILES = {
     "syntax_error": ("def setup(:\n    return {}\n", "broken.py:1: error: syntax error"),
     "import_error": ("import not_a_real_package_qq\n\ndef setup():\n    return {}\n",
-                     "broken.py:1: error: importing it failed: No module named 'not_a_real_package_qq'"),
+                     "broken.py:1: error: importing it failed: no module named 'not_a_real_package_qq'"),
     "raises_on_import": ("x = 1\nraise RuntimeError('config missing')\n",
                          "broken.py:2: error: importing it raised RuntimeError: config missing"),
     "raises_when_called": ("def setup():\n    return {}['model']\n",

@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
+import traceback
 from pathlib import Path
 from typing import Any, Callable
 
@@ -94,7 +95,8 @@ def _import(where: str):
             sys.modules.pop(name, None)
             if not isinstance(e, Exception):
                 raise  # KeyboardInterrupt, SystemExit: not the target's fault
-            raise DiagInputError(Problem(path=where, message=_import_failure(e)), hint=CONTRACT) from None
+            line = e.lineno if isinstance(e, SyntaxError) else user_frame_line(e, where)
+            raise DiagInputError(Problem(path=where, line=line, message=_import_failure(e)), hint=CONTRACT) from None
         return module
     if "" not in sys.path and "." not in sys.path:
         sys.path.insert(0, "")  # like `python -m`, find modules in the working folder
@@ -106,6 +108,16 @@ def _import(where: str):
         raise DiagInputError(Problem(path=where, message=_import_failure(e)), hint=CONTRACT) from None
     except Exception as e:  # noqa: BLE001 - the user's module failed while importing
         raise DiagInputError(Problem(path=where, message=_import_failure(e)), hint=CONTRACT) from None
+
+
+def user_frame_line(exc: BaseException, where: str) -> int | None:
+    """The line of the deepest traceback frame in the user's file, if the error passed through it."""
+    target = Path(where).resolve() if where.endswith(".py") else None
+    line = None
+    for frame in traceback.extract_tb(exc.__traceback__):
+        if target is not None and Path(frame.filename).resolve() == target:
+            line = frame.lineno
+    return line
 
 
 def _import_failure(error: Exception) -> str:
