@@ -85,7 +85,6 @@ def lightning_logs(tmp_path_factory):
     return root / "lightning_logs", versions
 
 
-@pytest.mark.torch
 @pytest.mark.parametrize("name", LIGHTNING_SCENARIOS)
 def test_explain_names_the_cause_of_each_real_lightning_fit(lightning_logs, name):
     _, versions = lightning_logs
@@ -94,7 +93,6 @@ def test_explain_names_the_cause_of_each_real_lightning_fit(lightning_logs, name
     assert_diagnosed_as(top_causes(diagnosis), name)
 
 
-@pytest.mark.torch
 def test_lightning_versions_are_runs_and_hparams_reach_the_header(lightning_logs):
     folder, versions = lightning_logs
     code, out, err = run_cli("explain", folder)

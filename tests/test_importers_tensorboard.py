@@ -8,7 +8,6 @@ from tests.foreign_runs import SCENARIOS, assert_diagnosed_as, explain_json, run
 
 pytest.importorskip("torch")
 pytest.importorskip("tensorboard", reason="the tensorboard extra is not installed (pip install 'diag[tensorboard]')")
-pytestmark = pytest.mark.torch
 
 
 def write_tensorboard(folder, name: str, new_style: bool = False):

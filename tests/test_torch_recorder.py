@@ -374,5 +374,7 @@ def test_time_spent_waiting_for_data_is_recorded(tmp_path):
     trace = load_trace(tmp_path / "w.jsonl")
     wait = trace.series("data_wait_time")
     assert wait.steps.tolist() == [1, 2]
-    assert wait.values[1] >= 0.2 > wait.values[0]
+    # The slow loader's sleep is a floor on the measured wait; the fast step's wait may be anything
+    # below it on a busy machine, so compare the two rather than the fast one to a clock.
+    assert wait.values[1] >= 0.2 and wait.values[1] > wait.values[0]
     assert trace.series("step_time").values[-1] >= 0.2

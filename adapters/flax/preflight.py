@@ -20,7 +20,7 @@ import optax
 from flax import nnx
 
 from diag.preflight import rngs
-from diag.preflight.runner import ParamGrad, leaves, map_arrays, split_batch
+from diag.preflight.runner import ParamGrad, RunnerBase, as_numpy, leaves, map_arrays, split_batch
 
 
 def _torch_rngs():
@@ -29,11 +29,6 @@ def _torch_rngs():
     if torch is None:
         return (), ()
     return ((torch.Generator, "get_state", "set_state"),), ((torch.get_rng_state, torch.set_rng_state, torch.manual_seed),)
-
-
-def _numpy(value) -> np.ndarray:
-    detach = getattr(value, "detach", None)  # a torch tensor from a DataLoader
-    return np.asarray(detach().cpu().numpy() if detach is not None else value)
 
 
 def _param_name(path) -> str:
@@ -51,7 +46,7 @@ class FlaxSession:
 
     def _xy(self, batch):
         inputs, targets = split_batch(batch)
-        return map_arrays(lambda a: jnp.asarray(_numpy(a)), inputs), jnp.asarray(_numpy(targets))
+        return map_arrays(lambda a: jnp.asarray(as_numpy(a)), inputs), jnp.asarray(as_numpy(targets))
 
     def loss(self, batch) -> float:
         x, y = self._xy(batch)
@@ -82,7 +77,7 @@ class FlaxSession:
         return float(self.runner.loss_fn(jnp.asarray(outputs), jnp.asarray(targets)))
 
 
-class FlaxRunner:
+class FlaxRunner(RunnerBase):
     """Runs the preflight probes on clones of a Flax NNX module with an optax transformation."""
 
     framework = "flax"
@@ -94,7 +89,7 @@ class FlaxRunner:
             raise TypeError(f"an NNX model needs an optax GradientTransformation; got {type(optimizer).__name__}")
         self.model, self.loss_fn, self.tx = model, loss_fn, optimizer
         self.steps = 0  # optimizer steps taken on clones, all probes together
-        self._torch_types, self._torch_rngs = _torch_rngs()
+        self._torch_types, self.extra_rngs = _torch_rngs()
         self._restore_data_rngs = rngs.held_generators(train_batches, extra_types=self._torch_types)
         tx = optimizer
 
@@ -124,21 +119,8 @@ class FlaxRunner:
     def session(self) -> FlaxSession:
         return FlaxSession(self)
 
-    def to_numpy(self, batch):
-        inputs, targets = split_batch(batch)
-        return map_arrays(_numpy, inputs), _numpy(targets)
-
-    def seeded(self, seed: Optional[int]) -> AbstractContextManager:
-        return rngs.seeded(seed, extra=self._torch_rngs)
-
     def isolated(self) -> AbstractContextManager:
         return self.seeded(None)
-
-    def fresh_pass(self, iterable):
-        if iter(iterable) is iterable:
-            return None
-        self._restore_data_rngs()
-        return iter(iterable)
 
     def learning_rate(self) -> Optional[float]:
         """The learning rate, when the transformation was built with ``optax.inject_hyperparams``."""

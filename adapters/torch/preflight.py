@@ -9,25 +9,19 @@ the copy.
 from __future__ import annotations
 
 import copy
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import contextmanager
 from typing import Optional
 
 import numpy as np
 import torch
 
 from diag.preflight import rngs
-from diag.preflight.runner import ParamGrad, leaves, map_arrays, split_batch
+from diag.preflight.runner import ParamGrad, RunnerBase, as_numpy, leaves, map_arrays, split_batch
 
 _TORCH_RNG: rngs.GlobalRng = (torch.get_rng_state, torch.set_rng_state, torch.manual_seed)
 # Below this many parameters one CPU thread is fastest: on a busy 2-core machine a small MLP's
 # step took 93 ms with torch's default threads and 1.5 ms with one (measured, load 13).
 SMALL_MODEL = 5_000_000
-
-
-def _numpy(value) -> np.ndarray:
-    if isinstance(value, torch.Tensor):
-        return value.detach().cpu().numpy()
-    return np.asarray(value)
 
 
 def _first_tensor(out) -> torch.Tensor:
@@ -85,17 +79,18 @@ class TorchSession:
     def outputs(self, batch) -> np.ndarray:
         inputs, _ = split_batch(batch)
         with torch.no_grad():
-            return _numpy(_first_tensor(self.model(inputs)).float())
+            return as_numpy(_first_tensor(self.model(inputs)).float())
 
     def loss_of(self, outputs: np.ndarray, targets: np.ndarray) -> float:
         with torch.no_grad():
             return float(self.loss_fn(torch.from_numpy(np.ascontiguousarray(outputs)), torch.from_numpy(np.asarray(targets))))
 
 
-class TorchRunner:
+class TorchRunner(RunnerBase):
     """Runs the preflight probes on copies of a PyTorch model and optimizer."""
 
     framework = "torch"
+    extra_rngs = (_TORCH_RNG,)
 
     def __init__(self, model: torch.nn.Module, loss_fn, optimizer, train_batches):
         if not isinstance(optimizer, torch.optim.Optimizer):
@@ -107,13 +102,6 @@ class TorchRunner:
 
     def session(self) -> TorchSession:
         return TorchSession(self)
-
-    def to_numpy(self, batch):
-        inputs, targets = split_batch(batch)
-        return map_arrays(_numpy, inputs), _numpy(targets)
-
-    def seeded(self, seed: Optional[int]) -> AbstractContextManager:
-        return rngs.seeded(seed, extra=(_TORCH_RNG,))
 
     @contextmanager
     def isolated(self):
@@ -127,12 +115,6 @@ class TorchRunner:
                 yield
         finally:
             torch.set_num_threads(threads)
-
-    def fresh_pass(self, iterable):
-        if iter(iterable) is iterable:
-            return None
-        self._restore_data_rngs()
-        return iter(iterable)
 
     def learning_rate(self) -> Optional[float]:
         lr = self.optimizer.param_groups[0].get("lr") if self.optimizer.param_groups else None

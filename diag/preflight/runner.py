@@ -14,9 +14,11 @@ from __future__ import annotations
 import time
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, Optional, Protocol, Sequence
+from typing import Any, Callable, Iterable, Iterator, Optional, Protocol, Sequence
 
 import numpy as np
+
+from diag.preflight import rngs
 
 
 @dataclass
@@ -120,6 +122,36 @@ class ProbeResult:
     status: str = "ok"  # "ok" | "findings" | "skipped" | "error" | "stopped"
     seconds: float = 0.0
     missing: list[str] = field(default_factory=list)  # why it was skipped: "val_batches", ...
+
+
+def as_numpy(value) -> np.ndarray:
+    """An array of any framework as numpy (a torch tensor from a DataLoader feeds JAX models too)."""
+    detach = getattr(value, "detach", None)
+    return np.asarray(detach().cpu().numpy() if detach is not None else value)
+
+
+class RunnerBase:
+    """What every framework's runner does alike: batches to numpy, seeding, fresh passes over the data.
+
+    A subclass sets ``extra_rngs`` (its framework's global generators, seeded and restored beside
+    numpy's and Python's) and ``_restore_data_rngs`` (from ``rngs.held_generators`` at start).
+    """
+
+    extra_rngs: tuple = ()
+    _restore_data_rngs: Callable[[], None]
+
+    def to_numpy(self, batch) -> tuple[Any, np.ndarray]:
+        inputs, targets = split_batch(batch)
+        return map_arrays(as_numpy, inputs), as_numpy(targets)
+
+    def seeded(self, seed: Optional[int]) -> AbstractContextManager:
+        return rngs.seeded(seed, extra=self.extra_rngs)
+
+    def fresh_pass(self, iterable: Iterable) -> Optional[Iterator]:
+        if iter(iterable) is iterable:  # a one-shot iterator: its first batches are gone
+            return None
+        self._restore_data_rngs()
+        return iter(iterable)
 
 
 def take(iterable: Iterable, n: int) -> list:
