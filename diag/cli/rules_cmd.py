@@ -157,7 +157,9 @@ def _when_text(clause) -> str:
         return "(" + joiner.join(_when_text(c) for c in clause.children) + ")"
     if clause.kind == "not":
         return "not " + _when_text(clause.children[0])
-    return f"{clause.kind} {clause.text}" if clause.kind not in ("signal",) else clause.text
+    # fact/absent/record texts already begin with their kind ("fact loss.diverging"); a signal's
+    # text is its own formula. Only context/expr texts are bare expressions that need the kind.
+    return f"{clause.kind} {clause.text}" if clause.kind in ("context", "expr") else clause.text
 
 
 def _kb_for_paths(paths):
