@@ -13,6 +13,7 @@ from typing import Callable
 from flax import nnx
 
 from diag.adapters.flax.forward import ForwardInfo, trace_forward
+from diag.adapters.flax.origin import OriginFound, watch_modules
 
 
 class JitVariants:
@@ -34,6 +35,12 @@ class JitVariants:
                 except Exception as e:  # an unusual model: record in tree order rather than fail
                     self._forward = ForwardInfo()
                     self._forward_error = f"{type(e).__name__}: {e}"
+            if self._watching:
+                # The eager re-run that looks for where a NaN was born (rerun.py): the forward
+                # pass alone, with concrete values, then stop before the gradients and the update.
+                with watch_modules(model) as watch:
+                    fn(model, *args, **kwargs)
+                raise OriginFound(watch.origin)
             if not self._full:
                 self._captured = None
                 return nnx.value_and_grad(fn, has_aux=has_aux)(model, *args, **kwargs)
@@ -80,8 +87,8 @@ class JitVariants:
             k = self._calls
             self._calls += 1
             full = self.every > 0 and k % self.every == 0
-            if self.localize and not full:
-                self._snapshot(k, args, kwargs, measured)
+            if self.localize:
+                self._snapshot(k, args, kwargs, measured, fn)
             return (measured if full else light)(*args, **kwargs)
 
         step.measured, step.light = measured, light

@@ -64,3 +64,14 @@ def locate_nonfinite(step: Step, layer_names: list[str]) -> NonFiniteEvent | Non
             if _bad(lay.update_norm[i]):
                 return event("update", name)
     return None
+
+
+def origin_event(origin, step: int) -> NonFiniteEvent:
+    """The ``nonfinite`` event of an :class:`~diag.adapters.flax.origin.Origin` (a watched re-run)."""
+    layer = origin.layer or "root"
+    where = f"in {layer}'s own code after {origin.after} returned finite outputs" if origin.after else f"by {layer}"
+    element = f" ({origin.element})" if origin.element else ""
+    return NonFiniteEvent(step=step, tensor="activation", layer=layer, module_type=origin.module_type,
+                          value=origin.value, after=origin.after,
+                          message=f"first non-finite value at step {step}: {origin.count} non-finite outputs{element} "
+                                  f"made {where} ({origin.module_type}) from finite inputs")

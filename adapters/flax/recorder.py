@@ -79,6 +79,15 @@ class Recorder(JitVariants, Rerun):
         that many older versions of the model and optimizer state stays allocated. Turn it off
         for a model whose state fills the device. A step decoded more than ``max_snapshots``
         steps after it ran is localized at the next measuring step instead.
+        The first NaN/Inf in a layer's output or the loss is then traced further by re-running
+        that step's forward pass once, eagerly, with every module call watched: the event names
+        the innermost module (parameter-free ones included) whose output went non-finite from
+        finite inputs, and ``after`` the last submodule that returned finite outputs when the
+        value was made by a plain function in that module's own code.
+      replay_nonfinite: also replay the first non-finite step eagerly under ``jax.debug_nans``
+        and ``jax.debug_infs`` (forward and backward) and write a ``nonfinite_replay`` event with
+        the primitive that produced the value and the line of your code that called it. Opt-in:
+        an eager step is slow (it runs once, after the first NaN; nothing is added before).
       handle_signals: turn SIGTERM/SIGINT into a flushed trace inside ``with recorder:``.
       flush_seconds: the longest a record waits in memory (what ``kill -9`` can lose).
       **header: more Header fields (batch_size, steps_planned, model_name, tags, ...).
@@ -98,6 +107,7 @@ class Recorder(JitVariants, Rerun):
         seed: int | None = None,
         every: int = DEFAULT_EVERY,
         localize: bool = True,
+        replay_nonfinite: bool = False,
         handle_signals: bool = True,
         flush_seconds: float = 1.0,
         **header: Any,
@@ -113,6 +123,8 @@ class Recorder(JitVariants, Rerun):
         # On the CPU the "copy" is the array itself; elsewhere start the transfer now.
         self._async_copy = jax.default_backend() != "cpu"
         self.localize = localize
+        self.replay_nonfinite = bool(replay_nonfinite) and localize
+        self._watching = False  # trace-free flag: an eager re-run watching module calls (rerun.py)
         self.num_classes = num_classes
         self._header_fields = dict(task=task, num_classes=num_classes, loss_kind=loss_kind, seed=seed, **header)
         process = jax.process_index()
@@ -361,8 +373,7 @@ class Recorder(JitVariants, Rerun):
             self._last_good = step
         elif not self._nonfinite_reported:
             self._nonfinite_reported = True
-            event = self._localize(step, call, vector, layout)
-            if event is not None:
+            for event in self._localize(step, call, vector, layout):
                 self._emit(event)
         self._steps_written += 1
         if self._writes_steps:

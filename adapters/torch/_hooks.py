@@ -15,7 +15,8 @@ import torch
 from diag.adapters.torch._layers import LayerPlan, activation_name, main_output
 from diag.adapters.torch._nonfinite import first_nonfinite, watch_modules
 from diag.adapters.torch._stats import activation_counts, grad_layer_sq, per_layer_sq, sums
-from diag.trace.records import NonFiniteEvent
+from diag.adapters.torch._replay import replay_step
+from diag.trace.records import NonFiniteEvent, NonFiniteReplayEvent
 
 
 class Hooks:
@@ -149,10 +150,7 @@ class Hooks:
     def _replay(self, x: torch.Tensor) -> None:
         """Run this step's forward pass again, with the parameters it used and copies of the
         buffers (batch-norm statistics stay untouched), collecting every layer's output."""
-        state = {name: b.clone() for name, b in self.model.named_buffers()}
-        if self._pre_step_params is not None:
-            names = {id(p): n for n, p in self.model.named_parameters()}
-            state.update({names[id(p)]: s for p, s in zip(self._plan.params, self._pre_step_params) if id(p) in names})
+        state = self._replay_state()
         self._replaying = True
         self._update_layer_hooks()
         try:
@@ -163,6 +161,23 @@ class Hooks:
         finally:
             self._replaying = False
             self._update_layer_hooks()
+
+    def _replay_state(self, *, all_parameters: bool = False) -> dict:
+        """Copies of the buffers (batch-norm statistics stay untouched) and the parameters this
+        step started from (kept by the step hook when it saw a NaN gradient)."""
+        state = {name: b.clone() for name, b in self.model.named_buffers()}
+        if all_parameters:
+            state.update(dict(self.model.named_parameters()))
+        if self._pre_step_params is not None:
+            names = {id(p): n for n, p in self.model.named_parameters()}
+            state.update({names[id(p)]: s for p, s in zip(self._plan.params, self._pre_step_params) if id(p) in names})
+        return state
+
+    def _replay_under_debugger(self, step: int) -> NonFiniteReplayEvent | None:
+        """Opt-in (``replay_nonfinite=True``): see ``_replay.py``."""
+        if not isinstance(self._input, torch.Tensor):
+            return None
+        return replay_step(self.model, self._replay_state(all_parameters=True), self._input, step=step)
 
     def _locate_nonfinite(self, step: int, now: float, got: dict, n_input: float) -> NonFiniteEvent:
         """The first non-finite tensor of this step in forward order (see ``_nonfinite.py``)."""

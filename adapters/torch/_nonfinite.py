@@ -60,20 +60,49 @@ class _Watch:
     def __init__(self, model: nn.Module):
         self.names = {id(m): path or "root" for path, m in model.named_modules()}
         self.first: tuple[nn.Module, torch.Tensor] | None = None
-        self._handles = [m.register_forward_hook(self._on_output) for m in model.modules()]
+        self.after: str | None = None
+        self._depth = 0
+        # Calls completed so far, innermost first: (module, depth it ran at, output finite).
+        self._done: list[tuple[nn.Module, int, bool]] = []
+        self._handles = [m.register_forward_pre_hook(self._on_call) for m in model.modules()]
+        self._handles += [m.register_forward_hook(self._on_output) for m in model.modules()]
+
+    def _on_call(self, module, args) -> None:
+        self._depth += 1
 
     def _on_output(self, module, args, output) -> None:
+        self._depth -= 1
         if self.first is not None:
             return
         out, _ = main_output(output)
-        if out is None or not out.is_floating_point():
+        finite_out = out is None or not out.is_floating_point() or bool(torch.isfinite(out).all())
+        self._done.append((module, self._depth, finite_out))
+        if finite_out:
             return
         with torch.no_grad():
-            if bool(torch.isfinite(out).all()):
-                return
             inputs = [a for a in args if isinstance(a, torch.Tensor) and a.is_floating_point()]
             if all(bool(torch.isfinite(a).all()) for a in inputs):
                 self.first = (module, out.detach())
+                self.after = self._last_finite_child()
+
+    def _last_finite_child(self) -> str | None:
+        # The direct children of the module just found ran at the next depth, since its call began
+        # (after the last call at its own depth or shallower). Those before the first one with a
+        # non-finite output returned finite outputs: the value was made in the module's own code
+        # after the last of them (a functional op such as torch.log or F.relu between two layers).
+        depth = self._done[-1][1]
+        children = []
+        for module, d, finite in reversed(self._done[:-1]):
+            if d <= depth:
+                break
+            if d == depth + 1:
+                children.append((module, finite))
+        before = []
+        for module, finite in reversed(children):
+            if not finite:
+                break
+            before.append(module)
+        return self.names.get(id(before[-1])) if before else None
 
     def stop(self) -> None:
         for handle in self._handles:
@@ -84,9 +113,10 @@ class _Watch:
         module, out = self.first
         name, kind = self.names[id(module)], type(module).__name__
         bad = out[~torch.isfinite(out)]
+        where = f"{name}'s own code after {self.after} returned finite outputs" if self.after else name
         return NonFiniteEvent(step=step, time=time, tensor="activation", layer=name, module_type=kind,
-                              value=float(bad[0]),
-                              message=f"{bad.numel()} non-finite outputs of {name} ({kind}) from finite inputs")
+                              value=float(bad[0]), after=self.after,
+                              message=f"{bad.numel()} non-finite outputs made by {where} ({kind}) from finite inputs")
 
 
 def watch_modules(model: nn.Module) -> _Watch:

@@ -63,6 +63,10 @@ class TorchRecorder(Evaluations, Hooks, CrashEvents):
         optimizer step, copy the parameters only when they are bad, replay the forward pass),
         'hold' (keep every step's layer outputs until ``record``: costs memory, no host sync), or
         'auto': 'replay' on the CPU, 'hold' on accelerators.
+      replay_nonfinite: at the first NaN/Inf, also replay the step's forward pass operation by
+        operation and its backward pass under ``torch.autograd.detect_anomaly`` and write a
+        ``nonfinite_replay`` event naming the operation and the line of your code that called it
+        (``_replay.py``). Opt-in: slow, and it runs once; without it nothing is added.
       capture_crashes: record uncaught exceptions and SIGINT/SIGTERM and flush the trace on exit.
       run_id, task, num_classes, loss_kind, batch_size, steps_planned, seed, tags: header fields.
       flush_every: records buffered before the file is written (also flushed every second, from
@@ -99,6 +103,7 @@ class TorchRecorder(Evaluations, Hooks, CrashEvents):
         grad_every: int = 1,
         activations: bool = True,
         localize: str = "auto",
+        replay_nonfinite: bool = False,
         capture_crashes: bool = True,
         run_id: str | None = None,
         task: str | None = None,
@@ -121,6 +126,7 @@ class TorchRecorder(Evaluations, Hooks, CrashEvents):
         if localize not in ("auto", "replay", "hold"):
             raise ValueError(f"localize must be 'auto', 'replay' or 'hold', not {localize!r}")
         self.localize = localize
+        self.replay_nonfinite = bool(replay_nonfinite)
         self.writer = path if isinstance(path, TraceWriter) else TraceWriter(
             path, flush_every=flush_every, flush_seconds=1.0, background=True)
         self._header_fields = dict(
@@ -332,6 +338,10 @@ class TorchRecorder(Evaluations, Hooks, CrashEvents):
         if not self._nonfinite_reported and not (finite and not input_nonfinite):
             self._nonfinite_reported = True
             self.writer.write(self._locate_nonfinite(step, now, got, input_nonfinite))
+            if self.replay_nonfinite and not input_nonfinite:
+                replay = self._replay_under_debugger(step)
+                if replay is not None:
+                    self.writer.write(replay)
 
         for held in (self._outputs, self._act_outputs, self._output_rows, self._act_rows):
             held.clear()

@@ -296,6 +296,12 @@ class NonFiniteEvent(_Event):
     )
     module_type: str | None = Field(default=None, description="Class of that module, e.g. 'Softmax', 'Linear'.")
     value: float | None = None
+    after: str | None = Field(
+        default=None,
+        description="The last submodule of ``layer`` that returned a finite output before the value "
+        "appeared: it was made by ``layer``'s own code after that call (a plain function such as log "
+        "or a division between two layers).",
+    )
 
 
 class NonFiniteReplayEvent(_Event):
