@@ -102,7 +102,7 @@ class DiagCallback(TrainerCallback):
             self._forward_hook.remove()
             self._forward_hook = None
         if self.recorder is not None:
-            self.recorder.close("completed")
+            self.recorder.close("stopped" if self.guard is not None and self.guard.stopped else "completed")
             self.recorder = None
 
     # ------------------------------------------------------------------ the model's forward

@@ -131,7 +131,9 @@ class DiagCallback(keras.callbacks.Callback):
     def on_train_end(self, logs=None) -> None:
         self._unwrap()
         if self.writer is not None:
-            self.writer.write(RunEndEvent(step=max(self.step - 1, 0), time=time.time(), status="completed",
+            stopped = self.guard is not None and self.guard.stopped
+            self.writer.write(RunEndEvent(step=max(self.step - 1, 0), time=time.time(),
+                                          status="stopped" if stopped else "completed",
                                           steps=self.step))
             self.writer.close()
             self.writer = None

@@ -107,7 +107,7 @@ class DiagCallback(pl.Callback):
 
     def on_train_end(self, trainer, pl_module) -> None:
         if self.recorder is not None:
-            self.recorder.close("completed")
+            self.recorder.close("stopped" if self.guard is not None and self.guard.stopped else "completed")
             self.recorder = None
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:

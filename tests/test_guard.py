@@ -74,5 +74,5 @@ def test_readme_guard_example_runs_as_written_and_prints_what_it_shows(tmp_path)
     assert out.stderr.strip().splitlines()[-1] == shown[0]
     assert out.stdout.strip().splitlines() == shown[1:]
     trace = load_trace(tmp_path / "guarded.jsonl")
-    assert [e.status for e in trace.events_of("run_end")] == ["interrupted"]  # stopped, not crashed
+    assert [e.status for e in trace.events_of("run_end")] == ["stopped"]  # by the guard, not crashed
     assert trace.events_of("exception") == []

@@ -32,6 +32,7 @@ def test_healthy_trainer_run_records_the_bridge_trace_and_is_never_stopped(tmp_p
     val = [e for e in trace.evals if e.split == "val"]
     assert [e.step for e in val] == [49, 99, 149, 199] and val[-1].metrics["accuracy"] > 0.8
     assert guard_notes(trace.events) == []
+    assert [e.status for e in trace.events_of("run_end")] == ["completed"]
     assert diagnose(trace).causes == []
 
 
@@ -40,6 +41,7 @@ def test_trainer_run_whose_data_turns_nan_is_stopped_through_should_training_sto
     assert NAN_ONSET <= trainer.state.global_step - 1 <= NAN_ONSET + 5
     assert trace.last_step == trainer.state.global_step - 1
     notes = guard_notes(trace.events)
+    assert [e.status for e in trace.events_of("run_end")] == ["stopped"]  # by the guard
     assert len(notes) == 1 and ("nan_in_input_data" in notes[0] or "nonfinite_values" in notes[0])
     assert diagnose(trace).causes[0].id in ("nan_in_input_data", "nonfinite_values")
 

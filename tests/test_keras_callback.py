@@ -38,6 +38,7 @@ def test_healthy_keras_fit_records_norms_from_the_jitted_step_and_is_never_stopp
     val = [e for e in trace.evals if e.split == "val"]
     assert [e.step for e in val] == [49, 99, 149, 199] and val[-1].metrics["accuracy"] > 0.8
     assert guard_notes(trace.events) == []
+    assert [e.status for e in trace.events_of("run_end")] == ["completed"]
     assert diagnose(trace).causes == []
 
 
@@ -47,6 +48,7 @@ def test_keras_fit_whose_data_turns_nan_is_stopped_through_stop_training(tmp_pat
     assert NAN_ONSET <= trace.last_step <= NAN_ONSET + 5
     assert trace.events_of("nonfinite")[0].tensor == "input" and trace.events_of("nonfinite")[0].step == NAN_ONSET
     notes = guard_notes(trace.events)
+    assert [e.status for e in trace.events_of("run_end")] == ["stopped"]  # by the guard
     assert len(notes) == 1 and ("nan_in_input_data" in notes[0] or "nonfinite_values" in notes[0])
     assert diagnose(trace).causes[0].id in ("nan_in_input_data", "nonfinite_values")
 

@@ -36,6 +36,7 @@ def test_healthy_lightning_fit_records_the_bridge_trace_and_is_never_stopped(tmp
     assert [e.step for e in val] == [49, 99, 149, 199]
     assert val[-1].metrics["accuracy"] > 0.8 and val[-1].loss < val[0].loss
     assert guard_notes(trace.events) == []
+    assert [e.status for e in trace.events_of("run_end")] == ["completed"]
     assert diagnose(trace).causes == []
 
 
@@ -44,6 +45,7 @@ def test_lightning_fit_whose_data_turns_nan_is_stopped_through_should_stop(tmp_p
     assert trainer.should_stop
     assert NAN_ONSET <= trace.last_step <= NAN_ONSET + 5
     notes = guard_notes(trace.events)
+    assert [e.status for e in trace.events_of("run_end")] == ["stopped"]  # by the guard
     assert len(notes) == 1 and ("nan_in_input_data" in notes[0] or "nonfinite_values" in notes[0])
     assert diagnose(trace).causes[0].id in ("nan_in_input_data", "nonfinite_values")
 

@@ -71,7 +71,7 @@ checks = st.builds(Check, name=names, passed=st.booleans(), error=maybe_float, t
 events = st.one_of(
     st.builds(NonFiniteEvent, tensor=names, layer=st.none() | names, value=maybe_float, step=st.none() | st.integers(0, 99)),
     st.builds(ExceptionEvent, type=names, message=st.none() | names, traceback=st.none() | names),
-    st.builds(RunEndEvent, status=st.sampled_from(["completed", "crashed", "interrupted", "killed"])),
+    st.builds(RunEndEvent, status=st.sampled_from(["completed", "crashed", "interrupted", "killed", "stopped"])),
     st.builds(SignalEvent, signal=st.sampled_from(["SIGINT", "SIGTERM"])),
     st.builds(NoteEvent, message=names, level=st.sampled_from(["info", "warning", "error"])),
 )

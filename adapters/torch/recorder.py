@@ -394,7 +394,9 @@ class TorchRecorder(Evaluations, Hooks, CrashEvents):
             self.close("completed")
             return
         if not self._ended:
-            if issubclass(exc_type, (KeyboardInterrupt, SystemExit, TrainingDoomed)):  # a guard stop is no crash
+            if issubclass(exc_type, TrainingDoomed):  # a guard stop is no crash: the run was stopped
+                self._end("stopped")
+            elif issubclass(exc_type, (KeyboardInterrupt, SystemExit)):
                 self._end("interrupted")
             else:
                 self._write_exception(exc_type, exc, tb)

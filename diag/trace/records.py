@@ -342,8 +342,10 @@ class ExceptionEvent(_Event):
 
 
 class RunEndEvent(_Event):
+    """How the run ended. ``stopped``: the guard stopped a doomed run (its reason is a ``note`` event)."""
+
     event: Literal["run_end"] = "run_end"
-    status: Literal["completed", "crashed", "interrupted", "killed"]
+    status: Literal["completed", "crashed", "interrupted", "killed", "stopped"]
     steps: NonNegativeInt | None = None
 
 
