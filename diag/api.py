@@ -13,6 +13,7 @@ from typing import Callable, Iterable
 
 from diag.engine.api import diagnose
 from diag.engine.diagnosis import Diagnosis
+from diag.sniff import jsonl_may_be_history
 
 
 def load_run(path: str | os.PathLike, run: str | None = None, *, foreign: bool | None = None, names=None):
@@ -58,7 +59,7 @@ def foreign_log(path: str | os.PathLike):
     (``diag.adapters.importers``) are not installed: the core asks them lazily, so reading a
     ``.jsonl`` trace never imports them.
     """
-    if os.fspath(path).endswith(".jsonl") and not os.fspath(path).endswith("wandb-history.jsonl"):
+    if os.fspath(path).endswith(".jsonl") and not jsonl_may_be_history(path):
         return None
     detect = _importers_detect()
     return None if detect is None else detect(path)
@@ -109,4 +110,4 @@ def diagnose_path(path: str | os.PathLike, extra_rule_dirs: Iterable[str] = (), 
     return diagnose(trace, extra_rule_dirs, kb=kb, use_env=use_env)
 
 
-__all__ = ["diagnose_path", "foreign_log", "load_run"]
+__all__ = ["diagnose_path", "foreign_log", "jsonl_may_be_history", "load_run"]

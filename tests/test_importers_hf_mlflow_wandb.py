@@ -193,3 +193,27 @@ def test_a_wandb_json_history_reads_like_its_csv(tmp_path):
     code, diagnosis, err = explain_json(path)
     assert code == 0, err
     assert top_causes(diagnosis)[0] == "overfitting"
+
+
+def test_a_wandb_history_saved_under_any_name_is_found_beside_diag_traces(tmp_path):
+    """``run.history()`` saved as JSON lines gets the user's own file name; the first line tells."""
+    from diag.sweep import discover_runs
+    from tests.numpy_training import train_softmax_regression
+
+    folder = tmp_path / "runs"
+    folder.mkdir()
+    curves = training_curves("diverging")
+    rows = [{"_step": p["step"], "_runtime": 0.1 * p["step"], "train/loss": p["loss"],
+             "train/grad_norm": p["grad_norm"]} for p in curves.train]
+    history = folder / "sweep-7-lr3.jsonl"
+    history.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    train_softmax_regression(folder / "ours.jsonl", steps=40, lr=0.1, seed=0)
+
+    code, diagnosis, err = explain_json(history)
+    assert code == 0, err
+    assert_diagnosed_as(top_causes(diagnosis), "diverging")
+    from diag.adapters.importers import detect
+
+    assert [(r.name, r.source) for r in detect(folder).runs] == [("sweep-7-lr3", "wandb")]
+    found = {os.path.basename(r.path): r.kind for r in discover_runs(folder)}
+    assert found == {"sweep-7-lr3.jsonl": "foreign", "ours.jsonl": "trace"}

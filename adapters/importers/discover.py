@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from diag.sniff import jsonl_may_be_history
 from diag.errors import DiagInputError, Problem
 
 _PEEK = 1 << 16
@@ -175,7 +176,7 @@ def _folder_runs(root: Path) -> list[RunRef]:
                 number = int(match.group(1)) if match else 1 << 62
                 if key not in hf_states or hf_states[key][0] < number:
                     hf_states[key] = (number, here / f)
-            elif f.lower().endswith((".csv", ".tsv")) or f == "wandb-history.jsonl":
+            elif f.lower().endswith((".csv", ".tsv")) or (f.endswith(".jsonl") and jsonl_may_be_history(here / f)):
                 source = detect_file(here / f)
                 if source is None:
                     continue

@@ -65,7 +65,7 @@ def diagnosis_fingerprint(rule_dirs: Iterable[str] = ()) -> str:
         for path in files:
             digest.update(str(path).encode() + b"\0" + _read_bytes(path))
     package = Path(diag.__file__).parent
-    code = [package / "api.py", package / "sweep" / "outcome.py"]
+    code = [package / "api.py", package / "sniff.py", package / "sweep" / "outcome.py"]
     for part in ("engine", "trace"):
         code += sorted((package / part).glob("*.py"))
     importers = _importers_folder()

@@ -21,6 +21,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from diag.sniff import jsonl_may_be_history
 from diag.errors import DiagInputError, Problem
 
 TRACE_SUFFIXES = (".jsonl", ".json")
@@ -91,7 +92,7 @@ def _walk(folder: Path, runs: list[RunRef]) -> None:
         return
     files = [e for e in entries if _is_file(e) and not e.name.startswith(".")]
     traces = [e for e in files if e.name.endswith(".jsonl") or (e.name.endswith(".json") and _holds_records(e.path))]
-    traces = [e for e in traces if e.name != "wandb-history.jsonl"]  # a W&B export: the importers' run
+    traces = [e for e in traces if not (e.name.endswith(".jsonl") and jsonl_may_be_history(e.path))]  # W&B: importers
     stems = {m.group("stem") for m in (_SHARD_NAME.match(e.name) for e in traces) if m}
     if traces and len(stems) == 1 and all(_SHARD_NAME.match(e.name) for e in traces):
         runs.append(RunRef(str(folder), tuple(e.path for e in traces), "shards"))
