@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import csv
+import os
 
 import pytest
 
-from tests.foreign_runs import EVAL_EVERY, assert_diagnosed_as, explain_json, run_cli, top_causes, training_curves
+from tests.foreign_runs import EVAL_EVERY, assert_diagnosed_as, explain_json, run_cli, top_causes
 
 LIGHTNING_SCENARIOS = ("healthy", "diverging", "overfitting")
 
@@ -52,7 +53,8 @@ def lightning_fit(root, name: str):
             return loss
 
         def on_before_optimizer_step(self, optimizer):
-            self.log("grad_2.0_norm_total", grad_norm(self.net, norm_type=2)["grad_2.0_norm_total"])
+            # Lightning's own utility: one norm per parameter ('grad_2.0_norm/0.weight') and the total.
+            self.log_dict(grad_norm(self.net, norm_type=2))
 
         def validation_step(self, batch, _):
             inputs, labels = batch
@@ -107,31 +109,68 @@ def test_lightning_versions_are_runs_and_hparams_reach_the_header(lightning_logs
     assert trace.header.recording["imported_from"] == "lightning"
     assert {"loss", "lr", "grad_norm", "eval.val.loss", "eval.val.metrics.accuracy", "metrics.accuracy"} <= set(
         trace.series_names())
+    # The per-parameter norms are per-layer statistics, each layer the L2 norm over its parameters.
+    assert trace.layer_names == ("0", "2") and "layers.grad_norm" in trace.series_names()
+    with open(versions["diverging"] / "metrics.csv", newline="") as f:
+        first = next(row for row in csv.DictReader(f) if row["grad_2.0_norm/0.weight"])
+    expected = (float(first["grad_2.0_norm/0.weight"]) ** 2 + float(first["grad_2.0_norm/0.bias"]) ** 2) ** 0.5
+    step = int(first["step"])
+    series = trace.layer_series("layers.grad_norm", "0")
+    assert series.values[list(series.steps).index(step)] == pytest.approx(expected, rel=1e-6)
 
 
-def write_keras_csv(path, name: str):
-    """A Keras CSVLogger file: one row per epoch (here one per evaluation of a real run)."""
-    curves = training_curves(name)
-    train = {p["step"]: p for p in curves.train}
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["epoch", "accuracy", "learning_rate", "loss", "val_accuracy", "val_loss"])
-        for epoch, point in enumerate(curves.val):
-            row = train[point["step"]]
-            writer.writerow([epoch, row["accuracy"], row["lr"], row["loss"], point["accuracy"], point["loss"]])
+KERAS_EPOCHS = {"healthy": 15, "diverging": 15, "overfitting": 120}
+
+
+def keras_csvlogger_fit(path, name: str):
+    """A real Keras 3 fit (JAX backend) logged by ``keras.callbacks.CSVLogger``: one row per epoch.
+
+    The scenarios of tests/foreign_runs.py in Keras: SGD at a sound learning rate and at 20x it (the
+    loss climbs 400x in 5 epochs), and a wide net memorising 64 random labels (one step per epoch).
+    A ``LearningRateScheduler`` puts the learning rate into the logs, as it does in real scripts.
+    """
+    os.environ.setdefault("KERAS_BACKEND", "jax")  # before keras is first imported; JAX comes with diag
+    keras = pytest.importorskip("keras", reason="keras is not installed (pip install 'diag[keras]')")
+    import numpy as np
+
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    if name == "overfitting":
+        x, y = rng.normal(size=(64, 20)).astype("float32"), rng.integers(0, 4, 64)
+        x_val, y_val = rng.normal(size=(256, 20)).astype("float32"), rng.integers(0, 4, 256)
+        width, optimizer = 128, keras.optimizers.Adam(1e-2)
+    else:
+        w = rng.normal(size=(20, 4))
+        x, x_val = rng.normal(size=(2048, 20)).astype("float32"), rng.normal(size=(512, 20)).astype("float32")
+        y, y_val = (x @ w).argmax(1), (x_val @ w).argmax(1)
+        width, optimizer = 64, keras.optimizers.SGD(0.05 if name == "healthy" else 1.0, momentum=0.9)
+    model = keras.Sequential([keras.Input((20,)), keras.layers.Dense(width, activation="relu"), keras.layers.Dense(4)])
+    model.compile(optimizer, keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    model.fit(x, y, batch_size=64, epochs=KERAS_EPOCHS[name], validation_data=(x_val, y_val), verbose=0,
+              callbacks=[keras.callbacks.LearningRateScheduler(lambda epoch, lr: lr),
+                         keras.callbacks.CSVLogger(str(path))])
     return path
 
 
+@pytest.mark.parametrize("name", LIGHTNING_SCENARIOS)
+def test_explain_names_the_cause_of_each_real_keras_csvlogger_file(tmp_path, name):
+    path = keras_csvlogger_fit(tmp_path / f"{name}.csv", name)
+    assert path.read_text().splitlines()[0] == "epoch,accuracy,learning_rate,loss,val_accuracy,val_loss"
+    code, diagnosis, err = explain_json(path)
+    assert code == 0, err
+    assert_diagnosed_as(top_causes(diagnosis), name)
+
+
 def test_a_keras_csv_counts_epochs_as_steps_and_says_so(tmp_path):
-    pytest.importorskip("torch")
-    path = write_keras_csv(tmp_path / "training.log.csv", "overfitting")
+    path = keras_csvlogger_fit(tmp_path / "training.log.csv", "overfitting")
     code, out, err = run_cli("explain", path)
     assert code == 0, err
     assert out.splitlines()[1] == f"imported from Keras CSVLogger: {path} (run training.log) (its steps are epochs)"
     from diag.adapters.importers import open_run
 
     trace = open_run(path)
-    assert trace.num_steps == len(training_curves("overfitting").val)
+    assert trace.header.framework == "keras"
+    assert trace.num_steps == KERAS_EPOCHS["overfitting"]
     assert trace.series("epoch").values.tolist() == list(range(trace.num_steps))
 
 

@@ -18,7 +18,8 @@ from tests.foreign_runs import run_cli
     ("grad_2.0_norm_total", "grad_norm"), ("eval_loss", "eval.val.loss"), ("val_loss", "eval.val.loss"),
     ("val_acc", "eval.val.metrics.accuracy"), ("eval_f1", "eval.val.metrics.f1"),
     ("test/loss", "eval.test.loss"), ("train_acc", "metrics.accuracy"), ("epoch", "epoch"),
-    ("my/custom.metric", "metrics.my_custom_metric"),
+    ("my/custom.metric", "metrics.my_custom_metric"), ("grad_norm/layer1", "layers.grad_norm.layer1"),
+    ("grad_2.0_norm/net.0.weight", "layers.grad_norm.net.0.weight"), ("weight_norm/fc1", "layers.param_norm.fc1"),
 ])
 def test_builtin_names_map_common_metric_names(name, field):
     assert NameMap.load().field_for(name) == field
@@ -44,6 +45,7 @@ def test_user_maps_win_over_files_and_files_over_builtin(tmp_path):
     ("objective", "is not NAME=FIELD"),
     ("objective=losss", "unknown field 'losss'"),
     ("objective=eval.val", "unknown field 'eval.val'"),
+    ("g/*=layers.grad_nrom.{1}", "unknown field 'layers.grad_nrom.x'"),
 ])
 def test_a_bad_map_is_a_clear_error(entry, reason):
     with pytest.raises(DiagInputError, match=reason):

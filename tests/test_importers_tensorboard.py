@@ -139,3 +139,59 @@ def test_a_killed_run_with_a_torn_last_record_loses_only_that_record(runs_folder
     accuracy = "eval.val.metrics.accuracy"
     assert len(trace.series(accuracy)) == len(full.series(accuracy)) - 1
     assert any("truncated or corrupted record" in p.message for p in trace.problems)
+
+
+def write_vanishing_run(folder):
+    """A real 10-layer sigmoid MLP whose script logs each parameter's gradient norm (``grad_norm/0.weight``)."""
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+    from torch.utils.tensorboard import SummaryWriter
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    generator = torch.Generator().manual_seed(0)
+    w = torch.randn(20, 4, generator=generator)
+    x = torch.randn(2048, 20, generator=generator)
+    y = (x @ w).argmax(1)
+    layers = [nn.Linear(20, 32), nn.Sigmoid()]
+    for _ in range(8):
+        layers += [nn.Linear(32, 32), nn.Sigmoid()]
+    model = nn.Sequential(*layers, nn.Linear(32, 4))
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    writer = SummaryWriter(str(folder))
+    for step in range(150):
+        index = torch.randint(0, x.shape[0], (64,), generator=generator)
+        loss = F.cross_entropy(model(x[index]), y[index])
+        opt.zero_grad()
+        loss.backward()
+        writer.add_scalar("train/loss", loss.item(), step)
+        for name, parameter in model.named_parameters():
+            writer.add_scalar(f"grad_norm/{name}", parameter.grad.norm().item(), step)
+        opt.step()
+    writer.close()
+    return folder, model
+
+
+def test_per_layer_gradient_tags_become_layer_statistics_that_show_vanishing_gradients(tmp_path):
+    folder, model = write_vanishing_run(tmp_path / "vanishing")
+    code, diagnosis, err = explain_json(folder)
+    assert code == 0, err
+    assert top_causes(diagnosis)[0] == "vanishing_gradients"
+    from diag.adapters.importers import open_run
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    trace = open_run(folder)
+    from torch import nn
+
+    linear = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
+    assert trace.layer_names == tuple(linear)  # forward order, one layer per weight+bias pair
+    assert [layer.name for layer in trace.header.layers] == linear
+    assert "grad_norm" not in trace.series_names() and not any(n.startswith("metrics.") for n in trace.series_names())
+    # A layer's norm is the L2 norm over its parameters' norms, as tensorboard's own reader sees them.
+    tags = EventAccumulator(str(folder)).Reload()
+    weight, bias = (tags.Scalars(f"grad_norm/0.{p}")[-1].value for p in ("weight", "bias"))
+    assert trace.layer_series("layers.grad_norm", "0").values[-1] == pytest.approx((weight ** 2 + bias ** 2) ** 0.5)
+    code, out, _ = run_cli("explain", folder)
+    assert "fields in the log: loss, layers.grad_norm (10 layers)" in out
+    assert "per-layer gradients" not in out

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from diag.errors import DiagInputError, Problem
-from diag.trace.records import Header, OptimizerInfo, RunEndEvent
+from diag.trace.records import Header, LayerInfo, OptimizerInfo, RunEndEvent
 
 from diag.adapters.importers.names import NameMap
 from diag.adapters.importers.scalars import SOURCE_TITLES, ScalarLog
@@ -24,6 +24,8 @@ _LR_KEYS = ("learning_rate", "lr", "base_lr", "initial_lr")
 _HYPER_KEYS = ("momentum", "weight_decay", "beta1", "max_grad_norm", "grad_clip", "clip_norm")
 _BATCH_KEYS = ("batch_size", "per_device_train_batch_size", "train_batch_size")
 _SEED_KEYS = ("seed",)
+# A tag per parameter ('net.0.weight', 'net.0.bias') is a part of its layer ('net.0').
+_PARAM_SUFFIXES = ("weight", "bias", "kernel", "gamma", "beta", "scale", "embedding", "weight_g", "weight_v")
 
 
 @dataclass
@@ -76,8 +78,12 @@ def assemble(log: ScalarLog, names: NameMap) -> ImportedRun:
     rows: dict[int, dict] = {}
     evals: dict[tuple[str, int], dict] = {}
     bad_steps = 0
+    layer_routes = [(name, target) for name, target in routes if target.startswith("layers.")]
+    layers = _add_layer_stats(log, layer_routes, rows)
     for name, target in routes:
         steps, values = log.series[name]
+        if target.startswith("layers."):
+            continue
         if target.startswith("eval."):
             parts = target.split(".")
             split, key = parts[1], parts[2:]
@@ -123,8 +129,10 @@ def assemble(log: ScalarLog, names: NameMap) -> ImportedRun:
     if bad_steps:
         problems.append(Problem(log.path, f"{bad_steps} points at a negative step were skipped", severity="warning"))
 
-    fields = sorted(claimed)
-    header = build_header(log, fields, ignored)
+    fields = sorted(f for f in claimed if not f.startswith("layers."))
+    for stat in sorted({t.split(".")[1] for _, t in layer_routes}):
+        fields.append(f"layers.{stat} ({len(layers)} layers)")
+    header = build_header(log, fields, ignored, layers)
     events = []
     if log.status is not None:
         last = max(rows) if rows else None
@@ -135,13 +143,78 @@ def assemble(log: ScalarLog, names: NameMap) -> ImportedRun:
                        ignored=ignored, problems=problems, source=log.source, path=log.path)
 
 
+def layer_of(param: str) -> str:
+    """The layer a per-parameter tag belongs to: 'net.0.weight' -> 'net.0'; a layer's own name as is."""
+    head, dot, last = param.rpartition(".")
+    if not dot:
+        head, dot, last = param.rpartition("/")
+    return head if dot and head and last.lower() in _PARAM_SUFFIXES else param
+
+
+def _add_layer_stats(log: ScalarLog, layer_routes: list[tuple[str, str]], rows: dict[int, dict]) -> list[str]:
+    """Per-layer tags -> each step's ``layers`` arrays (aligned with the returned layer names).
+
+    A layer's parameters are combined as the norm of their norms (the L2 norm over the layer's
+    parameters, what a recorder measures); update ratios, which do not combine, keep the largest.
+    A layer a step did not log is null (not measured) in that step's array.
+    """
+    if not layer_routes:
+        return []
+    values: dict[tuple[str, str], dict[int, float]] = {}  # (stat, layer) -> step -> value
+    for name, target in layer_routes:
+        _, stat, param = target.split(".", 2)
+        slot = values.setdefault((stat, layer_of(param)), {})
+        for step, value in zip(*log.series[name]):
+            if step < 0:
+                continue
+            if step not in slot:
+                slot[step] = value if stat == "update_ratio" else value * value
+            elif stat == "update_ratio":
+                slot[step] = max(slot[step], value)
+            else:
+                slot[step] += value * value
+    layers = _forward_order(log, layer_routes)
+    stats = sorted({stat for stat, _ in values})
+    steps = sorted({step for slot in values.values() for step in slot})
+    for step in steps:
+        row = rows.get(step)
+        if row is None:
+            row = rows[step] = {"kind": "step", "step": step}
+        arrays = {}
+        for stat in stats:
+            array = []
+            for layer in layers:
+                value = values.get((stat, layer), {}).get(step)
+                if value is not None and stat != "update_ratio":
+                    value = math.sqrt(value) if value >= 0 else value
+                array.append(value)
+            if any(v is not None for v in array):
+                arrays[stat] = array
+        row["layers"] = arrays
+    return layers
+
+
+def _forward_order(log: ScalarLog, layer_routes: list[tuple[str, str]]) -> list[str]:
+    """The layers in the order the log first names them: a script logs its parameters in forward
+    order (``named_parameters()``). A log that sorted its names (a CSV's columns) gets natural order
+    ('net.2' before 'net.10') instead, the closest it keeps to the model's."""
+    from diag.adapters.importers.discover import _natural
+
+    position = {name: i for i, name in enumerate(log.series)}
+    first: dict[str, int] = {}
+    for name, target in sorted(layer_routes, key=lambda route: position[route[0]]):
+        first.setdefault(layer_of(target.split(".", 2)[2]), position[name])
+    layers = sorted(first, key=first.get)
+    return sorted(layers, key=_natural) if layers == sorted(layers) else layers
+
+
 def _clean(name: str) -> str:
     from diag.adapters.importers.names import clean_name
 
     return clean_name(name)
 
 
-def build_header(log: ScalarLog, fields: list[str], ignored: list[str]) -> Header:
+def build_header(log: ScalarLog, fields: list[str], ignored: list[str], layers: list[str] = ()) -> Header:
     """The run's header: where it came from, which fields it has, what its hyper-parameters say."""
     hp = {k.lower(): v for k, v in log.hparams.items()}
     optimizer = None
@@ -170,6 +243,7 @@ def build_header(log: ScalarLog, fields: list[str], ignored: list[str]) -> Heade
         recording["ignored"] = ", ".join(sorted(ignored))
     return Header(
         run_id=log.run, framework=log.framework or "unknown", optimizer=optimizer,
+        layers=[LayerInfo(name=name) for name in layers],
         batch_size=int(batch) if batch is not None and batch >= 0 and float(batch).is_integer() else None,
         seed=int(seed) if seed is not None and float(seed).is_integer() else None,
         recording=recording, tags=tags,
@@ -205,7 +279,7 @@ def to_trace(run: ImportedRun):
     builder.start_shard(run.path, 0)
     builder.add_record(run.header)
     for number, record in enumerate(run.steps, 1):
-        builder.feed(record, number, may_hold_null=False)
+        builder.feed(record, number, may_hold_null="layers" in record)  # a layer's null: not logged
     for number, record in enumerate(run.evals, 1):
         builder.feed(record, number)
     for event in run.events:

@@ -6,6 +6,8 @@ Example:
   ('loss', 'eval.val.metrics.accuracy', 'eval.val.metrics.f1')
   >>> names.field_for("hp_metric") is None
   True
+  >>> names.field_for("grad_norm/encoder.fc1")      # a per-layer tag: the layer's name is kept as is
+  'layers.grad_norm.encoder.fc1'
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ IGNORE = "ignore"
 # Step fields an importer may fill directly; everything else a log holds goes to metrics.* or eval.*.
 STEP_FIELDS = ("loss", "lr", "grad_norm", "update_norm", "param_norm", "loss_scale", "epoch", "step_time",
                "memory_bytes")
+# Per-layer statistics an importer may fill (``layers.STAT.LAYER``): the trace's LayerStats norms.
+LAYER_STATS = ("grad_norm", "param_norm", "update_norm", "update_ratio")
 _SANITIZE = re.compile(r"[^A-Za-z0-9_\-]+")
 _SPLIT = re.compile(r"^[A-Za-z0-9_\-]+$")
 
@@ -37,6 +41,10 @@ def check_field(target: str) -> str | None:
     """Why ``target`` is not a field a name can map to (None when it is one)."""
     if target == IGNORE or target in STEP_FIELDS:
         return None
+    if target.startswith("layers."):
+        _, stat, layer = (target.split(".", 2) + ["", ""])[:3]
+        if stat in LAYER_STATS and layer.strip():
+            return None
     parts = target.split(".")
     if parts[0] == "metrics" and len(parts) == 2 and parts[1]:
         return None
@@ -44,7 +52,8 @@ def check_field(target: str) -> str | None:
         if parts[2:] == ["loss"] or (len(parts) == 4 and parts[2] == "metrics" and parts[3]):
             return None
     return (f"unknown field {target!r}; expected one of {', '.join(STEP_FIELDS)}, metrics.NAME, "
-            "eval.SPLIT.loss, eval.SPLIT.metrics.NAME or ignore")
+            "eval.SPLIT.loss, eval.SPLIT.metrics.NAME, layers.STAT.LAYER (STAT: "
+            f"{', '.join(LAYER_STATS)}) or ignore")
 
 
 @dataclass
@@ -134,6 +143,8 @@ class NameMap:
             target = pattern.target
             if "{1}" in target:
                 captured = match.group(1) if match.groups() else name
-                target = target.replace("{1}", clean_name(captured))
+                # A layer's name stays as the log wrote it ('encoder.fc1'): the trace's header lists it.
+                fill = captured.strip() if target.startswith("layers.") else clean_name(captured)
+                target = target.replace("{1}", fill or "value")
             return (None if target == IGNORE else target), index
         return f"metrics.{clean_name(name)}", len(self.patterns)
