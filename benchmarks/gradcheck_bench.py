@@ -15,7 +15,9 @@ directions for every method:
 Cold means what a user who runs the check once waits for: the first check in a fresh process
 (JAX's backend already started by a trivial computation, so neither method pays for that), which
 for diag is mostly XLA compilation and for check_grads the first dispatch of each eager operation.
-Each cold figure is the median of ``--cold-runs`` fresh processes, alternating the two methods.
+Cold with the compile cache: the same first check in a fresh process with
+``diag.gradcheck.use_compile_cache`` pointing at a folder an earlier (untimed) process filled.
+Each cold figure is the median of ``--cold-runs`` fresh processes, alternating the methods.
 Warm runs are interleaved per size in one process. Usage:
 
     .venv/bin/python benchmarks/gradcheck_bench.py [--sizes 1e3,1e5,1e6] [--directions 32] [--platform cpu|gpu]
@@ -26,9 +28,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 SIZES = {  # (inputs, hidden, outputs) -> about 1e3, 1e5, 1e6 parameters
@@ -83,8 +87,13 @@ def cold_child(method: str, size: str, k: int) -> None:
     jax.jit(lambda a: a + 1)(1.0).block_until_ready()
     params, x, y = problem(size)
     t = time.perf_counter()
-    if method == "diag":
+    if method in ("diag", "diag-cached"):
         from diag.gradcheck.jax_check import check_gradients
+
+        if method == "diag-cached":  # the program compiled by an earlier process, loaded from disk
+            from diag.gradcheck.compile_cache import use_compile_cache
+
+            use_compile_cache(os.environ["DIAG_BENCH_XLA_CACHE"])
 
         assert check_gradients(jax_loss, params, x, y, directions=k).passed
         seconds = time.perf_counter() - t
@@ -94,13 +103,21 @@ def cold_child(method: str, size: str, k: int) -> None:
 
 
 def cold_times(size: str, k: int, runs: int, platform: str | None) -> dict[str, float]:
-    env = dict(os.environ, **({"JAX_PLATFORMS": platform} if platform else {}))
-    times: dict[str, list[float]] = {"diag": [], "check_grads": []}
+    """Medians of first checks in fresh processes: diag, diag with a filled compile cache, check_grads."""
+    cache = tempfile.mkdtemp(prefix="diag-bench-xla-")
+    env = dict(os.environ, DIAG_BENCH_XLA_CACHE=cache, **({"JAX_PLATFORMS": platform} if platform else {}))
+
+    def child(method: str) -> float:
+        out = subprocess.run([sys.executable, __file__, "--cold-child", method, "--sizes", size,
+                              "--directions", str(k)], capture_output=True, text=True, env=env, check=True)
+        return json.loads(out.stdout.strip().splitlines()[-1])["seconds"]
+
+    child("diag-cached")  # fills the cache (untimed): what an earlier run of the same check leaves
+    times: dict[str, list[float]] = {"diag": [], "diag-cached": [], "check_grads": []}
     for _ in range(runs):
-        for method in times:  # alternating, so drifting machine load hits both alike
-            out = subprocess.run([sys.executable, __file__, "--cold-child", method, "--sizes", size,
-                                  "--directions", str(k)], capture_output=True, text=True, env=env, check=True)
-            times[method].append(json.loads(out.stdout.strip().splitlines()[-1])["seconds"])
+        for method in times:  # alternating, so drifting machine load hits all alike
+            times[method].append(child(method))
+    shutil.rmtree(cache, ignore_errors=True)
     return {m: statistics.median(v) for m, v in times.items()}
 
 
@@ -180,29 +197,32 @@ def main() -> None:
                 tdiag.append(time.perf_counter() - t)
             if gc_time is None:
                 gc_time = gradcheck_slice(m) * (n_params / m)
-        row = dict(size=size, params=n_params, warm=statistics.median(warm), cold=cold["diag"],
+        row = dict(size=size, params=n_params, warm=statistics.median(warm), cold=cold["diag"], cold_cached=cold["diag-cached"],
                    check_grads=statistics.median(cg_times), check_grads_cold=cold["check_grads"],
                    gradcheck=gc_time, torch_diag=statistics.median(tdiag))
         rows.append(row)
         print(f"\n{size}: {n_params:,} parameters")
-        print(f"  diag (jax)   warm {row['warm'] * 1e3:9.1f} ms   cold {row['cold'] * 1e3:9.1f} ms")
+        print(f"  diag (jax)   warm {row['warm'] * 1e3:9.1f} ms   cold {row['cold'] * 1e3:9.1f} ms"
+              f"   cold with the compile cache filled {row['cold_cached'] * 1e3:9.1f} ms")
         print(f"  check_grads  warm {row['check_grads'] * 1e3:9.1f} ms   cold {row['check_grads_cold'] * 1e3:9.1f} ms"
               f"   ({K} directions; {cg_calls} calls timed{', scaled to K' if cg_calls < K else ''})")
         scaled = "" if m >= n_params else f" (slice of {m} parameters timed, scaled x{n_params / m:,.0f})"
         print(f"  gradcheck         {gc_time * 1e3:9.1f} ms{scaled}")
         print(f"  diag (torch)      {row['torch_diag'] * 1e3:9.1f} ms")
         print(f"  ratios: check_grads / diag = {row['check_grads'] / row['warm']:.1f}x warm, "
-              f"{row['check_grads_cold'] / row['cold']:.1f}x cold;  gradcheck / diag = "
+              f"{row['check_grads_cold'] / row['cold']:.1f}x cold, "
+              f"{row['check_grads_cold'] / row['cold_cached']:.1f}x cold with the compile cache;  gradcheck / diag = "
               f"{_x(gc_time / row['warm'])} warm, {_x(gc_time / row['cold'])} cold;  "
               f"gradcheck / diag(torch) = {_x(gc_time / row['torch_diag'])}")
         sys.stdout.flush()
 
-    print("\n| params | diag warm | diag cold | check_grads warm | check_grads cold | vs check_grads (warm / cold) "
-          "| torch gradcheck | vs gradcheck (warm / cold) | diag (torch) |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("\n| params | diag warm | diag cold | diag cold, cache filled | check_grads warm | check_grads cold "
+          "| vs check_grads (warm / cold / cold cached) | torch gradcheck | vs gradcheck (warm / cold) | diag (torch) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['params']:,} | {_fmt(r['warm'])} | {_fmt(r['cold'])} | {_fmt(r['check_grads'])} | "
-              f"{_fmt(r['check_grads_cold'])} | {_x(r['check_grads'] / r['warm'])} / {_x(r['check_grads_cold'] / r['cold'])} | "
+        print(f"| {r['params']:,} | {_fmt(r['warm'])} | {_fmt(r['cold'])} | {_fmt(r['cold_cached'])} | {_fmt(r['check_grads'])} | "
+              f"{_fmt(r['check_grads_cold'])} | {_x(r['check_grads'] / r['warm'])} / {_x(r['check_grads_cold'] / r['cold'])}"
+              f" / {_x(r['check_grads_cold'] / r['cold_cached'])} | "
               f"{_fmt(r['gradcheck'])} | {_x(r['gradcheck'] / r['warm'])} / {_x(r['gradcheck'] / r['cold'])} | "
               f"{_fmt(r['torch_diag'])} |")
 

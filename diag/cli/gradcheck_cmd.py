@@ -20,6 +20,9 @@ def register(subparsers) -> None:
                         help="write check records to this trace (a new file gets a header; an existing trace is appended to)")
     parser.add_argument("--torch", action="store_true", help="treat the target as PyTorch (default: detected from the args)")
     parser.add_argument("--no-custom-vjp", action="store_true", help="skip comparing custom VJPs with autodiff (JAX)")
+    parser.add_argument("--compile-cache", nargs="?", const="", default=None, metavar="DIR",
+                        help="keep compiled JAX checks on disk (default folder: the user cache, diag/xla) so a "
+                             "later run of the same check skips compilation")
 
 
 def _run(args) -> int:
@@ -47,6 +50,7 @@ def _run(args) -> int:
     Examples:
       diag gradcheck examples/gradcheck_target.py:target_with_bug --trace checks.jsonl
       diag explain checks.jsonl
+      diag gradcheck examples/gradcheck_target.py:target --compile-cache   # a second run skips compiling
     """
     from diag.gradcheck.target import framework_of, load_target
 
@@ -54,6 +58,10 @@ def _run(args) -> int:
         raise DiagInputError(f"--directions must be at least 1, got {args.directions}")
     fn, fargs, name = load_target(args.target)
     framework = "torch" if args.torch else framework_of(fn, fargs)
+    if args.compile_cache is not None and framework != "torch":
+        from diag.gradcheck.compile_cache import use_compile_cache
+
+        use_compile_cache(args.compile_cache or None)
     common = dict(directions=args.directions, dtype=args.dtype, seed=args.seed, threshold=args.threshold, target=name)
     reports = []
     if framework == "torch":

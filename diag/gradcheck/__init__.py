@@ -22,6 +22,7 @@ _LAZY = {
     "check_torch_module": "diag.gradcheck.torch_check",
     "to_check_records": "diag.gradcheck.records",
     "write_check_trace": "diag.gradcheck.records",
+    "use_compile_cache": "diag.gradcheck.compile_cache",
 }
 
 __all__ = ["GradCheckReport", "LeafResult", *_LAZY]
