@@ -31,7 +31,7 @@ causes:
         effort: low
     doc:
       what: Fires when the training loss, averaged over its last 20 points, ends above 0.5.
-      why: Explain why this breaks training and why the threshold is 0.5 (seed 000 calls a loss above 0.5 late in training high).
+      why: Explain why this breaks training and why the threshold is 0.5 (a loss above 0.5 late in training counts as high).
       example: "loss: 2.3 2.1 1.9 ... 1.6 1.6 1.6"
       use_instead: What a healthy run looks like.
       false_positives: When the rule may fire although the cause is absent.
