@@ -11,6 +11,8 @@ as ``gelu`` or ``silu`` keeps its name). Nothing in the user's model changes.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -136,6 +138,59 @@ def _first_activation(jaxpr, var, consumers, depth: int = 0) -> str | None:
     return None
 
 
+# Modules whose ``__call__`` runs their submodules inside an ``nnx.scan``: a value sown there
+# changes the scan's carry, which the scan refuses. Their output is measured at them instead.
+SCANNING = (nnx.RNN, nnx.Bidirectional)
+
+
+@contextlib.contextmanager
+def _sowing_calls(model: nnx.Module):
+    # What ``nnx.capture(..., method_outputs=...)`` does for ``__call__``, except for calls made
+    # while a scanning module runs (inside the scan the modules are copies: known by when they
+    # run, not by identity).
+    inside = [0]
+    owners = {}
+    for _, m in nnx.iter_modules(model):
+        owner = next((c for c in type(m).__mro__ if "__call__" in c.__dict__), None)
+        if owner is not None and owner is not nnx.Module:
+            owners.setdefault(owner, owner.__dict__["__call__"])
+
+    def sowing(method):
+        @functools.wraps(method)
+        def call(self, *args, **kwargs):
+            scanning = isinstance(self, SCANNING)
+            inside[0] += scanning
+            try:
+                out = method(self, *args, **kwargs)
+            finally:
+                inside[0] -= scanning
+            if not inside[0]:
+                self.sow(nnx.Intermediate, "__call__", out)
+            return out
+        return call
+
+    for owner, method in owners.items():
+        setattr(owner, "__call__", sowing(method))
+    try:
+        yield
+    finally:
+        for owner, method in owners.items():
+            setattr(owner, "__call__", method)
+
+
+def capture_calls(fn):
+    """Like ``nnx.capture(fn, nnx.Intermediate, method_outputs=nnx.Intermediate)`` for
+    ``__call__``: ``fn(model, ...)`` returns ``(out, intermediates)`` with every module's
+    ``__call__`` output, except those that run inside a scan (see ``SCANNING``)."""
+    captured = nnx.capture(fn, nnx.Intermediate)
+
+    def run(model, *args, **kwargs):
+        with _sowing_calls(model):
+            return captured(model, *args, **kwargs)
+
+    return run
+
+
 def trace_forward(fn, model: nnx.Module, args: tuple, kwargs: dict) -> ForwardInfo:
     """Trace ``fn(model, *args, **kwargs)`` abstractly with every submodule's output captured.
 
@@ -173,11 +228,8 @@ def trace_forward(fn, model: nnx.Module, args: tuple, kwargs: dict) -> ForwardIn
             values[i] = a
         a, kw = jax.tree.unflatten(treedef, values)
         m = nnx.merge(graphdef, st)
-        out, inter = nnx.capture(
-            lambda mm, *aa, **kk: mm(*aa, **kk) if fn is None else fn(mm, *aa, **kk),
-            nnx.Intermediate,
-            method_outputs=nnx.Intermediate,
-        )(m, *a, **kw)
+        out, inter = capture_calls(lambda mm, *aa, **kk: mm(*aa, **kk) if fn is None else fn(mm, *aa, **kk))(
+            m, *a, **kw)
         return out, inter
 
     closed, out_shape = jax.make_jaxpr(pure, return_shape=True)(
@@ -186,29 +238,76 @@ def trace_forward(fn, model: nnx.Module, args: tuple, kwargs: dict) -> ForwardIn
     n_out = len(jax.tree.leaves(out_shape[0]))
     captured: dict[str, int] = {}
     root_out = None
-    for k, (path, _) in enumerate(jax.tree_util.tree_flatten_with_path(out_shape[1])[0]):
-        keys = [getattr(p, "key", None) for p in path]
-        if "__call__" not in keys:
-            continue
-        module_path = path_str(path[: keys.index("__call__")])
-        if module_path in captured:  # a module called twice: its first call fixes its position
-            continue
+    for module_path, (k, _, _) in main_outputs(out_shape[1], recurrent_paths(model)).items():
         captured[module_path] = n_out + k
         if module_path == "":
             root_out = n_out + k
     return analyze_jaxpr(closed, captured, root_out)
 
 
-def captured_outputs(inter) -> list[tuple[str, Any]]:
-    """(module path, first captured ``__call__`` output) for each module in an Intermediate state."""
-    out, seen = [], set()
-    for path, leaf in jax.tree_util.tree_flatten_with_path(inter)[0]:
+# Fields that carry a structured output's main value (Hugging Face-style output dataclasses).
+MAIN_FIELDS = ("last_hidden_state", "logits")
+
+
+def recurrent_paths(model: nnx.Module) -> set[str]:
+    """Paths of recurrent modules: Flax's convention is ``(carry, output)``, the output last."""
+    return {path_str(path) for path, m in nnx.iter_modules(model)
+            if isinstance(m, (nnx.RNNCellBase, nnx.RNN))}
+
+
+def recurrent_units(model: nnx.Module) -> tuple[str, ...]:
+    """Paths of the outermost ``nnx.RNN``/``nnx.Bidirectional`` modules: each is one layer."""
+    found = sorted(path_str(path) for path, m in nnx.iter_modules(model) if isinstance(m, SCANNING))
+    return tuple(p for p in found if not any(p != q and p.startswith(q + "/") for q in found) and p)
+
+
+def _element(keys) -> str | None:
+    """How a leaf sits in a module's output: ``output[1]`` in a tuple, ``logits`` in a dataclass."""
+    if not keys:
+        return None
+    name = ""
+    for k in keys:
+        if hasattr(k, "idx"):
+            name += f"[{k.idx}]"
+        else:
+            field_name = getattr(k, "name", getattr(k, "key", k))
+            name += f".{field_name}" if name else str(field_name)
+    return "output" + name if name.startswith("[") else name
+
+
+def main_outputs(inter, recurrent: set[str] = frozenset()) -> dict[str, tuple[int, Any, str | None]]:
+    """For each module whose ``__call__`` output was captured: (index of its main leaf among the
+    leaves of ``inter``, that leaf, which element of the output it is; None for a plain array).
+
+    The main leaf of a structured output, as the PyTorch adapter chooses it: a field named
+    ``last_hidden_state`` or ``logits``; for a recurrent module (``(carry, output)``) the last
+    element; otherwise the first floating-point leaf. Only a module's first call counts.
+    """
+    groups: dict[str, list] = {}
+    for index, (path, leaf) in enumerate(jax.tree_util.tree_flatten_with_path(inter)[0]):
         keys = [getattr(p, "key", None) for p in path]
         if "__call__" not in keys:
             continue
-        name = path_str(path[: keys.index("__call__")])
-        if name in seen or not hasattr(leaf, "dtype") or not jnp.issubdtype(leaf.dtype, jnp.inexact):
+        at = keys.index("__call__")
+        rest = [p for p in path[at + 1:] if not (isinstance(p, jax.tree_util.GetAttrKey) and p.name == "value")]
+        if not rest or getattr(rest[0], "idx", 0) != 0:  # calls after the first
             continue
-        seen.add(name)
-        out.append((name, leaf))
-    return out
+        if not hasattr(leaf, "dtype") or not jnp.issubdtype(leaf.dtype, jnp.inexact):
+            continue
+        groups.setdefault(path_str(path[:at]), []).append((index, leaf, rest[1:]))
+    chosen = {}
+    for name, leaves in groups.items():
+        pick = leaves[0]
+        named = [item for item in leaves if item[2] and getattr(item[2][0], "name", getattr(item[2][0], "key", None)) in MAIN_FIELDS]
+        if named:
+            pick = min(named, key=lambda item: MAIN_FIELDS.index(getattr(item[2][0], "name", getattr(item[2][0], "key", None))))
+        elif name in recurrent and leaves[0][2] and hasattr(leaves[0][2][0], "idx"):
+            last = max(getattr(item[2][0], "idx", -1) for item in leaves)
+            pick = next(item for item in leaves if getattr(item[2][0], "idx", -1) == last)
+        chosen[name] = (pick[0], pick[1], _element(pick[2]))
+    return chosen
+
+
+def captured_outputs(inter, recurrent: set[str] = frozenset()) -> list[tuple[str, Any, str | None]]:
+    """(module path, main captured ``__call__`` output, its element) per module (see main_outputs)."""
+    return [(name, leaf, element) for name, (_, leaf, element) in main_outputs(inter, recurrent).items()]

@@ -147,12 +147,16 @@ def describe_optimizer(tx) -> OptimizerInfo:
     return OptimizerInfo(name=base, hyperparameters=hp)
 
 
-def param_layers(model: nnx.Module) -> list[LayerInfo]:
-    """Layers (modules that own ``nnx.Param``s) in tree order, with their parameters."""
+def param_layers(model: nnx.Module, units=()) -> list[LayerInfo]:
+    """Layers (modules that own ``nnx.Param``s, or recurrent ``units`` counted whole) in tree
+    order, with their parameters."""
+    from diag.adapters.flax.stats import unit_of
+
     modules = {path_str(p): m for p, m in nnx.iter_modules(model)} if hasattr(nnx, "iter_modules") else {}
     layers: dict[str, LayerInfo] = {}
     for path, var in nnx.to_flat_state(nnx.state(model, nnx.Param)):
-        name = path_str(path[:-1])
+        owner = path_str(path[:-1])
+        name = unit_of(owner, units)
         a = var.get_value() if isinstance(var, nnx.Variable) else var
         if name not in layers:
             mod = modules.get(name)
@@ -160,7 +164,8 @@ def param_layers(model: nnx.Module) -> list[LayerInfo]:
             dtype = getattr(mod, "dtype", None)
             if dtype is not None:
                 layers[name].compute_dtype = jax.numpy.dtype(dtype).name
-        layers[name].params.append(ParamInfo(name=str(path[-1]), shape=list(a.shape), dtype=str(a.dtype)))
+        inner = owner[len(name) + 1:] + "/" if owner != name else ""
+        layers[name].params.append(ParamInfo(name=inner + str(path[-1]), shape=list(a.shape), dtype=str(a.dtype)))
     return list(layers.values())
 
 

@@ -12,7 +12,7 @@ from typing import Callable
 
 from flax import nnx
 
-from diag.adapters.flax.forward import ForwardInfo, trace_forward
+from diag.adapters.flax.forward import ForwardInfo, capture_calls, trace_forward
 from diag.adapters.flax.origin import OriginFound, watch_modules
 
 
@@ -46,7 +46,7 @@ class JitVariants:
                 return nnx.value_and_grad(fn, has_aux=has_aux)(model, *args, **kwargs)
 
             def captured(m, *a, **k):
-                out, inter = nnx.capture(fn, nnx.Intermediate, method_outputs=nnx.Intermediate)(m, *a, **k)
+                out, inter = capture_calls(fn)(m, *a, **k)
                 if has_aux:
                     return out[0], (out[1], inter)
                 return out, inter

@@ -49,7 +49,7 @@ from flax import nnx
 
 from diag.adapters.flax import crash, stats as S
 from diag.adapters.flax.decode import decode_step
-from diag.adapters.flax.forward import ForwardInfo, captured_outputs
+from diag.adapters.flax.forward import ForwardInfo, captured_outputs, recurrent_paths, recurrent_units
 from diag.adapters.flax.header import build_header, describe_optimizer, describe_schedule, order_layers, param_layers
 from diag.adapters.flax.loss_scale import skipped_flag, uses_loss_scale
 from diag.adapters.flax.jitted import JitVariants
@@ -141,7 +141,10 @@ class Recorder(JitVariants, Rerun):
         self._layer_names: list[str] = []
         self._perm: dict[int, list[int]] = {}
         self._layouts: dict[int, S.Layout] = {}
-        self._param_layers = S.layer_groups(nnx.as_pure(nnx.state(model, nnx.Param)))[0]
+        self._recurrent = recurrent_paths(model)  # their outputs are (carry, output)
+        self._output_elements: dict[str, str] = {}  # layer -> element of a structured output measured
+        self._units = recurrent_units(model)
+        self._param_layers = S.layer_groups(nnx.as_pure(nnx.state(model, nnx.Param)), self._units)[0]
         self._full = True  # trace-time flag: does the variant being traced measure?
         self._captured = None  # trace-time: activations captured by value_and_grad
         self._pending: list = []
@@ -186,7 +189,7 @@ class Recorder(JitVariants, Rerun):
         lr = learning_rate
         if lr is None and isinstance(self._optimizer.hyperparameters.get("learning_rate"), float):
             lr = self._optimizer.hyperparameters["learning_rate"]  # a constant LR read from optax's closure
-        return measure(tx, learning_rate=lr, enabled=lambda: self._full)
+        return measure(tx, learning_rate=lr, enabled=lambda: self._full, units=self._units)
 
     def stats(self, optimizer: nnx.Optimizer | None, loss, *, batch=None, labels=None) -> jax.Array:
         """Pack this step's statistics into one float32 vector (call inside the jitted step).
@@ -225,7 +228,9 @@ class Recorder(JitVariants, Rerun):
             if self._captured is not None:
                 outputs, kinds, act_names = [], [], []
                 layers = set(self._param_layers)
-                for path, z in captured_outputs(self._captured):
+                for path, z, element in captured_outputs(self._captured, self._recurrent):
+                    if element is not None:
+                        self._output_elements.setdefault(path, element)
                     if path in layers:
                         act_names.append(path)
                         outputs.append(z)
@@ -388,11 +393,13 @@ class Recorder(JitVariants, Rerun):
     def _ensure_header(self) -> None:
         if self._header is not None:
             return
-        layers = order_layers(param_layers(self.model), self._forward if (self._forward and self._forward.order) else None)
+        layers = order_layers(param_layers(self.model, self._units), self._forward if (self._forward and self._forward.order) else None)
         recording = {"every": self.every, "localize": self.localize,
                      "activations": "layer output (pre-activation); zero/saturation fractions of the following activation"}
         if getattr(self, "_forward_error", None):
             recording["forward_order"] = "tree order: " + self._forward_error[:200]
+        for info in layers:
+            info.output_element = self._output_elements.get(info.name)
         self._header = build_header(self.model, layers, self._optimizer, recording=recording, **self._header_fields)
         self._layer_names = [l.name for l in self._header.layers]
         self._emit(self._header)

@@ -30,8 +30,17 @@ SATURATION_THRESHOLD = {"sigmoid": math.log(999.0), "tanh": math.atanh(0.999)}
 ZERO_AT_NONPOSITIVE = {"relu"}
 
 
-def layer_groups(tree) -> tuple[list[str], list[int]]:
-    """Group the leaves of a parameter-shaped tree by owning module.
+def unit_of(name: str, units=()) -> str:
+    """The layer a module path belongs to: itself, or the recurrent module (``nnx.RNN``) it runs
+    inside: a recurrent module is one layer, measured at its output, as in PyTorch."""
+    for unit in units:
+        if name == unit or name.startswith(unit + "/"):
+            return unit
+    return name
+
+
+def layer_groups(tree, units=()) -> tuple[list[str], list[int]]:
+    """Group the leaves of a parameter-shaped tree by owning module (or recurrent unit).
 
     Returns:
       (layer names in tree order, for each leaf the index of its layer).
@@ -42,7 +51,7 @@ def layer_groups(tree) -> tuple[list[str], list[int]]:
     for path, _ in jax.tree_util.tree_flatten_with_path(tree)[0]:
         # Variables (not plain arrays) add an attribute key ('value'): drop it.
         path = [p for p in path if not isinstance(p, jax.tree_util.GetAttrKey)]
-        name = path_str(path[:-1])
+        name = unit_of(path_str(path[:-1]), units)
         if name not in index:
             index[name] = len(names)
             names.append(name)
@@ -59,12 +68,12 @@ def multi_sum(*operands) -> list[jax.Array]:
     return [jnp.sum(jnp.asarray(o, jnp.float32)) for o in operands]
 
 
-def sumsq_by_layer_triple(grads, params, updates) -> jax.Array:
+def sumsq_by_layer_triple(grads, params, updates, units=()) -> jax.Array:
     """``(n_layers, 3)`` float32 sums of squares of gradient, parameters and update per layer.
 
     Each tensor is read once per statistic: no isfinite pass (a NaN or Inf shows in the sum).
     """
-    names, owner = layer_groups(grads)
+    names, owner = layer_groups(grads, units)
     totals = [[jnp.zeros((), jnp.float32)] * 3 for _ in names]
     for g, p, u, k in zip(jax.tree.leaves(grads), jax.tree.leaves(params), jax.tree.leaves(updates), owner):
         g, p, u = (jnp.asarray(t).astype(jnp.float32) for t in (g, p, u))

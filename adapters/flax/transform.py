@@ -90,6 +90,7 @@ def measure(
     *,
     learning_rate: float | Callable | None = None,
     enabled: Callable[[], bool] = lambda: True,
+    units=(),
 ) -> optax.GradientTransformationExtraArgs:
     """Wrap ``inner`` so that every update also measures per-layer norms.
 
@@ -98,6 +99,7 @@ def measure(
       learning_rate: a float or an optax schedule to record as the learning rate (a schedule is
         evaluated at the count of the inner ``scale_by_schedule`` state). When None, the
         ``learning_rate`` of an ``optax.inject_hyperparams`` state is recorded if there is one.
+      units: paths of recurrent modules whose parameters count as one layer (``stats.unit_of``).
       enabled: called at trace time; when it returns False the compiled update skips the
         measurements (the recorder compiles a measuring and a non-measuring variant of the step).
 
@@ -117,7 +119,7 @@ def measure(
     """
 
     def init_fn(params):
-        n = len(layer_groups(params)[0])
+        n = len(layer_groups(params, units)[0])
         table = jnp.zeros((n + 2, 3), jnp.float32).at[n:].set(jnp.nan)
         return MeasureState(inner=inner.init(params), table=table)
 
@@ -147,7 +149,7 @@ def measure(
             inverse = 1.0 / scaling.scale
             grads = jax.tree.map(lambda g: g * inverse.astype(g.dtype), updates)
         if enabled():
-            layers = sumsq_by_layer_triple(grads, params, new_updates)
+            layers = sumsq_by_layer_triple(grads, params, new_updates, units)
             totals = jnp.sum(layers, axis=0)  # the per-layer sums, reused
         else:
             layers = state.layers
