@@ -1,0 +1,128 @@
+"""`diag explain` as a user runs it: the whole process, from the shell's fork to its exit.
+
+Each side is a fresh ``python -m diag explain TRACE`` (interpreter start, imports, knowledge base,
+trace load, diagnosis, printing), run ``--rounds`` times interleaved with its baselines so that a
+busy machine slows every side alike; the medians and their ratios are printed.
+
+Sides (one round runs each once, in this order):
+
+* ``python -c pass``: the interpreter alone, the floor no Python tool goes below;
+* ``explain (this tree)``: the working tree as it is now, with a warm knowledge-base cache;
+* ``explain (REV)`` with ``--against REV``: the same command from a commit (``git archive``), e.g.
+  ``--against main`` or ``--against HEAD~3``, for a before/after of a change.
+
+The knowledge-base cache lives in a temporary folder (``DIAG_CACHE_DIR``), filled by one untimed
+run before the rounds. The first run after a rule file changed (an empty cache) is timed apart:
+``--cold`` rounds, each with a new empty cache folder.
+
+Both trees are run from copies laid out as an installed package (``diag/``, with the knowledge
+base, adapters and TUI inside it), so neither side pays for the editable install's import hooks.
+
+    python benchmarks/cli_start.py                          # 7 rounds, this tree vs python -c pass
+    python benchmarks/cli_start.py --against main --cold 3  # and a commit, and the cold first run
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+# Where pyproject.toml's package-dir puts the folders outside diag/.
+INSTALLED_INSIDE = {"knowledge_base": "knowledge_base", "adapters": "adapters", "tui": "tui"}
+
+
+def lay_out(source: Path, target: Path) -> Path:
+    """Copy ``source``'s diag/ (and the folders installed inside it) to ``target``/diag; return ``target``."""
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    shutil.copytree(source / "diag", target / "diag", ignore=ignore)
+    for folder, name in INSTALLED_INSIDE.items():
+        if (source / folder).is_dir():
+            shutil.copytree(source / folder, target / "diag" / name, ignore=ignore)
+    return target
+
+
+def archive(rev: str, target: Path) -> Path:
+    """The files of commit ``rev`` in ``target`` (via git archive: the repository is not touched)."""
+    target.mkdir(parents=True)
+    data = subprocess.run(["git", "-C", str(ROOT), "archive", rev], check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(target)], input=data, check=True)
+    return target
+
+
+def timed(command: list[str], env: dict, cwd: Path) -> tuple[float, float]:
+    """Wall seconds and CPU seconds (user + system, children) of one run; a failed run stops the benchmark."""
+    before = os.times()
+    t0 = time.perf_counter()
+    done = subprocess.run(command, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    wall = time.perf_counter() - t0
+    after = os.times()
+    if done.returncode not in (0, 1):
+        sys.exit(f"{' '.join(command)} exited {done.returncode}:\n{done.stderr.decode(errors='replace')}")
+    return wall, (after.children_user - before.children_user) + (after.children_system - before.children_system)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trace", default=str(ROOT / "examples" / "healthy.jsonl"))
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--against", metavar="REV", help="also time the command at this commit")
+    parser.add_argument("--cold", type=int, default=0, metavar="N",
+                        help="also time N first runs with an empty knowledge-base cache")
+    args = parser.parse_args()
+    trace = str(Path(args.trace).resolve())
+
+    with tempfile.TemporaryDirectory(prefix="diag-cli-start-") as tmp:
+        tmp = Path(tmp)
+        base_env = {k: v for k, v in os.environ.items() if not k.startswith(("DIAG_", "PYTHON"))}
+        base_env["XDG_CACHE_HOME"] = str(tmp / "xdg")  # never the user's own cache
+        explain = [sys.executable, "-m", "diag", "explain", trace]
+        sides: list[tuple[str, list[str], dict]] = [("python -c pass", [sys.executable, "-c", "pass"], base_env)]
+        here = lay_out(ROOT, tmp / "this")
+        sides.append(("explain (this tree)", explain,
+                      {**base_env, "PYTHONPATH": str(here), "DIAG_CACHE_DIR": str(tmp / "cache")}))
+        if args.against:
+            rev = lay_out(archive(args.against, tmp / "rev-src"), tmp / "rev")
+            sides.append((f"explain ({args.against})", explain,
+                          {**base_env, "PYTHONPATH": str(rev), "DIAG_CACHE_DIR": str(tmp / "cache-rev")}))
+        for _, command, env in sides:  # untimed: byte-compiles the copies, fills the caches
+            timed(command, env, tmp)
+
+        walls: dict[str, list[float]] = {name: [] for name, _, _ in sides}
+        cpus: dict[str, list[float]] = {name: [] for name, _, _ in sides}
+        for _ in range(args.rounds):
+            for name, command, env in sides:
+                wall, cpu = timed(command, env, tmp)
+                walls[name].append(wall)
+                cpus[name].append(cpu)
+        cold_walls = []
+        for i in range(args.cold):
+            env = {**sides[1][2], "DIAG_CACHE_DIR": str(tmp / f"cold-{i}")}
+            cold_walls.append(timed(explain, env, tmp)[0])
+
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"{Path(trace).name}, {args.rounds} rounds interleaved, {os.cpu_count()} CPUs, "
+          f"load average {load:.2f} at the end")
+    floor = statistics.median(walls["python -c pass"])
+    for name, _, _ in sides:
+        wall, cpu = statistics.median(walls[name]), statistics.median(cpus[name])
+        print(f"  {name:28s} median {wall:6.3f} s wall ({cpu:6.3f} s CPU)  {wall / floor:5.1f}x python -c pass")
+    if args.against:
+        now, then = statistics.median(walls["explain (this tree)"]), statistics.median(walls[f"explain ({args.against})"])
+        print(f"  this tree / {args.against}: {now / then:.2f}x")
+    if cold_walls:
+        print(f"  first run after a rule change (empty cache), median of {len(cold_walls)}: "
+              f"{statistics.median(cold_walls):.3f} s")
+    now = statistics.median(walls["explain (this tree)"])
+    print(f"goal <= 0.3 s: {'met' if now <= 0.3 else 'MISSED'} ({now:.3f} s)")
+
+
+if __name__ == "__main__":
+    main()
