@@ -173,3 +173,48 @@ def test_ratio_to_last_layer_compares_each_layer_with_the_output_layer():
 def test_ratio_to_last_layer_is_nan_when_the_last_layer_has_no_gradient():
     out = signals.ratio_to_last_layer(np.array([[1.0, 0.0], [1.0, np.inf]]))
     assert np.isnan(out).all()
+
+
+# The kernels of diag.engine.rolling against scipy.ndimage, which they replaced (scipy takes
+# longer to import than `diag explain` may take): the same numbers, not approximately the same.
+series_with_gaps = st.lists(st.one_of(st.floats(-1e6, 1e6, allow_nan=False), st.just(math.inf), st.just(-math.inf)),
+                            min_size=1, max_size=80)
+
+
+@settings(max_examples=150, deadline=None)
+@given(series_with_gaps, st.integers(1, 90), st.integers(1, 3))
+def test_rolling_extremes_equal_scipy_ndimage_filters(xs, w, columns):
+    from scipy import ndimage
+
+    from diag.engine.rolling import rolling_extreme
+
+    x = np.stack([np.roll(np.array(xs), c) for c in range(columns)], axis=1)
+    w_eff = min(w, len(x))
+    origin = (w_eff - 1) // 2
+    expected_max = ndimage.maximum_filter1d(x, w_eff, axis=0, mode="nearest", origin=origin)
+    expected_min = ndimage.minimum_filter1d(x, w_eff, axis=0, mode="nearest", origin=origin)
+    assert np.array_equal(rolling_extreme(x, w, np.maximum), expected_max)
+    assert np.array_equal(rolling_extreme(x, w, np.minimum), expected_min)
+    assert np.array_equal(rolling_extreme(x[:, 0], w, np.maximum), expected_max[:, 0])
+
+
+@settings(max_examples=150, deadline=None)
+@given(series_with_gaps, st.integers(1, 90), st.integers(1, 3))
+def test_median_by_partition_equals_scipy_ndimage_median_filter(xs, w, columns):
+    from scipy import ndimage
+
+    from diag.engine.rolling import median_by_partition
+
+    x = np.stack([np.roll(np.array(xs), c) for c in range(columns)], axis=1)
+    size = w | 1
+    expected = ndimage.median_filter(x, size=(size, 1), mode="nearest", origin=((size - 1) // 2, 0))
+    assert np.array_equal(median_by_partition(x, size), expected)
+    assert np.array_equal(median_by_partition(x[:, 0], size), expected[:, 0])
+
+
+def test_a_long_series_takes_the_scipy_median_and_gets_the_numpy_numbers():
+    from diag.engine import rolling
+
+    x = np.random.default_rng(3).lognormal(size=rolling.SCIPY_MEDIAN_POINTS + 501)
+    x[::97] = np.inf
+    assert np.array_equal(rolling.rolling_median(x, 51), rolling.median_by_partition(x, 51))

@@ -21,14 +21,18 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import decimal
 import math
 import re
 import warnings
 from dataclasses import dataclass
 
-import rule_engine
-from rule_engine import DataType
+from diag.engine.parser_tables import import_rule_engine
+
+rule_engine = import_rule_engine()
+DataType = rule_engine.DataType
 
 FLOAT = DataType.FLOAT
 STRING = DataType.STRING
@@ -105,13 +109,57 @@ def check_expression_text(text: str) -> None:
             raise ExpressionError(f"exponent {match.group(1)} is too large (at most {MAX_EXPONENT})")
 
 
-@dataclass(frozen=True)
 class Expression:
-    """A compiled expression and the top-level symbols it reads."""
+    """A compiled expression and the top-level symbols it reads.
 
-    text: str
-    rule: rule_engine.Rule
-    symbols: frozenset[str]
+    Compiled at once by ``compile_expression``; inside ``compile_on_first_use()`` (rule files that
+    the knowledge-base cache has seen compile cleanly before) only the text checks run at once and
+    rule-engine parses the expression when it is first evaluated. A knowledge base names a few
+    hundred expressions and a run evaluates a few dozen of them.
+    """
+
+    __slots__ = ("text", "_types", "_rule", "_symbols")
+
+    def __init__(self, text: str, types: dict | None = None, rule=None, symbols: frozenset[str] | None = None):
+        self.text = text
+        self._types = types
+        self._rule = rule
+        self._symbols = symbols
+
+    def _compile(self) -> None:
+        try:
+            compiled = _compile_now(self.text, self._types or {})
+        except ExpressionError as e:  # only when the cache's verdict was wrong: an error of this rule
+            raise EvaluationFailed(str(e)) from None
+        self._rule, self._symbols, self._types = compiled._rule, compiled._symbols, None
+
+    @property
+    def rule(self):
+        if self._rule is None:
+            self._compile()
+        return self._rule
+
+    @property
+    def symbols(self) -> frozenset[str]:
+        if self._symbols is None:
+            self._compile()
+        return self._symbols
+
+    def __repr__(self) -> str:
+        return f"Expression({self.text!r})"
+
+
+_ON_FIRST_USE = contextvars.ContextVar("diag_compile_on_first_use", default=False)
+
+
+@contextlib.contextmanager
+def compile_on_first_use():
+    """Within this block, ``compile_expression`` checks the text and defers rule-engine's parse."""
+    token = _ON_FIRST_USE.set(True)
+    try:
+        yield
+    finally:
+        _ON_FIRST_USE.reset(token)
 
 
 def compile_expression(text: str, types: dict) -> Expression:
@@ -119,8 +167,15 @@ def compile_expression(text: str, types: dict) -> Expression:
 
     Raises:
       ExpressionError: on unsafe text, syntax errors, unknown symbols or attributes (with a
-        suggestion), or type errors.
+        suggestion), or type errors. Inside ``compile_on_first_use()`` only unsafe text raises here.
     """
+    if _ON_FIRST_USE.get():
+        check_expression_text(text)
+        return Expression(text, dict(types))
+    return _compile_now(text, types)
+
+
+def _compile_now(text: str, types: dict) -> Expression:
     check_expression_text(text)
     context = rule_engine.Context(type_resolver=dict(types), mapping_attribute_lookup=False,
                                   decimal_context=decimal.Context(prec=28, Emax=10_000, Emin=-10_000))
@@ -143,7 +198,7 @@ def compile_expression(text: str, types: dict) -> Expression:
         raise ExpressionError(f"{type(e).__name__}: {getattr(e, 'message', e)} in {text!r}") from None
     except RecursionError:
         raise ExpressionError(f"expression nests too deeply: {text[:40]!r}...") from None
-    return Expression(text=text, rule=rule, symbols=frozenset(context.symbols))
+    return Expression(text, rule=rule, symbols=frozenset(context.symbols))
 
 
 def to_python(value):

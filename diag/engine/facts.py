@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import math
 
-from rule_engine import DataType
-
-from diag.engine.expressions import BOOLEAN, FLOAT, STRING, STRINGS
+from diag.engine.expressions import BOOLEAN, FLOAT, STRING, STRINGS, DataType
 
 CONTEXT_TYPES: dict = {
     "precision": STRING, "compute_dtype": STRING, "param_precision": STRING, "param_dtype": STRING,

@@ -13,8 +13,11 @@ Example:
   >>> import numpy as np
   >>> ratio_to_running_max(np.array([1.0, 4.0, 2.0])).tolist()
   [1.0, 1.0, 0.5]
-  >>> first_run(np.array([False, True, True, False, True]), 2)
-  1
+  >>> ratio_to_median(np.array([1.0, 1.0, 1.0, 9.0]), window=3).tolist()[1:]
+  [1.0, 1.0, 9.0]
+
+The windowed kernels these are built on (sums, extremes, medians, runs) are in
+``diag.engine.rolling``; ``first_run`` is re-exported here for the condition evaluator.
 """
 
 from __future__ import annotations
@@ -23,7 +26,9 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
-from scipy import ndimage
+
+from diag.engine.rolling import first_run, rolling_extreme, rolling_median, rolling_sum  # noqa: F401 - first_run re-exported
+from diag.engine.rolling import shift as _shift
 
 # --------------------------------------------------------------------------- helpers
 
@@ -36,58 +41,10 @@ def _finite_or(x: np.ndarray, fill: float) -> np.ndarray:
     return np.where(np.isfinite(x), x, fill)
 
 
-def _shift(x: np.ndarray, k: int, fill: float = np.nan) -> np.ndarray:
-    """``x`` moved ``k`` points later along axis 0; the first ``k`` points are ``fill``."""
-    out = np.full_like(x, fill)
-    if k < len(x):
-        out[k:] = x[: len(x) - k]
-    return out
-
-
 def _window(window: int, n: int) -> int:
     if window < 1:
         raise ValueError(f"window must be at least 1 point, got {window}")
     return min(int(window), max(n, 1))
-
-
-def _window_sum(x: np.ndarray, window: int) -> np.ndarray:
-    """``out[t] = x[t-window+1 .. t].sum(axis=0)`` (fewer points at the start), without subtraction.
-
-    A difference of cumulative sums loses everything after one huge value: a loss of 1e23 at a
-    divergence leaves ``csum[t] - csum[t-w]`` at 0 for every later window, so a run that blew up
-    and came back would look like it had a loss of 0. Sums of power-of-two windows built by
-    pairwise addition (``S_{a+b}(i) = S_a(i) + S_b(i+a)``) only ever add: O(n log w), exact to
-    rounding.
-    """
-    n = len(x)
-    if not n:
-        return x.copy()
-    w = min(max(int(window), 1), n)
-    padded = np.concatenate([np.zeros((w - 1,) + x.shape[1:]), x]) if w > 1 else x
-    total = len(padded)
-    acc, a = None, 0
-    power, k = padded, 1
-    while True:
-        if w & 1:
-            if acc is None:
-                acc, a = power, k
-            else:
-                length = total - (a + k) + 1
-                acc = acc[:length] + power[a:a + length]
-                a += k
-        w >>= 1
-        if not w:
-            return np.array(acc[:n], dtype=np.float64)
-        length = len(power) - k
-        power = power[:length] + power[k:k + length]
-        k *= 2
-
-
-def _rolling_sum(x: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
-    """Sum and count of the finite values among the last ``window`` points (inclusive)."""
-    ok = np.isfinite(x)
-    filled = np.where(ok, x, 0.0)
-    return _window_sum(filled, window), _window_sum(ok.astype(np.float64), window)
 
 
 # --------------------------------------------------------------------------- pointwise
@@ -139,7 +96,7 @@ def rel_change(x: np.ndarray, window: int = 1) -> np.ndarray:
 def avg(x: np.ndarray, window: int = 10) -> np.ndarray:
     """Mean of the finite values among the last ``window`` points."""
     x = _as_float(x)
-    total, count = _rolling_sum(x, _window(window, len(x)))
+    total, count = rolling_sum(x, _window(window, len(x)))
     with np.errstate(divide="ignore", invalid="ignore"):
         return total / count
 
@@ -148,10 +105,10 @@ def std(x: np.ndarray, window: int = 10) -> np.ndarray:
     """Standard deviation of the finite values among the last ``window`` points."""
     x = _as_float(x)
     w = _window(window, len(x))
-    total, count = _rolling_sum(x, w)
+    total, count = rolling_sum(x, w)
     # A diverged loss (1e200) squares to inf: an infinite spread is the right answer, not a warning.
     with np.errstate(over="ignore"):
-        total2, _ = _rolling_sum(x * x, w)
+        total2, _ = rolling_sum(x * x, w)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         mean = total / count
         return np.sqrt(np.maximum(total2 / count - mean * mean, 0.0))
@@ -164,10 +121,10 @@ def slope(x: np.ndarray, window: int = 10) -> np.ndarray:
     t = np.arange(len(x), dtype=np.float64).reshape((-1,) + (1,) * (x.ndim - 1))
     t = np.broadcast_to(t, x.shape)
     tx = np.where(np.isfinite(x), t, np.nan)
-    sx, n = _rolling_sum(tx, w)
-    sy, _ = _rolling_sum(x, w)
-    sxy, _ = _rolling_sum(tx * x, w)
-    sxx, _ = _rolling_sum(tx * tx, w)
+    sx, n = rolling_sum(tx, w)
+    sy, _ = rolling_sum(x, w)
+    sxy, _ = rolling_sum(tx * x, w)
+    sxx, _ = rolling_sum(tx * tx, w)
     with np.errstate(divide="ignore", invalid="ignore"):
         out = (n * sxy - sx * sy) / (n * sxx - sx * sx)
     return np.where(n >= 2, out, np.nan)
@@ -177,7 +134,7 @@ def rolling_min(x: np.ndarray, window: int = 10) -> np.ndarray:
     """Minimum of the last ``window`` points (non-finite points are ignored)."""
     x = _as_float(x)
     w = _window(window, len(x))
-    out = ndimage.minimum_filter1d(_finite_or(x, np.inf), w, axis=0, mode="nearest", origin=(w - 1) // 2)
+    out = rolling_extreme(_finite_or(x, np.inf), w, np.minimum)
     return np.where(np.isinf(out), np.nan, out)
 
 
@@ -185,7 +142,7 @@ def rolling_max(x: np.ndarray, window: int = 10) -> np.ndarray:
     """Maximum of the last ``window`` points (non-finite points are ignored)."""
     x = _as_float(x)
     w = _window(window, len(x))
-    out = ndimage.maximum_filter1d(_finite_or(x, -np.inf), w, axis=0, mode="nearest", origin=(w - 1) // 2)
+    out = rolling_extreme(_finite_or(x, -np.inf), w, np.maximum)
     return np.where(np.isinf(out), np.nan, out)
 
 
@@ -199,10 +156,8 @@ def median_before(x: np.ndarray, window: int = 50) -> np.ndarray:
     w = max(int(window), 1) | 1  # odd, so the trailing window is exact; history before 0 repeats x[0]
     if not len(x):
         return x.copy()
-    size = (w,) + (1,) * (x.ndim - 1)
-    origin = ((w - 1) // 2,) + (0,) * (x.ndim - 1)
     filled = _finite_or(x, np.inf)
-    inclusive = ndimage.median_filter(filled, size=size, mode="nearest", origin=origin)
+    inclusive = rolling_median(filled, w)
     out = _shift(inclusive, 1)
     # The first points have less history than a window: use what there is, not copies of x[0]
     # (padding would make early growth look like a spike against the first value).
@@ -268,7 +223,6 @@ def ratio_to_first(x: np.ndarray) -> np.ndarray:
     x = _as_float(x)
     with np.errstate(divide="ignore", invalid="ignore"):
         return x / first_finite(x)
-
 
 
 def late_share(x: np.ndarray, percent: int = 20) -> np.ndarray:
@@ -356,61 +310,6 @@ def ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """``a / b`` for two aligned series."""
     with np.errstate(divide="ignore", invalid="ignore"):
         return _as_float(a) / _as_float(b)
-
-
-# --------------------------------------------------------------------------- runs
-
-
-def first_run(hold: np.ndarray, n: int = 1):
-    """Index where the first run of at least ``n`` consecutive true points starts, or -1.
-
-    For a ``(points, layers)`` array, one index per layer. Columns with no true point are
-    skipped, and runs are found with O(log n) shifted ANDs, so a 100,000 x 64 array costs a
-    few milliseconds.
-    """
-    hold = np.asarray(hold, dtype=bool)
-    if hold.ndim == 1:
-        return int(first_run(hold[:, None], n)[0])
-    out = np.full(hold.shape[1], -1)
-    n = max(int(n), 1)
-    if len(hold) < n:
-        return out
-    # Reducing along rows is contiguous (fast); find the rows with anything true first.
-    any_rows = np.flatnonzero(hold.any(axis=1))
-    if any_rows.size == 0:
-        return out
-    cols = np.flatnonzero(hold[any_rows].any(axis=0))
-    h = hold if cols.size == hold.shape[1] else hold[:, cols]
-    run = _all_in_window(h, n)
-    # argmax along axis 0 of a wide array is strided and slow: search only the rows where
-    # something holds (few, in all but the worst runs).
-    rows = np.flatnonzero(run.any(axis=1))
-    if rows.size == 0:
-        return out
-    sub = run[rows]
-    out[cols] = np.where(sub.any(axis=0), rows[np.argmax(sub, axis=0)], -1)
-    return out
-
-
-def _all_in_window(h: np.ndarray, n: int) -> np.ndarray:
-    """``out[i] = h[i:i+n].all(axis=0)`` by binary decomposition of n (R_{a+b}(i) = R_a(i) & R_b(i+a))."""
-    total = len(h)
-    acc, a = None, 0
-    power, k = h, 1
-    while True:
-        if n & 1:
-            if acc is None:
-                acc, a = power, k
-            else:
-                length = total - (a + k) + 1
-                acc = acc[:length] & power[a:a + length]
-                a += k
-        n >>= 1
-        if not n:
-            return acc
-        length = len(power) - k
-        power = power[:length] & power[k:k + length]
-        k *= 2
 
 
 # --------------------------------------------------------------------------- registry

@@ -22,8 +22,6 @@ import stat
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-import yaml
-
 MAX_RULE_FILE_BYTES = 1 << 20  # the largest built-in rule or test file is under 10 kB
 
 
@@ -86,53 +84,67 @@ def _mark(node) -> tuple[int, int]:
     return node.start_mark.line + 1, node.start_mark.column + 1
 
 
-class _Loader(yaml.SafeLoader):
-    """SafeLoader building LocDict/LocList; duplicate keys are errors (a silent overwrite hides a rule).
-
-    Aliases are refused where they are read: an alias shares a node, and nested aliases make a
-    few lines expand into billions of values (the "billion laughs"); a rule file never needs one.
-    """
-
-    def compose_node(self, parent, index):
-        if self.check_event(yaml.events.AliasEvent):
-            event = self.peek_event()
-            raise yaml.composer.ComposerError(
-                None, None, f"YAML alias *{event.anchor} is not allowed in rule files (write the value out)",
-                event.start_mark)
-        return super().compose_node(parent, index)
-
-    def construct_mapping(self, node, deep=False):
-        if not isinstance(node, yaml.MappingNode):
-            raise yaml.constructor.ConstructorError(None, None, "expected a mapping", node.start_mark)
-        self.flatten_mapping(node)
-        result = LocDict()
-        result.pos = _mark(node)
-        for key_node, value_node in node.value:
-            key = self.construct_object(key_node, deep=True)
-            if key in result:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r}", key_node.start_mark
-                )
-            result[key] = self.construct_object(value_node, deep=True)
-            result.keys_at[key] = _mark(key_node)
-            result.values_at[key] = _mark(value_node)
-        return result
-
-    def construct_sequence(self, node, deep=False):
-        result = LocList(self.construct_object(child, deep=True) for child in node.value)
-        result.pos = _mark(node)
-        result.items_at = [_mark(child) for child in node.value]
-        return result
+_LOADER = None
 
 
-_Loader.add_constructor("tag:yaml.org,2002:map", _Loader.construct_mapping)
-_Loader.add_constructor("tag:yaml.org,2002:seq", _Loader.construct_sequence)
+def _loader():
+    """The position-keeping SafeLoader (built on first use: PyYAML is imported only to parse)."""
+    global _LOADER
+    if _LOADER is not None:
+        return _LOADER
+    import yaml
+
+    class _Loader(yaml.SafeLoader):
+        """SafeLoader building LocDict/LocList; duplicate keys are errors (a silent overwrite hides a rule).
+
+        Aliases are refused where they are read: an alias shares a node, and nested aliases make a
+        few lines expand into billions of values (the "billion laughs"); a rule file never needs one.
+        """
+
+        def compose_node(self, parent, index):
+            if self.check_event(yaml.events.AliasEvent):
+                event = self.peek_event()
+                raise yaml.composer.ComposerError(
+                    None, None, f"YAML alias *{event.anchor} is not allowed in rule files (write the value out)",
+                    event.start_mark)
+            return super().compose_node(parent, index)
+
+        def construct_mapping(self, node, deep=False):
+            if not isinstance(node, yaml.MappingNode):
+                raise yaml.constructor.ConstructorError(None, None, "expected a mapping", node.start_mark)
+            self.flatten_mapping(node)
+            result = LocDict()
+            result.pos = _mark(node)
+            for key_node, value_node in node.value:
+                key = self.construct_object(key_node, deep=True)
+                if key in result:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key!r}", key_node.start_mark
+                    )
+                result[key] = self.construct_object(value_node, deep=True)
+                result.keys_at[key] = _mark(key_node)
+                result.values_at[key] = _mark(value_node)
+            return result
+
+        def construct_sequence(self, node, deep=False):
+            result = LocList(self.construct_object(child, deep=True) for child in node.value)
+            result.pos = _mark(node)
+            result.items_at = [_mark(child) for child in node.value]
+            return result
+
+    _Loader.add_constructor("tag:yaml.org,2002:map", _Loader.construct_mapping)
+    _Loader.add_constructor("tag:yaml.org,2002:seq", _Loader.construct_sequence)
+    _LOADER = _Loader
+    return _Loader
 
 
 def load_yaml_text(text: str, path: str = "<string>") -> Any:
     """Parse YAML text safely; raise ``RuleFileError`` with ``path:line:col`` on any problem."""
+    loader = _loader()
+    import yaml
+
     try:
-        return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader subclass
+        return yaml.load(text, Loader=loader)  # noqa: S506 - a SafeLoader subclass
     except yaml.reader.ReaderError as e:
         # A character YAML does not allow (NUL, most control characters): say where it is.
         line, col = line_col(text, e.position)

@@ -20,12 +20,12 @@ from diag.engine.conditions import (
     expression_types,
     known_series,
 )
-from diag.engine.expressions import ExpressionError, compile_template
+from diag.engine.expressions import ExpressionError, compile_on_first_use, compile_template
 from diag.engine.facts import CONTEXT_TYPES
 from diag.engine.kb.locate import schema_problems
 from diag.engine.kb.model import Cause, Rule
 from diag.engine.kb.schema import API_VERSION, CauseSpec, RuleFile, RuleSpec
-from diag.engine.yamlloc import LocDict, RuleFileError, RuleProblem, did_you_mean, load_yaml_file
+from diag.engine.yamlloc import LocDict, RuleFileError, RuleProblem, did_you_mean, load_yaml_text, read_rule_text
 
 
 RULES_PATH_ENV = "DIAG_RULES_PATH"
@@ -103,14 +103,36 @@ def compile_rule(spec: RuleSpec, raw: LocDict, path: str, source: str, problems:
                 reads=reads, specificity=count_clauses(when), bound_names=frozenset(bound))
 
 
-def load_rule_file(path: str | Path, source: str = "user") -> tuple[list[Cause], list[Rule], list[RuleProblem]]:
-    """Load one rule file; returns what loaded and the problems (bad rules are left out)."""
+def load_rule_file(path: str | Path, source: str = "user", cache=None) -> tuple[list[Cause], list[Rule], list[RuleProblem]]:
+    """Load one rule file; returns what loaded and the problems (bad rules are left out).
+
+    Args:
+      path: the rule file.
+      source: ``"builtin"`` or ``"user"`` (overrides, messages).
+      cache: a ``diag.engine.kb.cache.DocumentCache``: the parsed document comes from it when it
+        holds this exact text, and goes into it otherwise.
+    """
     path = str(path)
-    problems: list[RuleProblem] = []
     try:
-        doc = load_yaml_file(path)
+        text = read_rule_text(path)
+        cached = cache.get(text) if cache is not None else None
+        doc = cached[0] if cached is not None else load_yaml_text(text, path)
     except RuleFileError as e:
         return [], [], list(e.problems)
+    if cached is not None and cached[1]:
+        # Compiled without a problem last time, by this code: rule-engine parses its expressions
+        # when a run first evaluates them (most never are).
+        with compile_on_first_use():
+            result = _load_document(doc, path, source)
+    else:
+        result = _load_document(doc, path, source)
+    if cache is not None and cached is None:
+        cache.put(text, doc, clean=not result[2])
+    return result
+
+
+def _load_document(doc, path: str, source: str) -> tuple[list[Cause], list[Rule], list[RuleProblem]]:
+    problems: list[RuleProblem] = []
     if not isinstance(doc, dict):
         return [], [], [RuleProblem(path, 1, 1, "a rule file is a mapping with apiVersion, causes and rules")]
     try:

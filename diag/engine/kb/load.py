@@ -37,6 +37,7 @@ def load_knowledge_base(extra_dirs=(), *, builtin: bool = True, use_env: bool = 
     elif builtin:
         sources.append((str(builtin_rules_dir()), "builtin"))
     sources += [(d, "user") for d in user_rule_dirs(extra_dirs, use_env=use_env)]
+    cache = _document_cache()
     for folder, source in sources:
         kb.sources.append(folder)
         try:
@@ -46,12 +47,14 @@ def load_knowledge_base(extra_dirs=(), *, builtin: bool = True, use_env: bool = 
             continue
         for path in files:
             kb.files.append(str(path))
-            causes, rules, file_problems = load_rule_file(path, source)
+            causes, rules, file_problems = load_rule_file(path, source, cache)
             problems += file_problems
             for cause in causes:
                 _merge(kb.causes, cause, "cause", problems)
             for rule in rules:
                 _merge(kb.rules, rule, "rule", problems)
+    if cache is not None:
+        cache.save()
     problems += _check_references(kb)
     problems += _order(kb)
     errors = [p for p in problems if p.severity == "error"]
@@ -59,6 +62,16 @@ def load_knowledge_base(extra_dirs=(), *, builtin: bool = True, use_env: bool = 
         raise RuleFileError(problems)
     kb.problems = problems
     return kb
+
+
+def _document_cache():
+    """The parsed-rule-file cache (``diag.engine.kb.cache``), or None when it cannot be set up."""
+    from diag.engine.kb.cache import DocumentCache
+
+    try:
+        return DocumentCache()
+    except (OSError, ValueError, RuntimeError):  # a missing or unreadable cache is no cache
+        return None
 
 
 def _merge(table: dict, item, what: str, problems: list) -> None:
