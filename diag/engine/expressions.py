@@ -26,6 +26,7 @@ import contextvars
 import decimal
 import math
 import re
+import threading
 import warnings
 from dataclasses import dataclass
 
@@ -175,14 +176,33 @@ def compile_expression(text: str, types: dict) -> Expression:
     return _compile_now(text, types)
 
 
+# One rule-engine Context per set of symbol types (a rule's bound names decide it; a knowledge base
+# has a few dozen): creating one sets up all of rule-engine's built-ins, which cost more than
+# parsing a short expression. Each parse starts the context's symbol set afresh, under a lock.
+_CONTEXTS: dict[tuple, tuple] = {}
+_PARSING = threading.Lock()
+
+
+def _context_for(types: dict):
+    key = tuple(sorted((name, id(kind)) for name, kind in types.items()))
+    entry = _CONTEXTS.get(key)
+    if entry is None:
+        kept = dict(types)  # held with the context, so the ids in the key stay these objects'
+        context = rule_engine.Context(type_resolver=kept, mapping_attribute_lookup=False,
+                                      decimal_context=decimal.Context(prec=28, Emax=10_000, Emin=-10_000))
+        entry = _CONTEXTS[key] = (context, kept)
+    return entry[0]
+
+
 def _compile_now(text: str, types: dict) -> Expression:
     check_expression_text(text)
-    context = rule_engine.Context(type_resolver=dict(types), mapping_attribute_lookup=False,
-                                  decimal_context=decimal.Context(prec=28, Emax=10_000, Emin=-10_000))
     try:
-        with warnings.catch_warnings():
+        with _PARSING, warnings.catch_warnings():
             warnings.simplefilter("ignore")
+            context = _context_for(types)
+            context.symbols = set()
             rule = rule_engine.Rule(text, context=context)
+            symbols = frozenset(context.symbols)
     except rule_engine.errors.SymbolResolutionError as e:
         hint = f" (did you mean {e.suggestion!r}?)" if getattr(e, "suggestion", None) else ""
         raise ExpressionError(f"unknown name {e.symbol_name!r} in {text!r}{hint}") from None
@@ -198,7 +218,7 @@ def _compile_now(text: str, types: dict) -> Expression:
         raise ExpressionError(f"{type(e).__name__}: {getattr(e, 'message', e)} in {text!r}") from None
     except RecursionError:
         raise ExpressionError(f"expression nests too deeply: {text[:40]!r}...") from None
-    return Expression(text, rule=rule, symbols=frozenset(context.symbols))
+    return Expression(text, rule=rule, symbols=symbols)
 
 
 def to_python(value):

@@ -27,6 +27,9 @@ TABLES_FILE = "rule_engine_parser.json"
 _PARSETAB = "rule_engine.parser.parsetab"  # the module PLY looks for (package of the parser + "parsetab")
 _CALLBACK = re.compile(r"p_[A-Za-z0-9_]{1,100}")
 
+tables_from_cache = False
+"""Whether this process's rule-engine parser runs on cached tables (set by ``import_rule_engine``)."""
+
 
 def import_rule_engine():
     """``import rule_engine``, with its parser tables from the cache when they are there and sound."""
@@ -41,7 +44,9 @@ def import_rule_engine():
         import rule_engine
     finally:
         sys.modules.pop(_PARSETAB, None)
-    if tables is None or rule_engine.Rule.parser._parser.action is not tables["action"]:
+    global tables_from_cache
+    tables_from_cache = tables is not None and rule_engine.Rule.parser._parser.action is tables["action"]
+    if not tables_from_cache:
         _save_tables(rule_engine)  # built from the grammar this time: keep them for the next run
     return rule_engine
 

@@ -161,8 +161,10 @@ def median_before(x: np.ndarray, window: int = 50) -> np.ndarray:
     out = _shift(inclusive, 1)
     # The first points have less history than a window: use what there is, not copies of x[0]
     # (padding would make early growth look like a spike against the first value).
+    # (np.median would do, but it imports numpy.ma, a tenth of a small explain's time.)
     for t in range(1, min(w, len(x))):
-        out[t] = np.median(filled[:t], axis=0)
+        ordered = np.sort(filled[:t], axis=0)
+        out[t] = ordered[t // 2] if t % 2 else (ordered[t // 2 - 1] + ordered[t // 2]) / 2
     return out
 
 
