@@ -218,3 +218,33 @@ def test_a_long_series_takes_the_scipy_median_and_gets_the_numpy_numbers():
     x = np.random.default_rng(3).lognormal(size=rolling.SCIPY_MEDIAN_POINTS + 501)
     x[::97] = np.inf
     assert np.array_equal(rolling.rolling_median(x, 51), rolling.median_by_partition(x, 51))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(1, 40), st.integers(1, 6), st.integers(0, 2**32 - 1), st.floats(0.0, 1.0))
+def test_signal_column_attributes_match_a_column_by_column_reading(n, cols, seed, density):
+    """What a fired signal reports (peak, low, count, last point that held, ...), all columns at once or one."""
+    from diag.engine.conditions.windows import SignalResult
+
+    rng = np.random.default_rng(seed)
+    y = rng.normal(size=(n, cols))
+    y[rng.random((n, cols)) < 0.1] = np.nan
+    hold = rng.random((n, cols)) < density
+    fired = hold.any(axis=0) & (rng.random(cols) < 0.8)
+    start = np.where(fired, np.argmax(hold, axis=0), -1)
+    r = SignalResult(steps=np.arange(n), fired=fired, start=start, measured=np.ones(cols, dtype=bool), y=y,
+                     raw=2 * y, hold=hold, fired_at=start)
+    every = r.stats()
+    for j in range(cols):
+        one = SignalResult(**{k: getattr(r, k) for k in ("steps", "fired", "start", "measured", "y", "raw", "hold",
+                                                          "fired_at")}).column_stats(j)
+        if not fired[j]:
+            assert np.isnan(every["peak"][j]) and every["last_true"][j] == -1 and one["last_true"] == -1
+            continue
+        held = y[hold[:, j], j]
+        expected = {"value": y[start[j], j], "raw": 2 * y[start[j], j], "count": hold[:, j].sum(),
+                    "frac": hold[:, j].sum() / n, "last": y[-1, j], "last_true": np.flatnonzero(hold[:, j])[-1],
+                    "peak": held.max(), "low": held.min()}
+        for name, value in expected.items():
+            for got in (every[name][j], one[name]):
+                assert (np.isnan(got) and np.isnan(value)) or got == value, (name, j)

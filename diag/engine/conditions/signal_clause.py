@@ -11,15 +11,15 @@ from diag.engine.conditions.windows import SignalResult, base_columns, signal_re
 
 
 def _column_attrs(clause: Clause, r: SignalResult, j: int, layer: str | None) -> dict:
-    st = r.stats()
+    st = r.column_stats(j)
     s = int(r.start[j])
-    last_true = int(st["last_true"][j])
+    last_true = int(st["last_true"])
     return {
         "first_step": float(r.steps[s]), "fired_at": float(r.steps[int(r.fired_at[j])]),
         "last_step": float(r.steps[last_true if last_true >= 0 else s]),
-        "value": float(st["value"][j]), "peak": float(st["peak"][j]), "low": float(st["low"][j]),
-        "last": float(st["last"][j]), "raw": float(st["raw"][j]), "count": float(st["count"][j]),
-        "frac": float(st["frac"][j]), "n": float(len(r.steps)), "series": clause.series, "layer": layer,
+        "value": float(st["value"]), "peak": float(st["peak"]), "low": float(st["low"]),
+        "last": float(st["last"]), "raw": float(st["raw"]), "count": float(st["count"]),
+        "frac": float(st["frac"]), "n": float(len(r.steps)), "series": clause.series, "layer": layer,
     }
 
 

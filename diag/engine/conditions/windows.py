@@ -4,12 +4,18 @@ the comparison, ``within:`` windows and the ``for``/``at``/``min_frac`` runs. Ca
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from diag.engine import signals
 from diag.engine.conditions.clause import OPS, Clause
+
+
+# A binding that names one column (a scalar series, the first layer that fired) gets that column's
+# attributes alone; past this many distinct columns (per-layer bindings ask for every layer) they
+# are computed for all columns in one pass.
+_FEW_COLUMNS = 4
 
 
 @dataclass
@@ -25,6 +31,7 @@ class SignalResult:
     hold: np.ndarray
     fired_at: np.ndarray
     _stats: dict | None = None
+    _single: dict = field(default_factory=dict)
 
     def stats(self) -> dict:
         """Per-column attributes, computed for all columns at once (a few passes, not one per layer)."""
@@ -32,29 +39,44 @@ class SignalResult:
             self._stats = _column_stats(self)
         return self._stats
 
+    def column_stats(self, j: int) -> dict:
+        """The attributes of column ``j``: from the all-column pass once several columns were asked for."""
+        if self._stats is None and (j in self._single or len(self._single) < _FEW_COLUMNS):
+            if j not in self._single:
+                self._single[j] = _column_stats(self, np.array([j]))
+            return {name: values[j] for name, values in self._single[j].items()}
+        return {name: values[j] for name, values in self.stats().items()}
 
-def _column_stats(r: SignalResult) -> dict:
-    """Attributes of the fired columns, from the rows where something holds (few in most runs)."""
+
+def _column_stats(r: SignalResult, wanted: np.ndarray | None = None) -> dict:
+    """Attributes of the fired columns (of ``wanted``, default all), from the rows where one of them holds."""
     n, cols = r.y.shape
     nan = np.full(cols, np.nan)
     out = {k: nan.copy() for k in ("value", "raw", "peak", "low", "count", "frac", "last")}
     out["last_true"] = np.full(cols, -1)
-    fired = np.flatnonzero(r.fired)
+    fired = np.flatnonzero(r.fired) if wanted is None else wanted[r.fired[wanted]]
     if not n or not fired.size:
         return out
     start = np.clip(r.start[fired], 0, n - 1)
-    rows = np.flatnonzero(r.hold.any(axis=1))
-    # Gathering rows costs a copy; worth it only when few rows hold (the usual case).
-    hold, y = (r.hold[rows], r.y[rows]) if rows.size < n // 2 else (r.hold, r.y)
-    if rows.size >= n // 2:
+    # Copying most columns costs more than reducing them all: past half, reduce every column and
+    # keep the fired ones' results.
+    some = fired.size <= cols // 2
+    hold, y = (r.hold[:, fired], r.y[:, fired]) if some else (r.hold, r.y)
+    # Only these columns decide which rows matter (rows where none of them holds add nothing);
+    # gathering rows costs a copy, worth it only when few rows hold (the usual case).
+    rows = np.flatnonzero(hold.any(axis=1))
+    if rows.size < n // 2:
+        hold, y = hold[rows], y[rows]
+    else:
         rows = np.arange(n)
-    if fired.size < cols:
-        hold, y = hold[:, fired], y[:, fired]
     with np.errstate(invalid="ignore"):
-        peak = np.where(hold, y, -np.inf).max(axis=0)
-        low = np.where(hold, y, np.inf).min(axis=0)
+        peak = np.max(y, axis=0, where=hold, initial=-np.inf)
+        low = np.min(y, axis=0, where=hold, initial=np.inf)
+    count = np.count_nonzero(hold, axis=0)
+    last = len(rows) - 1 - np.argmax(hold[::-1], axis=0)  # a fired column holds somewhere
+    if not some:
+        peak, low, count, last = peak[fired], low[fired], count[fired], last[fired]
     value = r.y[start, fired]
-    count = hold.sum(axis=0)
     out["value"][fired] = value
     out["raw"][fired] = r.raw[start, fired]
     out["peak"][fired] = np.where(np.isneginf(peak), value, peak)
@@ -62,7 +84,7 @@ def _column_stats(r: SignalResult) -> dict:
     out["count"][fired] = count
     out["frac"][fired] = count / n
     out["last"][fired] = r.y[-1, fired]
-    out["last_true"][fired] = rows[np.where(hold, np.arange(len(rows))[:, None], -1).max(axis=0)]
+    out["last_true"][fired] = rows[last]
     return out
 
 
