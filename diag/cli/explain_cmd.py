@@ -6,8 +6,8 @@ import sys
 
 from diag.cli import add_command
 from diag.cli.common import add_format_argument, add_output_argument, add_rules_argument, add_trace_argument
-from diag.cli.import_cmd import (add_import_options, coverage_text, name_map, not_checked_text, refuse_unknown_folder,
-                                 under_headline)
+from diag.cli.import_cmd import (add_import_options, coverage_text, not_checked_text, refuse_unknown_folder,
+                                 run_and_names, under_headline)
 
 SEVERITIES = ("info", "low", "medium", "high", "critical")
 FORMATS = ("text", "json", "markdown")
@@ -52,8 +52,9 @@ def _run(args) -> int:
     for problem in kb.problems:
         print(f"warning: {problem}", file=sys.stderr)
     refuse_unknown_folder(args.trace)
+    run, names = run_and_names(args, args.trace)  # on a terminal, asks what the flags did not say
     loaded = []
-    diagnosis = diagnose_path(args.trace, kb=kb, run=args.run, names=name_map(args), on_load=loaded.append)
+    diagnosis = diagnose_path(args.trace, kb=kb, run=run, names=names, on_load=loaded.append)
     trace = loaded[0]
     bad_records = report_problems(trace)
     trace_arg = f"{args.trace} --run {args.run}" if args.run else args.trace

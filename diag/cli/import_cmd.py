@@ -8,6 +8,7 @@ the reading of diag traces pay nothing for them.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -39,6 +40,9 @@ def add_import_options(parser) -> None:
                        "--map 'Loss/train=loss' --map 'Acc/val=eval.val.metrics.accuracy' (repeatable)")
     group.add_argument("--names", metavar="FILE", action="append", default=[],
                        help="a YAML file of 'names:' NAME: FIELD entries, like the built-in names.yaml (repeatable)")
+    group.add_argument("--no-input", action="store_true",
+                       help="never ask (on a terminal diag asks which run, and which unknown metric is the loss, "
+                       "when the flags do not say; it never asks when input is not a terminal or CI is set)")
 
 
 def foreign_log(path: str | Path):
@@ -60,13 +64,49 @@ def name_map(args):
     return NameMap.load(extra=extra, files=files)
 
 
+def interactive(args) -> bool:
+    """Whether a command may ask: a person at a terminal (stdin and stderr are TTYs), not CI, no --no-input."""
+    if getattr(args, "no_input", False) or os.environ.get("CI"):
+        return False
+    try:
+        return sys.stdin.isatty() and sys.stderr.isatty()
+    except (AttributeError, ValueError):  # a closed or replaced stream
+        return False
+
+
+def run_and_names(args, path):
+    """The run (``--run``) and name map (``--map``/``--names``) for reading ``path``.
+
+    On a terminal (see ``interactive``) a foreign log gets what the flags did not say: which of its
+    runs, when it holds several; which of its unknown metrics is the training (or validation) loss,
+    when none has a known name. Elsewhere the flags stand as given (several runs: the usual error).
+    """
+    run, names = getattr(args, "run", None), name_map(args)
+    if not interactive(args):
+        return run, names
+    found = foreign_log(path)
+    if found is None:
+        return run, names
+    from diag.adapters.importers import NameMap, pick_run, read_log
+    from diag.adapters.importers.prompt import ask_names, ask_run
+
+    if run is None and len(found.runs) > 1:
+        run = ask_run(found)
+        if run is None:
+            return None, names  # no answer: the several-runs error, as without a terminal
+    args.run = run
+    log = read_log(pick_run(found, run))
+    return run, ask_names(log, names or NameMap.load())
+
+
 def load_input(args, path: str | None = None):
     """The Trace a command reads: a diag trace, or a foreign log imported on the fly (``diag.api.load_run``)."""
     from diag.api import load_run
 
     path = path if path is not None else args.trace
     refuse_unknown_folder(path)
-    return load_run(path, getattr(args, "run", None), names=name_map(args))
+    run, names = run_and_names(args, path)
+    return load_run(path, run, names=names)
 
 
 def refuse_unknown_folder(path) -> None:
@@ -136,6 +176,8 @@ def _run(args) -> int:
         raise DiagInputError(Problem(str(path), "not a log diag can import"),
                              hint="diag reads TensorBoard event files, Lightning/Keras CSV logs, trainer_state.json, "
                              "MLflow runs (mlruns/) and W&B history exports")
+    if args.output is not None:
+        run, names = run_and_names(args, path)
     if args.output is None and args.run is None and len(found.runs) != 1:
         for ref in found.runs:
             print(f"{ref.name}\t{ref.source}\t{ref.path}")
@@ -144,8 +186,7 @@ def _run(args) -> int:
         return EXIT_OK
     if args.output is None:
         raise DiagInputError(Problem(str(path), "no output file"), hint="add -o trace.jsonl")
-    names = NameMap.load(extra=args.name_map, files=args.names)
-    run = import_run(path, run=args.run, names=names)
+    run = import_run(path, run=run, names=names or NameMap.load())
     out = write_jsonl(run, args.output)
     print(f"{run.source} run {run.header.run_id}: {len(run.steps)} steps, {len(run.evals)} evaluations; "
           f"fields {', '.join(run.fields)}; wrote {out}")

@@ -57,11 +57,13 @@ def _run_imported(args, path: Path) -> int:
     import tempfile
 
     from diag.adapters.importers import NameMap, import_run, write_jsonl
+    from diag.cli.import_cmd import run_and_names
 
     if args.follow:
         raise DiagInputError(Problem(str(path), "--follow watches diag traces; this is a foreign log"),
                              hint="drop --follow to browse it, or record the run with diag to watch it live")
-    run = import_run(path, run=args.run, names=NameMap.load(extra=args.name_map, files=args.names))
+    chosen, names = run_and_names(args, path)  # on a terminal, asks which run when several
+    run = import_run(path, run=chosen, names=names or NameMap.load())
     from diag.tui import make_app
 
     with tempfile.TemporaryDirectory(prefix="diag-import-") as folder:
