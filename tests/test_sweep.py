@@ -341,3 +341,55 @@ def test_a_broken_rule_folder_stops_the_sweep_with_exit_2_before_any_run(fleet, 
     code, out, err = _sweep_cli(capsys, fleet, "--rules", rules, "--jobs", "1")
     assert code == 2 and out == ""
     assert "the knowledge base has errors" in err and "bad.yaml" in err and "Traceback" not in err
+
+
+_SWEEP_AND_COUNT = ("import json, sys; from diag.sweep import SweepStats, sweep; stats = SweepStats(); "
+                    "report = sweep(sys.argv[1], jobs=1, stats=stats); print(json.dumps({'cached': stats.cached, "
+                    "'diagnosed': stats.diagnosed, 'warnings': stats.cache_warnings, 'report': report.to_json()}))")
+
+
+def _sweep_with_a_read_only_cache(root: Path, cache: Path) -> dict:
+    """A sweep of ``root`` in a child process that cannot write ``cache``: a mode of 0555 stops a normal
+    user; root writes through any mode, so for root the folder is bind-mounted read-only in a private
+    mount namespace (``unshare -m``: the mount exists for that child only)."""
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-c", _SWEEP_AND_COUNT, str(root)]
+    if os.geteuid() == 0:
+        if shutil.which("unshare") is None:
+            pytest.skip("as root a read-only cache needs a read-only mount, and unshare is not installed")
+        remount = 'mount --bind "$0" "$0" && mount -o remount,bind,ro "$0" && exec "$@"'
+        command = ["unshare", "-m", "sh", "-c", remount, str(cache), *command]
+    else:
+        for path in (cache, *cache.iterdir()):
+            path.chmod(0o555 if path.is_dir() else 0o444)
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=600,
+                              env={**os.environ, "DIAG_CACHE_DIR": str(cache), "PYTHONPATH": str(EXAMPLES.parent)})
+    finally:
+        for path in (cache, *cache.iterdir()):
+            path.chmod(0o755 if path.is_dir() else 0o644)
+    if done.returncode != 0 and done.stderr.startswith("unshare:"):
+        pytest.skip(f"as root a read-only cache needs a private read-only mount: {done.stderr.strip()}")
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_a_read_only_cache_folder_is_read_and_never_breaks_the_sweep(fleet, private_cache, tmp_path):
+    sweep(fleet, jobs=1)  # fills the cache
+    before = (private_cache / CACHE_FILE).read_bytes()
+    changed = tmp_path / "changed-fleet"
+    shutil.copytree(fleet, changed)
+    from tests.numpy_training import train_softmax_regression
+
+    train_softmax_regression(changed / "healthy/seed1.jsonl", steps=60, lr=5.0, seed=1)  # now it diverges
+    result = _sweep_with_a_read_only_cache(changed, private_cache)
+    # Six runs kept their bytes (hits, though under another folder); the changed one is diagnosed
+    # and could not be saved: one warning, and the same table as a sweep without any cache.
+    assert (result["cached"], result["diagnosed"]) == (6, 1)
+    assert len(result["warnings"]) == 1 and "read-only" in result["warnings"][0], result["warnings"]
+    assert result["report"] == sweep(changed, jobs=1, use_cache=False).to_json()
+    rows = _under(changed, sweep(changed, jobs=1, use_cache=False))
+    assert rows["healthy/seed1.jsonl"].top_cause == "lr_too_high"
+    assert (private_cache / CACHE_FILE).read_bytes() == before  # nothing was written
