@@ -50,3 +50,28 @@ def make_fleet(root: Path) -> Path:
 def _train(path: Path, **kwargs) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     train_softmax_regression(path, steps=60, **kwargs)
+
+
+# The foreign logs of the mixed fleet: path under the root -> (status, the top causes allowed).
+FOREIGN_EXPECTED = {
+    "tensorboard/diverging": ("likely", {"lr_too_high", "exploding_gradients"}),
+    "tensorboard/healthy": ("healthy", {None}),
+    "lightning_logs/version_0/metrics.csv": ("likely", {"lr_too_high", "exploding_gradients"}),
+    "hf_output/checkpoint-150/trainer_state.json": ("likely", {"overfitting"}),
+}
+
+
+def make_mixed_fleet(root: Path) -> Path:
+    """Our traces (``make_fleet``) and, beside them, logs the real tools wrote: torch's SummaryWriter
+    (a diverging and a healthy run), Lightning's CSVLogger in a real diverging fit, and a Hugging
+    Face ``TrainerState.save_to_json`` of an overfitting run (the helpers of the importer tests)."""
+    from tests.test_importers_csv import lightning_fit
+    from tests.test_importers_hf_mlflow_wandb import save_trainer_state
+    from tests.test_importers_tensorboard import write_tensorboard
+
+    make_fleet(root)
+    for name in ("diverging", "healthy"):
+        write_tensorboard(root / "tensorboard" / name, name)
+    lightning_fit(root, "diverging")
+    save_trainer_state(root / "hf_output" / "checkpoint-150", "overfitting")
+    return root

@@ -393,3 +393,34 @@ def test_a_read_only_cache_folder_is_read_and_never_breaks_the_sweep(fleet, priv
     rows = _under(changed, sweep(changed, jobs=1, use_cache=False))
     assert rows["healthy/seed1.jsonl"].top_cause == "lr_too_high"
     assert (private_cache / CACHE_FILE).read_bytes() == before  # nothing was written
+
+
+# ---------------------------------------------------------------------- foreign logs in a fleet
+
+
+@pytest.fixture(scope="module")
+def mixed_fleet(tmp_path_factory) -> Path:
+    pytest.importorskip("tensorboard", reason="the tensorboard extra is not installed")
+    pytest.importorskip("lightning", reason="the lightning extra is not installed")
+    pytest.importorskip("transformers", reason="the huggingface extra is not installed")
+    from tests.sweep_fleet import make_mixed_fleet
+
+    return make_mixed_fleet(tmp_path_factory.mktemp("mixed"))
+
+
+def test_a_sweep_reads_real_tensorboard_lightning_and_hf_logs_beside_our_traces(mixed_fleet, capsys):
+    from tests.sweep_fleet import FOREIGN_EXPECTED
+
+    report = sweep(mixed_fleet, jobs=2)
+    rows = _under(mixed_fleet, report)
+    assert set(rows) == set(EXPECTED) | set(FOREIGN_EXPECTED)
+    for path, (status, causes) in FOREIGN_EXPECTED.items():
+        assert rows[path].status == status and rows[path].top_cause in causes, (path, rows[path])
+    for path, (status, cause) in EXPECTED.items():  # our traces read as in a fleet of traces alone
+        assert (rows[path].status, rows[path].top_cause) == (status, cause), path
+    # The second sweep reads every row, foreign ones included, from the cache.
+    stats = SweepStats()
+    assert sweep(mixed_fleet, jobs=2, stats=stats).to_json() == report.to_json()
+    assert (stats.cached, stats.diagnosed) == (len(rows), 0)
+    code, out, _ = _sweep_cli(capsys, mixed_fleet, "--format", "csv")
+    assert code == 1 and "lightning_logs/version_0/metrics.csv" in out and "tensorboard/healthy" in out

@@ -50,6 +50,23 @@ def test_the_table_on_a_dask_cluster_is_the_local_table(fleet, cluster):
         assert sorted(client.run(_loaded_knowledge_bases).values()) == [1, 1]
 
 
+def test_foreign_logs_beside_traces_give_the_local_table_on_a_dask_cluster(tmp_path, cluster):
+    """Real TensorBoard, Lightning and Hugging Face logs are imported on the workers as locally."""
+    pytest.importorskip("tensorboard", reason="the tensorboard extra is not installed")
+    pytest.importorskip("lightning", reason="the lightning extra is not installed")
+    pytest.importorskip("transformers", reason="the huggingface extra is not installed")
+    from tests.sweep_fleet import FOREIGN_EXPECTED, make_mixed_fleet
+
+    root = make_mixed_fleet(tmp_path / "mixed")
+    on_dask = sweep(root, scheduler=cluster.scheduler_address, use_cache=False)
+    local = sweep(root, jobs=1, use_cache=False)
+    assert on_dask.to_json() == local.to_json() and render_text(on_dask) == render_text(local)
+    foreign = {row.path: row for row in on_dask.runs if row.kind == "foreign"}
+    assert sorted(foreign) == sorted(str(root / path) for path in FOREIGN_EXPECTED)
+    for path, (status, causes) in FOREIGN_EXPECTED.items():
+        assert foreign[str(root / path)].status == status and foreign[str(root / path)].top_cause in causes
+
+
 def test_the_command_line_on_a_dask_cluster_prints_the_local_table(fleet, cluster, capsys):
     local_code = main(["sweep", str(fleet), "--no-cache", "--jobs", "2"])
     local_out = capsys.readouterr().out
