@@ -64,6 +64,9 @@ RECORD_TYPES: dict = {
     "event": {
         "event": STRING, "step": FLOAT, "message": STRING, "tensor": STRING, "layer": STRING,
         "value": FLOAT, "type": STRING, "status": STRING, "last_good_step": FLOAT,
+        # Where an exception was raised (recorders write them on exception events); the shapes and
+        # dtypes as text, "(32, 13)" / "float64", so evidence can name them.
+        "module_type": STRING, "input_shapes": STRING, "input_dtypes": STRING,
     },
 }
 """Attributes of each record kind a ``record:`` clause can match."""
@@ -268,10 +271,24 @@ def record_attrs(kind: str, record, train=None) -> dict:
         attrs["num_labels"] = float(len(hist)) if hist else None
         ref = (train.label_histogram or {}) if train is not None else {}
         attrs["label_shift"], attrs["label_shift_noise"] = _label_shift(hist, ref) if hist and ref else (None, None)
+    elif kind == "event":
+        attrs["input_shapes"] = _join_inputs(getattr(record, "input_shapes", None), _shape_text)
+        attrs["input_dtypes"] = _join_inputs(getattr(record, "input_dtypes", None), str)
     elif kind == "eval":
         acc = record.metrics.get("accuracy")
         attrs["accuracy"] = float(acc) if acc is not None else None
     return attrs
+
+
+def _shape_text(shape) -> str:
+    return "(" + ", ".join(str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def _join_inputs(items, fmt) -> str | None:
+    """One text for the inputs of a module call: "(32, 13)", "(8, 20, 1) and (1, 8, 16)"."""
+    if not items:
+        return None
+    return " and ".join("a non-array" if item is None else fmt(item) for item in items)
 
 
 def records_of(trace, kind: str) -> list:
