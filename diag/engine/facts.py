@@ -27,7 +27,7 @@ CONTEXT_TYPES: dict = {
     "first_step": FLOAT, "last_step": FLOAT, "steps_planned": FLOAT, "world_size": FLOAT, "seed": FLOAT,
     "device_platform": STRING, "model_name": STRING, "run_status": STRING,
     "loss_family": STRING, "output_units": FLOAT, "recurrent": BOOLEAN, "normalized_layers": BOOLEAN,
-    "clipped": BOOLEAN,
+    "clipped": BOOLEAN, "output_fan_in": FLOAT,
     # Set per binding by ``for_each``:
     "layer": STRING, "layer_index": FLOAT, "layer_type": STRING, "layer_activation": STRING,
     "layer_is_output": BOOLEAN, "split": STRING,
@@ -155,6 +155,23 @@ def output_units(header) -> float | None:
     return None
 
 
+def output_fan_in(header) -> float | None:
+    """How many features the output layer reads (the width of the representation it classifies),
+    from its 2-D kernel (flax: (in, out)) or weight (torch: (out, in)); None when unknown."""
+    if header is None:
+        return None
+    outs = [layer for layer in header.layers if layer.is_output]
+    if not outs:
+        return None
+    params = {p.name.rsplit(".", 1)[-1]: p.shape for p in outs[-1].params}
+    kernel, weight = params.get("kernel"), params.get("weight")
+    if kernel and len(kernel) == 2:
+        return float(kernel[0])
+    if weight and len(weight) == 2:
+        return float(weight[1])
+    return None
+
+
 def _layer_kinds(header, names) -> bool:
     """Whether a layer's type, or a part of its module path, is one of ``names``."""
     if header is None:
@@ -200,6 +217,7 @@ def run_context(trace) -> dict:
         "loss_kind": normalize_loss_kind(h.loss_kind) if h else None,
         "loss_family": loss_family(normalize_loss_kind(h.loss_kind) if h else None, h.task if h else None),
         "output_units": output_units(h),
+        "output_fan_in": output_fan_in(h),
         "recurrent": _layer_kinds(h, RECURRENT_LAYERS) or bool(
             h and h.model_name and any(k in h.model_name.lower() for k in ("rnn", "gru", "lstm", "recurrent"))),
         "normalized_layers": _layer_kinds(h, NORM_LAYERS),
