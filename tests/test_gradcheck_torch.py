@@ -96,6 +96,8 @@ def point():
 def test_correct_autograd_function_passes(point, style, dtype):
     report = check_torch(make_loss(None, style), *point, dtype=dtype)
     assert report.passed, report.format()
+    # passed is all() over the results: name them, so that a check of nothing cannot pass.
+    assert sorted(r.name for r in report.results) == ["dense1/b", "dense1/w", "dense2/b", "dense2/w"]
 
 
 @pytest.mark.parametrize("style", ["func", "ctx"])
@@ -151,3 +153,4 @@ def test_no_false_alarm_over_many_random_correct_functions():
 
         report = check_torch(fn, params, x, seed=i, localize=False)
         assert report.passed, f"false alarm on draw {i}:\n{report.format()}"
+        assert len(report.results) == 3, report.format()  # l1/w, l1/b, l2/w were all checked
