@@ -162,12 +162,15 @@ def test_preflight_docstring_examples_run():
     import diag.preflight  # noqa: F401
 
     pytest.importorskip("torch")
-    failures = []
+    failures, attempted = [], 0
     for info in pkgutil.iter_modules(sys.modules["diag.preflight"].__path__):
         module = importlib.import_module(f"diag.preflight.{info.name}")
-        if doctest.testmod(module, optionflags=doctest.ELLIPSIS).failed:
+        result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+        attempted += result.attempted
+        if result.failed:
             failures.append(info.name)
     assert failures == []
+    assert attempted > 0, "no docstring example was found in diag.preflight: the test ran nothing"
 
 
 def test_the_core_imports_no_framework():
