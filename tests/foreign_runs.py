@@ -117,10 +117,22 @@ def expected_top(name: str) -> set[str] | None:
             "overfitting": {"overfitting"}}[name]
 
 
-def assert_diagnosed_as(causes: list[str], name: str) -> None:
-    """The first cause is one the scenario allows (none at all for the healthy run)."""
+def assert_diagnosed_as(diagnosis: dict, name: str) -> None:
+    """The first cause is one the scenario allows (none at all for the healthy run).
+
+    "No cause" is only an answer when the log was read and the rules ran: an empty document, or a
+    diagnosis that checked nothing, would show no cause too. So every scenario must have steps,
+    and the healthy run must have been checked for the causes its faulty twins are diagnosed with.
+    """
+    assert diagnosis.get("trace", {}).get("steps", 0) > 0, f"{name}: no steps were read: {diagnosis}"
+    causes = top_causes(diagnosis)
     expected = expected_top(name)
     if expected is None:
         assert causes == [], f"healthy run diagnosed with {causes}"
+        checked = set(diagnosis["checks_run"])
+        for twin in SCENARIOS:
+            allowed = expected_top(twin) or set()
+            assert not allowed or checked & allowed, (
+                f"healthy run was not checked for {sorted(allowed)} ({twin}'s causes); it checked {sorted(checked)}")
     else:
         assert causes and causes[0] in expected, f"{name} run ranked {causes}, expected first one of {expected}"

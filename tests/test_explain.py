@@ -51,6 +51,7 @@ def test_json_output_names_the_planted_fault_first(capsys, name):
     code, out, _ = explain(capsys, f"tests/traces/{name}.jsonl", "--format", "json")
     assert code == 0
     d = Diagnosis.model_validate_json(out)
+    assert d.trace.steps > 0 and len(d.checks_run) > 10  # "no cause" for the healthy run means checked
     assert (d.top.id if d.top else None) == EXPECTED_TOP[name]
     if d.top:
         assert d.top.evidence and d.top.fix and d.top.bucket == "likely"

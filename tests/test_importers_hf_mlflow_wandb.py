@@ -45,7 +45,7 @@ def test_explain_names_the_cause_of_each_trainer_state(tmp_path, name):
     path = save_trainer_state(tmp_path / name, name)
     code, diagnosis, err = explain_json(path)
     assert code == 0, err
-    assert_diagnosed_as(top_causes(diagnosis), name)
+    assert_diagnosed_as(diagnosis, name)
 
 
 def test_a_checkpointed_hf_run_is_one_run_read_from_its_last_checkpoint(tmp_path):
@@ -108,7 +108,7 @@ def test_explain_names_the_cause_of_each_mlflow_run(mlruns, name):
     store, _ = mlruns
     code, diagnosis, err = explain_json(store, "--run", name)
     assert code == 0, err
-    assert_diagnosed_as(top_causes(diagnosis), name)
+    assert_diagnosed_as(diagnosis, name)
 
 
 def test_mlflow_client_and_file_layout_read_the_same_run(mlruns):
@@ -157,7 +157,7 @@ def write_wandb_history(path, name: str):
 def test_explain_names_the_cause_of_each_wandb_history_export(tmp_path, name):
     code, diagnosis, err = explain_json(write_wandb_history(tmp_path / f"{name}.csv", name))
     assert code == 0, err
-    assert_diagnosed_as(top_causes(diagnosis), name)
+    assert_diagnosed_as(diagnosis, name)
 
 
 def test_a_wandb_chart_export_holds_one_run_per_column_prefix(tmp_path):
@@ -211,7 +211,7 @@ def test_a_wandb_history_saved_under_any_name_is_found_beside_diag_traces(tmp_pa
 
     code, diagnosis, err = explain_json(history)
     assert code == 0, err
-    assert_diagnosed_as(top_causes(diagnosis), "diverging")
+    assert_diagnosed_as(diagnosis, "diverging")
     from diag.adapters.importers import detect
 
     assert [(r.name, r.source) for r in detect(folder).runs] == [("sweep-7-lr3", "wandb")]

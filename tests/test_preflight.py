@@ -82,6 +82,8 @@ def test_healthy_twin_passes_every_probe(healthy_run):
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_regression_with_matching_shapes_passes_output_loss(framework):
     report = run(setup_for(framework, regression=True, target_column=True), only=["output_loss", "init_loss"])
+    # Both probes ran to the end (a probe that never ran would report nothing either).
+    assert [(r.probe, r.status) for r in report.results] == [("output_loss", "ok"), ("init_loss", "ok")], report.text()
     assert reported(report) == set(), report.text()
 
 
