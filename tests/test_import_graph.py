@@ -186,3 +186,5 @@ def test_type_checking_imports_are_not_edges(tmp_path):
     (package / "a.py").write_text("from pkg import b\n")
     (package / "b.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from pkg import a\n")
     assert find_cycles(import_graph(module_files(package))) == []
+    (package / "b.py").write_text("from pkg import a\n")  # the same import, run: a cycle
+    assert find_cycles(import_graph(module_files(package))) == [["pkg.a", "pkg.b", "pkg.a"]]

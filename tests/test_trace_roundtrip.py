@@ -148,8 +148,20 @@ def test_fast_and_model_paths_build_the_same_columns(tmp_path, real_trace):
         def _fast_step(self, raw, may_hold_null=True):
             return False
 
+    class Counting(TraceBuilder):
+        fast_steps = 0
+
+        def _fast_step(self, raw, may_hold_null=True):
+            taken = super()._fast_step(raw, may_hold_null)
+            self.fast_steps += taken
+            return taken
+
+    counting = Counting(str(real_trace))
+    read_into(real_trace, counting).build()
     fast = load_trace(real_trace)
     slow = read_into(real_trace, ModelOnly(str(real_trace))).build()
+    # The comparison means something only if the fast path took the steps and there are columns.
+    assert counting.fast_steps == fast.num_steps == 60 and "loss" in fast.columns and fast.layer_columns
     assert fast.columns.keys() == slow.columns.keys()
     assert fast.layer_columns.keys() == slow.layer_columns.keys()
     for name in fast.columns:
