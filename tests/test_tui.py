@@ -337,8 +337,8 @@ def test_enter_on_a_cause_shows_its_evidence_why_chain_and_fix(traces):
             await pilot.pause()
             text = screen_text(app).replace("\n ", " ")
             assert "Fix" in text and top.fix[0].action[:40] in text
-            await pilot.press("end")  # the documentation, from the knowledge base
-            await pilot.pause(0.3)
+            await pilot.press("end")  # the documentation, from the knowledge base (a worker loads it)
+            await settle(pilot, condition=lambda a: "False positives" in screen_text(a))
             text = screen_text(app)
             assert "False positives" in text and "Defined in" in text
             await pilot.press("escape")
@@ -393,7 +393,7 @@ def test_a_cause_appearing_during_a_live_run_is_announced(tmp_path, traces):
             await settle(pilot)
             path.write_bytes(traces["diverging"].read_bytes())
             await settle(pilot, condition=lambda a: a.outcome is not None and a.outcome.causes)
-            await pilot.pause(0.2)
+            await settle(pilot, condition=lambda a: "new cause" in screen_text(a))  # the toast is drawn
             text = screen_text(app)
             assert "new cause" in text
             assert app.outcome.causes[0].id in text
