@@ -9,6 +9,8 @@ before and after. The trace must agree with all of them.
 from __future__ import annotations
 
 import math
+import re
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -202,26 +204,12 @@ def test_the_loop_shown_in_the_readme_runs_and_writes_a_complete_trace(tmp_path,
         def __call__(self, x):
             return self.out(nnx.relu(self.hidden(x)))
 
-    # --- README: begin
-    from diag.adapters.flax import Recorder
-
-    model = MLP(nnx.Rngs(0))
-    rec = Recorder("run.jsonl", model, task="classification", num_classes=10,
-                   loss_kind="softmax_cross_entropy", seed=0)
-    optimizer = nnx.Optimizer(model, rec.wrap(optax.adam(1e-3)), wrt=nnx.Param)
-
-    @rec.jit                                              # was: @nnx.jit
-    def train_step(model, optimizer, x, y):
-        def loss_fn(model):
-            return optax.softmax_cross_entropy_with_integer_labels(model(x), y).mean()
-        loss, grads = rec.value_and_grad(loss_fn)(model)  # was: nnx.value_and_grad
-        optimizer.update(model, grads)
-        return rec.stats(optimizer, loss, batch=x, labels=y)
-
-    with rec:                                             # flushes on exceptions, SIGINT, SIGTERM
-        for step, (x, y) in enumerate(batches):
-            rec.record(step, train_step(model, optimizer, x, y))
-    # --- README: end
+    # The README's loop itself, as written (a copy here could drift from what users are shown).
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("### Flax NNX"):]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    exec(compile(code, "README.md (Flax NNX example)", "exec"),
+         {"MLP": MLP, "batches": batches, "nnx": nnx, "optax": optax})
 
     trace = load_trace(tmp_path / "run.jsonl")
     assert list(trace.layer_names) == ["hidden", "out"] and trace.header.layers[0].activation == "relu"
