@@ -243,7 +243,7 @@ def test_other_rules_are_another_cache_key(fleet, tmp_path):
 
 def test_a_corrupt_cache_is_set_aside_rebuilt_and_the_sweep_still_right(fleet, private_cache):
     expected = sweep(fleet, jobs=1, use_cache=False).to_json()
-    private_cache.mkdir()
+    private_cache.mkdir(exist_ok=True)  # the knowledge base's compiled form may already live there
     (private_cache / CACHE_FILE).write_bytes(b"this is not a database" * 100)
     stats = SweepStats()
     assert sweep(fleet, jobs=1, stats=stats).to_json() == expected

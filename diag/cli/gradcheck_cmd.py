@@ -21,7 +21,7 @@ def register(subparsers) -> None:
     parser.add_argument("--torch", action="store_true", help="treat the target as PyTorch (default: detected from the args)")
     parser.add_argument("--no-custom-vjp", action="store_true", help="skip comparing custom VJPs with autodiff (JAX)")
     parser.add_argument("--compile-cache", nargs="?", const="", default=None, metavar="DIR",
-                        help="keep compiled JAX checks on disk (default folder: the user cache, diag/xla) so a "
+                        help="keep compiled JAX checks on disk (default folder: xla in diag's cache, $DIAG_CACHE_DIR or the user cache) so a "
                              "later run of the same check skips compilation")
 
 
@@ -49,8 +49,7 @@ def _run(args) -> int:
 
     Examples:
       diag gradcheck examples/gradcheck_target.py:target_with_bug --trace checks.jsonl
-      diag explain checks.jsonl
-      diag gradcheck examples/gradcheck_target.py:target --compile-cache   # a second run skips compiling
+      diag gradcheck examples/gradcheck_target.py:target --compile-cache
     """
     from diag.gradcheck.target import framework_of, load_target
 

@@ -23,13 +23,14 @@ MIN_COMPILE_SECONDS = 0.2
 
 
 def default_directory() -> Path:
-    import platformdirs
+    from diag.engine.user_cache import cache_dir
 
-    return Path(platformdirs.user_cache_dir("diag", appauthor=False)) / "xla"
+    return cache_dir() / "xla"
 
 
 def use_compile_cache(directory: str | os.PathLike | None = None) -> Path | None:
-    """Keep JAX's compiled programs in ``directory`` (default: the user cache folder, ``diag/xla``).
+    """Keep JAX's compiled programs in ``directory`` (default: ``xla`` in diag's cache folder, see
+    :mod:`diag.engine.user_cache`).
 
     Returns the folder used, or ``None`` (with a warning) when it cannot be created or written:
     the check then runs as without the cache, compiling in memory.

@@ -23,10 +23,10 @@ import sqlite3
 from pathlib import Path
 from typing import Callable, Iterable
 
+from diag.engine.user_cache import CACHE_DIR_ENV, cache_dir
 from diag.sweep.discover import RunRef
 from diag.sweep.outcome import RunOutcome
 
-CACHE_DIR_ENV = "DIAG_CACHE_DIR"
 CACHE_FILE = "sweep.sqlite3"
 _MAX_RESULTS = 500_000  # rows kept; the oldest go first (a result is a few hundred bytes)
 _SCHEMA = """
@@ -37,12 +37,9 @@ CREATE TABLE IF NOT EXISTS results (run_key TEXT, fingerprint TEXT, outcome TEXT
 
 
 def default_cache_dir() -> Path:
-    """``$DIAG_CACHE_DIR``, else the platform's user cache folder for diag."""
-    if os.environ.get(CACHE_DIR_ENV):
-        return Path(os.environ[CACHE_DIR_ENV])
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("diag", appauthor=False))
+    """``$DIAG_CACHE_DIR``, else the platform's user cache folder for diag (shared with the
+    knowledge base's compiled form, :mod:`diag.engine.user_cache`)."""
+    return cache_dir()
 
 
 def diagnosis_fingerprint(rule_dirs: Iterable[str] = ()) -> str:
