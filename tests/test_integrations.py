@@ -44,3 +44,62 @@ def test_ray_stopper_stops_the_trial_whose_trace_is_doomed_and_not_the_healthy_o
     assert stopper("doomed", {}) is True and stopper.stop_all() is False
     assert stopper("other", {"diag_cause": "lr_too_high"}) is True
     assert stopper("no-trace", {"loss": 1.0}) is False
+
+
+def _tune_trial(config):
+    """A Ray Tune trial: the plain PyTorch loop of tests/guard_runs.py, recorded (no guard of its own),
+    reporting its loss and trace path every 5 steps; the driver's DiagStopper decides."""
+    import torch
+    from ray import tune
+    from torch.nn import functional as F
+
+    from diag.adapters.torch import TorchRecorder
+    from tests.guard_runs import BATCH, CLASSES, batch_indices, make_data, poison, torch_mlp, torch_optimizer
+
+    torch.set_num_threads(1)
+    fault, path, steps = config["fault"], f"{config['folder']}/{config['fault']}.jsonl", 200
+    x, y = make_data()
+    yt = torch.from_numpy(y)
+    model = torch_mlp(0)
+    opt = torch_optimizer(model, fault)
+    rows = batch_indices(steps, len(x), seed=1)
+    with TorchRecorder(model, opt, path, task="classification", num_classes=CLASSES, batch_size=BATCH,
+                       loss_kind="softmax_cross_entropy", capture_crashes=False, flush_every=5) as rec:
+        for step in range(steps):
+            opt.zero_grad()
+            loss = F.cross_entropy(model(torch.from_numpy(poison(x[rows[step]], step, fault))), yt[rows[step]])
+            loss.backward()
+            opt.step()
+            rec.record(loss, labels=yt[rows[step]])
+            if step % 5 == 4:
+                rec.writer.flush()
+                tune.report({"loss": loss.item(), "step": step, "diag_trace": path})
+
+
+def test_a_real_ray_tune_run_stops_the_doomed_trial_and_completes_the_healthy_one(tmp_path, monkeypatch):
+    ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'diag[ray]')")
+    from pathlib import Path
+
+    from ray import tune
+
+    from tests.guard_runs import NAN_ONSET
+
+    repo = Path(__file__).resolve().parent.parent
+    monkeypatch.setenv("PYTHONPATH", f"{repo}:{__import__('os').environ.get('PYTHONPATH', '')}")  # the workers import tests.*
+    monkeypatch.setenv("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        stopper = DiagStopper(quiet=True)
+        tuner = tune.Tuner(
+            _tune_trial,
+            param_space={"fault": tune.grid_search(["healthy", "nan_data"]), "folder": str(tmp_path)},
+            run_config=tune.RunConfig(stop=stopper, storage_path=str(tmp_path / "ray_results"), verbose=0),
+        )
+        results = {r.config["fault"]: r for r in tuner.fit()}
+    finally:
+        ray.shutdown()
+    healthy, doomed = results["healthy"], results["nan_data"]
+    assert healthy.error is None and healthy.metrics["step"] == 199  # ran to the end, never stopped
+    assert NAN_ONSET <= doomed.metrics["step"] <= NAN_ONSET + 20  # stopped within a few reports
+    (verdict,) = stopper.verdicts.values()
+    assert verdict.cause in ("nan_in_input_data", "nonfinite_values")
