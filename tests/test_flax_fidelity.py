@@ -267,7 +267,7 @@ def test_an_exception_names_the_module_and_the_shapes_and_dtypes_it_was_called_w
         optimizer.update(model, grads)
         return rec.stats(optimizer, loss)
 
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="dot_general requires contracting dimensions to have the same shape"):
         with rec:
             for step, (x, y) in enumerate(batches(2)):
                 rec.record(step, train_step(model, optimizer, x, y))

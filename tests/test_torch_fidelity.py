@@ -23,18 +23,18 @@ def _train(model, opt, rec, steps, x, y, loss_fn):
         rec.record(loss, labels=y)
 
 
-@pytest.mark.parametrize("wrong,layer,module_type,shapes,dtypes", [
-    ("shape", "2", "Linear", [[8, 8]], ["float32"]),
-    ("dtype", "0", "Linear", [[8, 4]], ["float64"]),
+@pytest.mark.parametrize("wrong,layer,module_type,shapes,dtypes,error", [
+    ("shape", "2", "Linear", [[8, 8]], ["float32"], r"shapes cannot be multiplied \(8x8 and 16x2\)"),
+    ("dtype", "0", "Linear", [[8, 4]], ["float64"], "must have the same dtype"),
 ])
 def test_an_exception_names_the_module_and_the_shapes_and_dtypes_it_was_called_with(
-        tmp_path, wrong, layer, module_type, shapes, dtypes):
+        tmp_path, wrong, layer, module_type, shapes, dtypes, error):
     torch.manual_seed(0)
     width = 16 if wrong == "shape" else 8  # the bug: the head expects 16 features, the hidden layer gives 8
     model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(width, 2))
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     x = torch.randn(8, 4, dtype=torch.float64 if wrong == "dtype" else torch.float32)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match=error):  # the planted bug, not some other failure
         with TorchRecorder(model, opt, tmp_path / "run.jsonl", capture_crashes=False) as rec:
             _train(model, opt, rec, 2, x, torch.randint(0, 2, (8,)), F.cross_entropy)
     (event,) = load_trace(tmp_path / "run.jsonl").events_of("exception")
