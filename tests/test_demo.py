@@ -90,6 +90,7 @@ def test_demo_command_writes_the_trace_and_reports_on_it(tmp_path, capsys):
     assert main(["demo", "nan_in_input_data", "--steps", "8", "--out", str(out)]) == 0
     captured = capsys.readouterr()
     assert f"trace written to {out}" in captured.err and "step 8/8" in captured.err
-    assert captured.out.strip()  # the explanation (or summary) of the run
+    # The report is the explanation of this run: its planted cause first (any output was enough before).
+    assert captured.out.startswith("diag: ") and "\n1. nan_in_input_data  likely" in captured.out
     trace = load_trace(out)
     assert trace.events_of("nonfinite")[0].tensor == "input"
