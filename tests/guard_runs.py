@@ -20,6 +20,21 @@ HIGH_LR = 50.0
 FAULTS = ("healthy", "lr_too_high", "nan_data")
 
 
+def assert_no_cause_and_twins_checked(trace) -> None:
+    """A healthy run's diagnosis: no cause, and it was checked for what stops the doomed twins.
+
+    "No cause" alone also holds when the rules that would have fired were skipped for missing
+    inputs: the causes ``lr_too_high`` and ``nan_data`` runs are stopped for must have been run.
+    """
+    from diag.engine.api import diagnose
+
+    diagnosis = diagnose(trace)
+    assert diagnosis.causes == [], [c.id for c in diagnosis.causes]
+    checked = set(diagnosis.checks_run)
+    for twin in ({"lr_too_high", "exploding_gradients"}, {"nan_in_input_data", "nonfinite_values"}):
+        assert checked & twin, f"none of {sorted(twin)} was checked; checked: {sorted(checked)}"
+
+
 def make_data(n: int = 1024, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """``(x, y)``: float32 inputs, int64 labels of a learnable 4-class problem."""
     w = np.random.default_rng(1234).standard_normal((FEATURES, CLASSES))

@@ -7,7 +7,7 @@ pytest.importorskip("torch")
 from diag import Guard, TrainingDoomed, load_trace  # noqa: E402
 from diag.engine.api import diagnose  # noqa: E402
 from diag.guard import guard_notes  # noqa: E402
-from tests.guard_runs import NAN_ONSET, fit_torch  # noqa: E402
+from tests.guard_runs import NAN_ONSET, assert_no_cause_and_twins_checked, fit_torch  # noqa: E402
 
 
 def test_healthy_plain_loop_is_never_stopped_and_shows_no_cause(tmp_path):
@@ -17,7 +17,7 @@ def test_healthy_plain_loop_is_never_stopped_and_shows_no_cause(tmp_path):
     assert guard.checks >= 3 and not guard.stopped
     trace = load_trace(path)
     assert guard_notes(trace.events) == []
-    assert diagnose(trace).causes == []
+    assert_no_cause_and_twins_checked(trace)
 
 
 def test_data_turning_nan_raises_training_doomed_within_a_few_steps(tmp_path, capsys):

@@ -8,7 +8,7 @@ pytest.importorskip("accelerate", reason="needs the huggingface extra: pip insta
 from diag import load_trace  # noqa: E402
 from diag.engine.api import diagnose  # noqa: E402
 from diag.guard import guard_notes  # noqa: E402
-from tests.guard_runs import NAN_ONSET, fit_huggingface  # noqa: E402
+from tests.guard_runs import NAN_ONSET, assert_no_cause_and_twins_checked, fit_huggingface  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
@@ -33,7 +33,7 @@ def test_healthy_trainer_run_records_the_bridge_trace_and_is_never_stopped(tmp_p
     assert [e.step for e in val] == [49, 99, 149, 199] and val[-1].metrics["accuracy"] > 0.8
     assert guard_notes(trace.events) == []
     assert [e.status for e in trace.events_of("run_end")] == ["completed"]
-    assert diagnose(trace).causes == []
+    assert_no_cause_and_twins_checked(trace)
 
 
 def test_trainer_run_whose_data_turns_nan_is_stopped_through_should_training_stop(tmp_path):

@@ -9,7 +9,7 @@ pytest.importorskip("lightning", reason="needs the lightning extra: pip install 
 from diag import load_trace  # noqa: E402
 from diag.engine.api import diagnose  # noqa: E402
 from diag.guard import guard_notes  # noqa: E402
-from tests.guard_runs import NAN_ONSET, fit_lightning  # noqa: E402
+from tests.guard_runs import NAN_ONSET, assert_no_cause_and_twins_checked, fit_lightning  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
@@ -37,7 +37,7 @@ def test_healthy_lightning_fit_records_the_bridge_trace_and_is_never_stopped(tmp
     assert val[-1].metrics["accuracy"] > 0.8 and val[-1].loss < val[0].loss
     assert guard_notes(trace.events) == []
     assert [e.status for e in trace.events_of("run_end")] == ["completed"]
-    assert diagnose(trace).causes == []
+    assert_no_cause_and_twins_checked(trace)
 
 
 def test_lightning_fit_whose_data_turns_nan_is_stopped_through_should_stop(tmp_path):
