@@ -6,6 +6,8 @@ import json
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from diag.errors import DiagInputError
 from diag.trace import Header, Step, TraceWriter, encode_record, load_trace, read_records
@@ -135,3 +137,45 @@ def test_read_records_gives_models_with_their_lines(real_trace):
     assert result.problems == []
     assert isinstance(result.records[0], Header) and result.lines[0] == 1
     assert result.lines == sorted(result.lines)
+
+
+def _runs_line_by_line(data: bytes) -> list[int]:
+    """The definition of a run's first line, read one line at a time (what find_runs must agree with)."""
+    import orjson
+
+    starts, records, number = [1], 0, 0
+    for number, line in enumerate(data.split(b"\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            raw = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            raw = None
+        if isinstance(raw, dict) and raw.get("kind") == "header":
+            if records:
+                starts.append(number)
+                records = 0
+        else:
+            records += 1
+    return starts
+
+
+_RUN_PIECES = [
+    b'{"kind":"header","schema":"diag.trace/1","run_id":"r","framework":"torch"}',
+    b'{"kind":"step","step":1,"loss":2.0}',
+    b'{"kind":"event","event":"note","message":"a \\"header\\" in a message"}',
+    b"", b"  \t", b'{"kind": "header"', b'{"kind": "header", "run_id": 3}',
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(_RUN_PIECES), max_size=14), st.booleans(), st.integers(0, 3))
+def test_find_runs_agrees_with_reading_line_by_line(tmp_path_factory, lines, final_newline, padding):
+    from diag.trace.reader import find_runs
+
+    # Long lines push the headers across the reader's 1 MiB chunks.
+    filler = b'{"kind":"step","step":2,"loss":1.0,"pad":"' + b"x" * (300_000 * padding) + b'"}'
+    data = b"\n".join(line if line != b"" or not padding else filler for line in lines) + (b"\n" if final_newline else b"")
+    path = tmp_path_factory.mktemp("runs") / "t.jsonl"
+    path.write_bytes(data)
+    assert find_runs(path) == _runs_line_by_line(data)

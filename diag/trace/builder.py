@@ -40,6 +40,28 @@ _BATCH_FLOAT_FIELDS = frozenset(BatchStats.model_fields) - {"distinct_labels"}
 _STEP_KEYS = frozenset(Step.model_fields) | {"kind"}
 
 
+def _step_plan(keys: tuple) -> tuple | bool:
+    """How the fast path reads a step record with these keys, in this order; False: the model path.
+
+    ``(scalar keys, batch groups, metrics?, per-layer groups)``, each in the order the columns are
+    created (scalars in the record's order, then input, labels, metrics, then layers, activations),
+    so a trace's columns come out in the same order whatever path a record took.
+    """
+    if not set(keys) <= _STEP_KEYS:
+        return False
+    scalars, batch, groups = [], [], []
+    for key in keys:
+        if key in _FLOAT_FIELDS or key in ("epoch", "skipped"):
+            scalars.append(key)
+        elif key in ("kind", "step"):
+            continue
+        elif key not in _GROUP_FIELDS and key not in ("input", "labels", "metrics"):
+            return False  # lists of replicas/groups, memory: the model path handles them
+    batch = [g for g in ("input", "labels") if g in keys]
+    groups = [g for g in _GROUP_FIELDS if g in keys]
+    return tuple(scalars), tuple(batch), "metrics" in keys, tuple(groups)
+
+
 class _Column:
     """A growable float64 column with a presence mask (per row, and per entry once a null is seen)."""
 
@@ -91,6 +113,7 @@ class TraceBuilder:
         self._order_keys = np.zeros(self._capacity, dtype=np.int64)  # shard rank, for merging
         self._columns: dict[str, _Column] = {}
         self._layer_columns: dict[str, _Column] = {}
+        self._plans: dict[tuple, tuple | bool] = {}
         self._width: int | None = None
         self._shard_rank = 0
         self._source = self.path
@@ -168,38 +191,39 @@ class TraceBuilder:
 
     def _fast_step(self, raw: dict, may_hold_null: bool = True) -> bool:
         """Copy a plain step record into the columns; False (nothing written) when unsure."""
-        if not raw.keys() <= _STEP_KEYS:
-            return False
         step = raw.get("step")
         if type(step) is not int or step < 0 or step > MAX_INTEGER:
             return False
+        # What each key is, decided once per distinct key order (a recorder writes one or two).
+        keys = tuple(raw)
+        plan = self._plans.get(keys)
+        if plan is None:
+            plan = self._plans[keys] = _step_plan(keys)
+        if plan is False:
+            return False
+        scalar_keys, batch_groups, has_metrics, layer_groups = plan
         scalars = []
-        for key, value in raw.items():
-            if key in _FLOAT_FIELDS:
-                if value is None:
-                    continue
-                if type(value) is not float and type(value) is not int:
-                    return False
-                scalars.append((key, value))
-            elif key == "epoch":
-                if value is not None and (type(value) is not int or not 0 <= value <= MAX_INTEGER):
-                    return False
-                if value is not None:
-                    scalars.append((key, value))
-            elif key == "skipped":
-                if value is not None and type(value) is not bool:
-                    return False
-                if value is not None:
-                    scalars.append((key, float(value)))
-            elif key in _GROUP_FIELDS or key in ("input", "labels", "metrics"):
-                if value is not None and type(value) is not dict:
-                    return False
-            elif key not in ("kind", "step"):
-                return False  # lists of replicas/groups, memory: the model path handles them
-        for group in ("input", "labels"):
-            part = raw.get(group)
-            if not part:
+        for key in scalar_keys:
+            value = raw[key]
+            if value is None:
                 continue
+            kind = type(value)
+            if key == "epoch":
+                if kind is not int or not 0 <= value <= MAX_INTEGER:
+                    return False
+            elif key == "skipped":
+                if kind is not bool:
+                    return False
+                value = float(value)
+            elif kind is not float and kind is not int:
+                return False
+            scalars.append((key, value))
+        for group in batch_groups:
+            part = raw[group]
+            if part is None:
+                continue
+            if type(part) is not dict:
+                return False
             for name, value in part.items():
                 if value is None:
                     continue
@@ -212,20 +236,25 @@ class TraceBuilder:
                 else:
                     return False
                 scalars.append((f"{group}.{name}", value))
-        metrics = raw.get("metrics")
-        if metrics:
-            for name, value in metrics.items():
-                if value is None:
-                    continue
-                if type(value) is not float and type(value) is not int:
+        if has_metrics:
+            metrics = raw["metrics"]
+            if metrics is not None:
+                if type(metrics) is not dict:
                     return False
-                scalars.append((f"metrics.{name}", value))
+                for name, value in metrics.items():
+                    if value is None:
+                        continue
+                    if type(value) is not float and type(value) is not int:
+                        return False
+                    scalars.append((f"metrics.{name}", value))
         arrays = []
-        for group, allowed in _GROUP_FIELDS.items():
-            part = raw.get(group)
+        for group in layer_groups:
+            part = raw[group]
             if not part:
+                if part is not None and type(part) is not dict:
+                    return False
                 continue
-            if not part.keys() <= allowed:
+            if type(part) is not dict or not part.keys() <= _GROUP_FIELDS[group]:
                 return False
             for name, values in part.items():
                 if values is None:
@@ -239,11 +268,12 @@ class TraceBuilder:
                 arrays.append((f"{group}.{name}", values))
         row_index = self._new_row(step)
         written = []
+        layer_columns = self._layer_columns
         try:
             # numpy converts each list straight into the column's row; a null or a non-numeric
             # entry raises, and the row is rolled back for the model path to decide.
             for name, values in arrays:
-                column = self._column(self._layer_columns, name, self._width)
+                column = layer_columns.get(name) or self._column(layer_columns, name, self._width)
                 written.append(column)
                 column.put_row(row_index, values, may_hold_null)
         except (TypeError, ValueError, OverflowError):
@@ -254,8 +284,9 @@ class TraceBuilder:
                     column.measured[row_index] = True
             self._rows -= 1
             return False
+        columns = self._columns
         for name, value in scalars:
-            column = self._column(self._columns, name, None)
+            column = columns.get(name) or self._column(columns, name, None)
             column.values[row_index] = value
             column.present[row_index] = True
         return True
