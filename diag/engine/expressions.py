@@ -13,6 +13,14 @@ Python's backtracking ``re``, where a pattern such as ``(a+)+$`` takes exponenti
 rule-engine folds a literal comparison at compile time, so it would hang the load itself).
 ``"text" in field`` tests for a substring instead.
 
+Why regular expressions stay refused rather than run on a linear-time engine (issue 22): every
+pattern the knowledge base has needed is a list of substrings (``"size mismatch" in message or
+...``), which ``in`` matches in linear time; rule-engine's regex operators are bound to Python's
+``re``, so a linear-time engine (RE2 through ``google-re2``) would mean a native dependency and a
+patched rule-engine, and a timeout-free static check of a backtracking pattern cannot be made
+exact (it would refuse safe patterns and pass unsafe ones). A rule that needs more than
+substrings is a case for a new signal or record attribute in code, with a test.
+
 Example:
   >>> expr = compile_expression('lr > 0.1 and precision == "fp16"', {"lr": FLOAT, "precision": STRING})
   >>> evaluate(expr, {"lr": 0.3, "precision": "fp16"})

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from diag.engine.conditions.clause import CLAUSE_KINDS, MODIFIERS, Clause, ClauseError
+from diag.engine.conditions.models import FactClause, RecordClause, first_error, located
 from diag.engine.conditions.signal_syntax import compile_signal
 from diag.engine.conditions.syntax import check_bound_name, check_keys, expression_types, node_pos, parse_ramp
 from diag.engine.expressions import ExpressionError, compile_expression
@@ -59,11 +60,19 @@ def compile_clause(node: Any, path: str, bound_names: set[str], *, depth: int = 
         clause.children = [compile_clause(body, path, bound_names, depth=depth + 1)]
         clause.text = f"not ({clause.children[0].text})"
     elif kind in ("context", "expr"):
+        if not isinstance(body, str):
+            what = "list" if isinstance(body, list) else "mapping" if isinstance(body, dict) else type(body).__name__
+            raise ClauseError(f"{kind}: takes an expression (a string such as 'lr > 0.1'), not a {what}",
+                              node_pos(node, kind))
         clause.expression = expr(body, node_pos(node, kind))
         clause.text = str(body)
     elif kind in ("fact", "absent"):
         if not isinstance(body, str):
             raise ClauseError(f"{kind}: takes a fact id", pos)
+        modifiers = {key: node[key] for key in ("as", "before", "after", "where") if key in node}
+        refused = first_error(FactClause, {"fact_id": body, **modifiers})
+        if refused is not None:
+            raise ClauseError(f"{kind} {refused[1]}", located(node, refused[0]))
         clause.fact_id = body
         clause.before, clause.after = node.get("before"), node.get("after")
         for key in ("before", "after"):
@@ -79,6 +88,9 @@ def compile_clause(node: Any, path: str, bound_names: set[str], *, depth: int = 
         if not isinstance(body, dict):
             raise ClauseError("record: takes a mapping {kind: data|check|eval|event, where: '...'}", pos)
         check_keys(body, ("kind", "where", "as", "ramp", "ramp_of"), "record")
+        refused = first_error(RecordClause, body)
+        if refused is not None and refused[0][0] not in ("kind", "ramp"):  # those two are checked below
+            raise ClauseError(f"record {refused[1]}", located(body, refused[0]))
         record_kind = body.get("kind")
         if record_kind not in RECORD_TYPES:
             raise ClauseError(f"record kind {record_kind!r} is not one of {', '.join(RECORD_TYPES)}"

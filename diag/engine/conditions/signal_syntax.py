@@ -6,10 +6,14 @@ from diag.engine import signals
 from diag.engine.conditions.clause import (
     LAYER_SERIES, OPS, SCALAR_SERIES, SIGNAL_KEYS, Clause, ClauseError, known_series,
 )
+from diag.engine.conditions.models import SignalClause, first_error, located
 from diag.engine.conditions.syntax import (
     check_keys, node_pos, parse_fn_call, parse_ramp, parse_within_bound,
 )
 from diag.engine.yamlloc import LocDict, did_you_mean
+
+
+_CHECKED_BELOW = ("series", "fn", "args", "smooth", "other", "op", "value", "for", "at", "within", "ramp")
 
 
 def compile_signal(clause: Clause, body, pos) -> None:
@@ -18,6 +22,13 @@ def compile_signal(clause: Clause, body, pos) -> None:
     if not isinstance(body, dict):
         raise ClauseError("signal: takes a mapping {series, fn, op, value, for, ...}", pos)
     check_keys(body, SIGNAL_KEYS + ("as",), "signal")
+    # The model types every value; the checks below say more for the keys they know (a
+    # suggestion for a series, the form of an fn call), so those speak first.
+    if isinstance(body.get("layers"), LocDict):
+        check_keys(body["layers"], ("min_frac", "exclude_output"), "layers")
+    refused = first_error(SignalClause, body)
+    if refused is not None and refused[0][0] not in _CHECKED_BELOW:
+        raise ClauseError(f"signal {refused[1]}", located(body, refused[0]))
     series = body.get("series")
     if not isinstance(series, str) or not known_series(series):
         raise ClauseError(f"unknown series {series!r}{did_you_mean(series, SCALAR_SERIES + LAYER_SERIES)}",
@@ -51,7 +62,7 @@ def compile_signal(clause: Clause, body, pos) -> None:
         if series in LAYER_SERIES or other in LAYER_SERIES:
             raise ClauseError(f"{name} works on scalar series only", node_pos(body, "other"))
         clause.other = other
-        clause.other_smooth = int(body.get("other_smooth", 0) or 0)
+        clause.other_smooth = body.get("other_smooth", 0) or 0
     elif "other" in body:
         raise ClauseError(f"other: is only for pair functions ({', '.join(n for n, s in signals.SIGNALS.items() if s.pair)})",
                           node_pos(body, "other"))
@@ -90,6 +101,8 @@ def compile_signal(clause: Clause, body, pos) -> None:
     clause.non_finite_is_true = bool(body.get("non_finite_is_true", False))
     if body.get("ramp") is not None:
         clause.ramp = parse_ramp(body["ramp"], node_pos(body, "ramp"))
+    if refused is not None:  # a checked key the checks above let through, yet of the wrong type
+        raise ClauseError(f"signal {refused[1]}", located(body, refused[0]))
     fn_text = name + (f"({', '.join(f'{k}={v}' for k, v in args.items())})" if args else "")
     series_text = f"avg{smooth}({series})" if smooth > 1 else series
     target = (f"{fn_text}({series_text}{', ' + clause.other if clause.other else ''})" if fn_text != "value"
