@@ -161,10 +161,50 @@ def test_the_header_is_on_disk_before_the_first_step_has_run_and_holds_the_forwa
             rec.record(step, train_step(model, optimizer, x, y))
     assert '"kind":"header"' in on_disk_while_compiling[0]  # a run killed while compiling keeps it
     lines = path.read_text().splitlines()
-    assert sum('"kind":"header"' in line for line in lines) == 1
+    # The header written when the recorder opened (tree order), then the complete one restating it.
+    assert [('"kind":"header"' in line) for line in lines[:3]] == [True, True, False]
     trace = load_trace(path)
+    assert len(trace.headers) == 1
     assert [layer.name for layer in trace.header.layers] == ["a_first", "b_second"]
     assert trace.header.optimizer.name == "sgd"
+
+
+KILLED_BEFORE_THE_FIRST_STEP = """
+import sys, time
+import optax
+from flax import nnx
+sys.path.insert(0, sys.argv[2])
+from test_flax_fidelity import MLP
+from diag.adapters.flax import Recorder
+
+model = MLP(nnx.Rngs(0))
+rec = Recorder(sys.argv[1], model, task="classification", num_classes=3, seed=7)
+optimizer = nnx.Optimizer(model, rec.wrap(optax.adam(1e-3)), wrt=nnx.Param)
+print("open", flush=True)
+time.sleep(120)  # killed here: no step has been traced
+"""
+
+
+def test_a_run_killed_before_its_first_step_leaves_a_trace_with_a_header(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from diag.trace.records import Header
+
+    path = tmp_path / "run.jsonl"
+    child = subprocess.Popen([sys.executable, "-c", KILLED_BEFORE_THE_FIRST_STEP, str(path), os.path.dirname(__file__)],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "open"
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    (line,) = path.read_text().splitlines()
+    header = Header.model_validate_json(line)
+    assert (header.framework, header.seed, header.task) == ("flax", 7, "classification")
+    assert [layer.name for layer in header.layers] == ["hidden", "out"]
 
 
 def test_nothing_of_the_run_is_held_after_close(tmp_path):

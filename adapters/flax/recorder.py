@@ -39,6 +39,7 @@ from __future__ import annotations
 import atexit
 import functools
 import time
+import uuid
 import weakref
 from typing import Any, Callable
 
@@ -163,6 +164,12 @@ class Recorder(JitVariants, Rerun):
         self._signals: list = []
         self._guard = crash.SignalGuard(self._on_signal) if handle_signals else None
         self._closed = False
+        # A header now, so that a run killed before its first step still leaves a trace that says
+        # what ran. Layers are in tree order until the first step has been traced; then the
+        # complete header (forward order, optimizer) restates it under the same run id.
+        self._header_fields.setdefault("run_id", uuid.uuid4().hex[:12])
+        self._emit(self._opening_header())
+        self.writer.flush()
         # The exit hook holds the recorder weakly: registering a bound method would keep the
         # model, the optimizer and the compiled steps alive until the interpreter exits.
         self._exit_hook = functools.partial(_close_at_exit, weakref.ref(self))
@@ -406,6 +413,13 @@ class Recorder(JitVariants, Rerun):
         for record in self._early:
             self._emit(record)
         self._early.clear()
+
+    def _opening_header(self) -> Header:
+        layers = order_layers(param_layers(self.model, self._units), None)
+        recording = {"every": self.every, "localize": self.localize,
+                     "header": "written when the recorder opened: layers in tree order, no optimizer yet; "
+                               "restated once the first step is traced"}
+        return build_header(self.model, layers, None, recording=recording, **self._header_fields)
 
     def _on_signal(self, event) -> None:
         # Runs between two bytecodes of the main thread, possibly inside a write holding the

@@ -118,6 +118,7 @@ class TraceBuilder:
         self._shard_rank = 0
         self._source = self.path
         self.headers: list[Header] = []
+        self._header_sources: list = []
         self.evals: list[Eval] = []
         self.data: list[Data] = []
         self.checks: list[Check] = []
@@ -175,7 +176,17 @@ class TraceBuilder:
         if isinstance(record, Step):
             self._add_step_model(record)
         elif isinstance(record, Header):
-            self.headers.append(record)
+            # A header that restates an earlier one of the same run and process (the Flax recorder
+            # writes one when it opens and the complete one once the first step is traced) replaces it.
+            # Only within one file: two shards with the same header are a conflict (shards.py).
+            same = [i for i, h in enumerate(self.headers) if record.run_id and self._header_sources[i] == self._source
+                    and h.run_id == record.run_id and h.process_index == record.process_index]
+            if same:
+                self.headers[same[-1]] = record
+                self._width = None
+            else:
+                self.headers.append(record)
+                self._header_sources.append(self._source)
             if self._width is None and record.layers:
                 self._width = len(record.layers)
         elif isinstance(record, Eval):
