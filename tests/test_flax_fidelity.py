@@ -284,7 +284,8 @@ def test_records_written_by_user_code_land_after_the_steps_recorded_before_them(
             rec.write(NoteEvent(step=step, message=f"after step {step}"))
     lines = (tmp_path / "run.jsonl").read_text().splitlines()
     kinds = [line.split('"kind":"')[1].split('"')[0] for line in lines]
-    assert kinds == ["header", "data"] + ["step", "event"] * 5 + ["event"]
+    # The header of the recorder's opening, restated complete, then the records in order.
+    assert kinds == ["header", "header", "data"] + ["step", "event"] * 5 + ["event"]
 
 
 def test_an_exception_names_the_module_and_the_shapes_and_dtypes_it_was_called_with(tmp_path):

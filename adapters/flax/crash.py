@@ -14,6 +14,7 @@ import threading
 import time
 import traceback
 
+from diag.adapters._guard import ended_on_purpose
 from diag.trace.records import ExceptionEvent, RunEndEvent, SignalEvent
 
 
@@ -90,8 +91,9 @@ def exit_events(exc_type, exc, tb, *, step: int | None, last_good_step: int | No
     now = time.time()
     if exc_type is None:
         return [RunEndEvent(status="completed", steps=steps, step=step, time=now)]
-    if issubclass(exc_type, (KeyboardInterrupt, SystemExit)):
-        return [RunEndEvent(status="interrupted", steps=steps, step=step, time=now,
+    status = ended_on_purpose(exc_type)  # the guard's stop, Ctrl-C, SIGTERM: no crash
+    if status is not None:
+        return [RunEndEvent(status=status, steps=steps, step=step, time=now,
                             message=f"{exc_type.__name__}{': ' + str(exc) if str(exc) else ''}")]
     text = "".join(traceback.format_exception(exc_type, exc, tb))
     return [

@@ -48,6 +48,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from diag.adapters._guard import GuardHook
 from diag.adapters.flax import crash, stats as S
 from diag.adapters.flax.decode import decode_step
 from diag.adapters.flax.forward import ForwardInfo, captured_outputs, recurrent_paths, recurrent_units
@@ -56,13 +57,14 @@ from diag.adapters.flax.loss_scale import skipped_flag, uses_loss_scale
 from diag.adapters.flax.jitted import JitVariants
 from diag.adapters.flax.rerun import Rerun
 from diag.adapters.flax.transform import MeasureState, find_state, measure
+from diag.guard import Guard
 from diag.trace.records import Header, NoteEvent, OptimizerInfo, Step, _Record
 from diag.trace.writer import TraceWriter
 
 DEFAULT_EVERY = 25
 
 
-class Recorder(JitVariants, Rerun):
+class Recorder(JitVariants, Rerun, GuardHook):
     """Writes a diag trace of a Flax NNX training loop.
 
     Args:
@@ -91,6 +93,9 @@ class Recorder(JitVariants, Rerun):
         an eager step is slow (it runs once, after the first NaN; nothing is added before).
       handle_signals: turn SIGTERM/SIGINT into a flushed trace inside ``with recorder:``.
       flush_seconds: the longest a record waits in memory (what ``kill -9`` can lose).
+      guard: ``True`` or a :class:`diag.guard.Guard`: ``record`` raises :class:`diag.TrainingDoomed`
+        once the run cannot recover, as the PyTorch recorder does (steps are judged as they are
+        decoded, a call or two after they ran); the reason is written into the trace once.
       **header: more Header fields (batch_size, steps_planned, model_name, tags, ...).
 
     Example:
@@ -111,10 +116,12 @@ class Recorder(JitVariants, Rerun):
         replay_nonfinite: bool = False,
         handle_signals: bool = True,
         flush_seconds: float = 1.0,
+        guard: "Guard | bool | None" = None,
         **header: Any,
     ):
         self.model = model
         self.every = int(every)
+        self._set_guard(guard)
         # Steps are decoded once the device has finished them, never waiting on one: a blocking
         # fetch cost 4-9% of a CPU step (the waiting thread spins on cores the step needs).
         # JAX's dispatch already keeps the loop from running far ahead; this bound is a backstop.
@@ -287,8 +294,12 @@ class Recorder(JitVariants, Rerun):
             extra.setdefault("step_time", now - self._last_wall)
         self._last_wall = now
         self._pending.append((step, stats, call, now, extra))
+        decoded = False
         while self._pending and (len(self._pending) > self.max_pending or _ready(self._pending[0][1])):
             self._process(self._pending.pop(0))
+            decoded = True
+        if decoded:  # may raise TrainingDoomed once the run cannot recover
+            self._check_guard(self._last_step, finite=self._last_good == self._last_step)
 
     def write(self, record: _Record) -> None:
         """Write any trace record from your own code (an ``Eval``, ``Data`` from the data probe, a
