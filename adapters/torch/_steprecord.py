@@ -41,6 +41,8 @@ def step_record(step: int, now: float, got: dict[str, list[float]], *, epoch, lr
         "lr_per_group": lrs if len(lrs) > 1 else None,
         "skipped": not stepped,
     }
+    if "clip_norm" in got:  # the norm clip_grad_norm_ saw; grad_norm is what the optimizer used
+        record["grad_norm_before_clip"] = jfloat(got["clip_norm"][0])
     measured = measured_fields(grad_sq=grad_sq, param_sq=got.get("param_sq"),
                                update_sq=got.get("update_sq") if "param_sq" in got else None)
     for name in ("grad_norm", "param_norm", "update_norm"):

@@ -29,6 +29,7 @@ from typing import Mapping
 import torch
 from torch import nn
 
+from diag.adapters.torch._clip import ClipWatch
 from diag.adapters.torch._encode import encode_line, jfloat
 from diag.adapters.torch._evaluation import Evaluations
 from diag.adapters.torch._header import build_header
@@ -38,12 +39,13 @@ from diag.adapters.torch._lifecycle import CrashCapture, CrashEvents
 from diag.adapters.torch._stats import batch_stats, grad_layer_sq, label_stats
 from diag.adapters.torch._steprecord import activation_columns, step_record
 from diag.adapters.torch._updates import UpdateMeter
-from diag.guard import Guard, TrainingDoomed
+from diag.adapters._guard import GuardHook, ended_on_purpose
+from diag.guard import Guard
 from diag.trace.records import Header
 from diag.trace.writer import TraceWriter
 
 
-class TorchRecorder(Evaluations, Hooks, CrashEvents):
+class TorchRecorder(Evaluations, Hooks, CrashEvents, GuardHook):
     """Records a PyTorch training run into a diag trace.
 
     Args:
@@ -117,7 +119,7 @@ class TorchRecorder(Evaluations, Hooks, CrashEvents):
         guard: "Guard | bool | None" = None,
     ):
         self.model = model
-        self.guard = Guard.coerce(guard)
+        self._set_guard(guard)
         self.optimizer = optimizer
         self.scaler = scaler if scaler is not None and scaler.is_enabled() else None
         self.costly_every = max(1, int(costly_every))
@@ -181,6 +183,10 @@ class TorchRecorder(Evaluations, Hooks, CrashEvents):
         self._update_layer_hooks()
         if self.scaler is not None:
             self._wrap_scaler(self.scaler)
+        # clip_grad_norm_ on the model's parameters: the raw norm and the bound (see _clip.py).
+        self._clip_max: float | None = None
+        self._clip = ClipWatch(model.parameters(), self._on_clip)
+        self._clip.install()
         self._crash = None
         if capture_crashes:
             self._crash = CrashCapture(self._on_uncaught, self._on_signal, self._on_exit)
@@ -226,8 +232,7 @@ class TorchRecorder(Evaluations, Hooks, CrashEvents):
         else:
             with self._crash.deferring_signals():
                 self._record(loss, inputs, labels, metrics=metrics, epoch=epoch)
-        if self.guard is not None:  # raises TrainingDoomed once the run cannot recover
-            self.guard.stop_loop(self.step - 1, self.writer, finite=self.last_good_step == self.step - 1)
+        self._check_guard(self.step - 1, finite=self.last_good_step == self.step - 1)  # may raise TrainingDoomed
 
     def _record(
         self,
@@ -284,6 +289,8 @@ class TorchRecorder(Evaluations, Hooks, CrashEvents):
                 add("param_sq", self._pending.pop("param_sq"))
             if "update_sq" in self._pending:
                 add("update_sq", self._pending.pop("update_sq"))
+            if "clip_norm" in self._pending:
+                add("clip_norm", self._pending.pop("clip_norm"))
             if costly and self.activations and self._output_rows:
                 add("act", self._activation_table(plan))
             x = inputs if inputs is not None else self._input
@@ -380,6 +387,7 @@ class TorchRecorder(Evaluations, Hooks, CrashEvents):
         for handle in self._handles + self._trace_handles + self._layer_hooks:
             handle.remove()
         self._handles, self._trace_handles, self._layer_hooks = [], [], []
+        self._clip.uninstall()
         if self.scaler is not None and "scale" in vars(self.scaler):
             del self.scaler.scale
         if self._crash is not None:
@@ -394,10 +402,9 @@ class TorchRecorder(Evaluations, Hooks, CrashEvents):
             self.close("completed")
             return
         if not self._ended:
-            if issubclass(exc_type, TrainingDoomed):  # a guard stop is no crash: the run was stopped
-                self._end("stopped")
-            elif issubclass(exc_type, (KeyboardInterrupt, SystemExit)):
-                self._end("interrupted")
+            status = ended_on_purpose(exc_type)  # a guard stop is no crash: the run was stopped
+            if status is not None:
+                self._end(status)
             else:
                 self._write_exception(exc_type, exc, tb)
                 self._end("crashed")
@@ -424,8 +431,18 @@ class TorchRecorder(Evaluations, Hooks, CrashEvents):
             self._header_written = True
             self.writer.write(self._header())
 
+    def _on_clip(self, total_norm: torch.Tensor, max_norm) -> None:
+        self._pending["clip_norm"] = total_norm.detach().reshape(1)
+        max_norm = float(max_norm)
+        if max_norm != self._clip_max:
+            self._clip_max = max_norm
+            if self._header_written:  # restated with the bound (same run id: it replaces the first)
+                self.writer.write(self._header())
+
     def _header(self) -> Header:
         header = self._build_header()
+        if self._clip_max is not None and header.optimizer is not None:
+            header.optimizer.hyperparameters["grad_clip"] = self._clip_max
         for info, layer in zip(header.layers, self._plan.layers):
             info.output_element = self._output_elements.get(id(layer.module))
         return header

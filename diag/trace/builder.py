@@ -28,7 +28,7 @@ from diag.trace.records import (
 _RECORD = TypeAdapter(Record)
 
 _FLOAT_FIELDS = frozenset({
-    "time", "step_time", "data_wait_time", "loss", "lr", "grad_norm", "update_norm", "param_norm",
+    "time", "step_time", "data_wait_time", "loss", "lr", "grad_norm", "grad_norm_before_clip", "update_norm", "param_norm",
     "loss_scale", "memory_bytes",
 })
 # Derived from the record models, so a field added to the schema is a column without a second edit.

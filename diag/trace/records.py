@@ -184,6 +184,11 @@ class Step(_Record):
     lr: float | None = Field(default=None, description="Learning rate used by this step (first param group).")
     lr_per_group: list[float] | None = None
     grad_norm: float | None = Field(default=None, description="Global gradient norm over all parameters.")
+    grad_norm_before_clip: float | None = Field(
+        default=None,
+        description="Global gradient norm before clipping (the norm torch.nn.utils.clip_grad_norm_ computed); "
+        "``grad_norm`` is the norm the optimizer used. The bound is the header optimizer's ``grad_clip``.",
+    )
     update_norm: float | None = None
     param_norm: float | None = None
     loss_scale: float | None = Field(default=None, description="Dynamic loss scale, when loss scaling is on.")
