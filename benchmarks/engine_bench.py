@@ -197,14 +197,15 @@ def main() -> None:
         print("clipspy is not installed: skipping the per-step CLIPS baseline (pip install clipspy)")
 
     base_steps = args.baseline_steps or args.steps
-    a_times, b_times = [], []
+    a_times, b_times, a_cpu = [], [], []
     diagnosis = clips_found = None
     for r in range(args.repeats):
         trace._eval_cache.clear()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         diagnosis = diagnose(trace, kb=kb)
         a_times.append(time.perf_counter() - t0)
-        print(f"  A engine   run {r + 1}: {a_times[-1]:.3f} s")
+        a_cpu.append(time.process_time() - c0)
+        print(f"  A engine   run {r + 1}: {a_times[-1]:.3f} s ({a_cpu[-1]:.3f} s CPU)")
         if have_clips and r < 2:
             clips_found, elapsed = clips_decisions(trace, base_steps, exact=args.exact_floats)
             b_times.append(elapsed * args.steps / base_steps)
@@ -212,8 +213,9 @@ def main() -> None:
             print(f"  B clipspy  run {r + 1}: {b_times[-1]:.2f} s{note}")
 
     a = statistics.median(a_times)
-    print(f"\nA engine (full KB, {len(kb.rules)} rules), median of {len(a_times)}: {a:.3f} s  "
-          f"[goal < 1 s: {'met' if a < 1 else 'MISSED'}]")
+    print(f"\nA engine (full KB, {len(kb.rules)} rules), median of {len(a_times)}: {a:.3f} s "
+          f"({statistics.median(a_cpu):.3f} s CPU; the CPU time moves less on a shared machine)  "
+          f"[goal <= 0.25 s: {'met' if a <= 0.25 else 'MISSED'}]")
     print(f"top cause: {diagnosis.top.id if diagnosis.top else None}; "
           f"causes: {[c.id for c in diagnosis.causes]}")
     mine = engine_decisions(diagnosis)
