@@ -1,12 +1,13 @@
 """``kill -9`` of a real training loop keeps every step the writer's clock flushed, and the header.
 
 Real child processes train real small models (a PyTorch MLP through ``TorchRecorder``, a Flax NNX
-MLP through the Flax ``Recorder``), record ``STEPS`` steps, print ``idle`` and then stop calling
-the recorder, as a loop stuck in a slow data loader does. ``STEPS`` is below the torch writer's
-count trigger (50 records) and the loop makes no call after them, so only the writer's background
-deadline (``flush_seconds``) can put the steps on disk. The test waits for that event (the steps
-appearing in the file), kills the child with SIGKILL and reads what is left: every step, in order,
-and nothing torn.
+MLP through the Flax ``Recorder``), record at least ``STEPS`` steps, print ``idle`` and the count,
+and then stop calling the recorder, as a loop stuck in a slow data loader does. A write flushes the
+buffer when it finds its oldest record due, so each loop goes on until its last record stayed in
+memory (the writer's buffer is not empty); the torch writer's count trigger (50 records) is not
+reached. From then on only the writer's background deadline (``flush_seconds``) can put the last
+steps on disk. The test waits for that event (all the steps appearing in the file), kills the
+child with SIGKILL and reads what is left: every step, in order, and nothing torn.
 
 How soon after a step the deadline writes it is a timing, not a behaviour:
 ``benchmarks/kill_bound.py`` measures it (the age of the oldest step a kill loses).
@@ -28,7 +29,7 @@ import pytest
 from diag.errors import DiagInputError
 from diag.trace import load_trace
 
-STEPS = 20  # fewer than the torch writer's 50-record trigger: only the clock can flush them
+STEPS = 20  # at least this many steps before a loop goes idle, well under the torch writer's 50-record trigger
 PATIENCE = 240.0  # seconds a child may take on a loaded machine before the test gives up (not a timing check)
 
 TORCH_CHILD = textwrap.dedent('''
@@ -40,14 +41,16 @@ TORCH_CHILD = textwrap.dedent('''
     model = torch.nn.Sequential(torch.nn.Linear(8, 32), torch.nn.ReLU(), torch.nn.Linear(32, 3))
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
     rec = TorchRecorder(model, opt, sys.argv[1], task="classification", num_classes=3)
-    for i in range(int(sys.argv[2])):
+    i = 0
+    while i < int(sys.argv[2]) or not rec.writer._buffer:  # end with a record in memory (see the docstring)
         x, y = torch.randn(32, 8), torch.randint(0, 3, (32,))
         opt.zero_grad()
         loss = torch.nn.functional.cross_entropy(model(x), y)
         loss.backward()
         opt.step()
         rec.record(loss, labels=y)
-    print("idle", flush=True)
+        i += 1
+    print("idle", i, flush=True)
     time.sleep(3600)  # no more calls to the recorder: a loader that hangs
 ''')
 
@@ -76,9 +79,11 @@ FLAX_CHILD = textwrap.dedent('''
         return rec.stats(optimizer, loss)
 
     x, y = jnp.ones((32, 8)), jnp.arange(32) % 3
-    for i in range(int(sys.argv[2])):
+    i = 0
+    while i < int(sys.argv[2]) or not rec.writer._buffer:  # end with a record in memory (see the docstring)
         rec.record(i, step(model, optimizer, x * (i % 7) / 7, y))
-    print("idle", flush=True)
+        i += 1
+    print("idle", i, flush=True)
     time.sleep(3600)  # no more calls to the recorder: a loader that hangs
 ''')
 
@@ -92,11 +97,13 @@ def _start(tmp: Path, name: str, source: str, steps: int):
     return proc, trace
 
 
-def _wait_until_idle(proc) -> None:
-    line = proc.stdout.readline()  # blocks until the child recorded its steps (or died)
-    if line.strip() != "idle":
+def _wait_until_idle(proc) -> int:
+    """Block until the child recorded its steps (or died); the number of steps it recorded."""
+    words = proc.stdout.readline().split()
+    if len(words) != 2 or words[0] != "idle":
         proc.kill()
         raise AssertionError(f"child exited before it recorded its steps: {proc.stderr.read()[-3000:]}")
+    return int(words[1])
 
 
 def _steps_on_disk(trace: Path) -> int:
@@ -131,24 +138,27 @@ def killed_runs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("kill9")
     runs = {(name, steps): _start(tmp, f"{name}_{steps}", source, steps)
             for name, source in (("torch", TORCH_CHILD), ("flax", FLAX_CHILD)) for steps in (1, STEPS)}
+    recorded = {}
     try:
-        for (_, steps), (proc, trace) in runs.items():
-            _wait_until_idle(proc)
-            if steps == STEPS:
-                _wait_for_steps_on_disk(trace, proc, steps)  # the event: the clock flushed them
+        for key, (proc, trace) in runs.items():
+            recorded[key] = _wait_until_idle(proc)
+            if key[1] == STEPS:
+                _wait_for_steps_on_disk(trace, proc, recorded[key])  # the event: the clock flushed them
             _kill(proc)
     finally:
         for proc, _ in runs.values():
             if proc.poll() is None:
                 proc.kill()
                 proc.communicate()
-    return {key: trace for key, (_, trace) in runs.items()}
+    return {key: (trace, recorded[key]) for key, (_, trace) in runs.items()}
 
 
 @pytest.mark.parametrize("framework", ["torch", "flax"])
 def test_steps_flushed_by_the_clock_of_an_idle_loop_survive_kill_9(killed_runs, framework):
-    trace = load_trace(killed_runs[framework, STEPS])
-    assert [int(s) for s in trace.series("loss").steps] == list(range(STEPS))  # all, in order
+    path, recorded = killed_runs[framework, STEPS]
+    trace = load_trace(path)
+    assert recorded >= STEPS
+    assert [int(s) for s in trace.series("loss").steps] == list(range(recorded))  # all, in order
     assert trace.header.framework == framework
     assert not [p for p in trace.problems if p.severity == "error"]
     assert trace.events_of("run_end") == []  # killed: no end was written, and none was needed
@@ -156,7 +166,7 @@ def test_steps_flushed_by_the_clock_of_an_idle_loop_survive_kill_9(killed_runs, 
 
 @pytest.mark.parametrize("framework", ["torch", "flax"])  # both write the header when they open
 def test_a_run_killed_after_its_first_step_leaves_its_header_on_the_first_line(killed_runs, framework):
-    content = killed_runs[framework, 1].read_bytes()
+    content = killed_runs[framework, 1][0].read_bytes()
     assert content, f"{framework}: the run killed after its first step left an empty file"
     first = json.loads(content.split(b"\n", 1)[0])
     assert first["kind"] == "header" and first["schema"].startswith("diag.trace/")
