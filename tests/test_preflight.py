@@ -150,6 +150,8 @@ def test_a_tiny_budget_stops_the_long_probes_and_says_so():
     report = run(torch_setup(lr=1e-5), only=["overfit_one_batch"], budget_s=0.05)
     (result,) = report.results
     assert result.status == "stopped"
+    text = report.text()  # "and says so": the probe line and its evidence name the stop
+    assert "overfit_one_batch  stopped" in text and "before the budget ran out" in text, text
     assert all(f.certainty < 0.6 for f in result.findings)  # a stopped probe does not fail the run
     assert not report.failed
 
