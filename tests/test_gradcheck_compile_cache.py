@@ -61,6 +61,15 @@ def test_an_unwritable_cache_folder_warns_and_the_check_runs_without_it(tmp_path
     blocker.write_text("not a folder")
     with pytest.warns(UserWarning, match="compile cache not used"):
         assert use_compile_cache(blocker / "xla") is None
+    # "and the check runs without it": a check in this process still checks and passes.
+    import jax
+    import jax.numpy as jnp
+
+    from diag.gradcheck import check_gradients
+
+    assert jax.config.jax_compilation_cache_dir != str(blocker / "xla")
+    report = check_gradients(lambda p, x: jnp.sum(jnp.tanh(x @ p["w"])), {"w": jnp.ones((3, 2))}, jnp.ones((4, 3)))
+    assert report.passed and [r.name for r in report.results] == ["w"], report.format()
 
 
 def test_gradcheck_cli_fills_the_named_cache_folder(tmp_path):
