@@ -16,8 +16,12 @@ def _run(tmp_path, name, steps):
 
 
 def test_every_scenario_names_a_cause_of_the_catalog():
+    from diag.engine.kb import load_knowledge_base
+
     causes = {s.cause for s in SCENARIOS.values()}
     assert causes == {"healthy", "missing_zero_grad", "fp16_overflow", "train_eval_mode_mismatch"}
+    catalog = load_knowledge_base(use_env=False).causes  # the cause ids diag can conclude
+    assert sorted(causes - {"healthy"} - set(catalog)) == []
 
 
 def test_missing_zero_grad_scenario_grows_the_gradient_norm_step_after_step(tmp_path):
