@@ -424,7 +424,7 @@ def test_keep_going_loads_the_good_rules_and_lists_the_bad(tmp_path, nan_trace):
   cf: 0.6
   evidence: bad
 """)
-    with pytest.raises(RuleFileError):
+    with pytest.raises(RuleFileError, match="unknown series .grad_nrom."):
         kb_of(tmp_path)
     kb = kb_of(tmp_path, keep_going=True)
     assert "c.good" in kb.rules and "c.bad" not in kb.rules
