@@ -43,6 +43,14 @@ class ImportedRun:
     path: str = ""
 
 
+
+def _step_row(rows: dict[int, dict], step: int) -> dict:
+    """The step record being assembled for ``step``, created on first use."""
+    row = rows.get(step)
+    if row is None:
+        row = rows[step] = {"kind": "step", "step": step}
+    return row
+
 def assemble(log: ScalarLog, names: NameMap) -> ImportedRun:
     """Map a log's metric names to trace fields and build its records.
 
@@ -81,16 +89,15 @@ def assemble(log: ScalarLog, names: NameMap) -> ImportedRun:
     layer_routes = [(name, target) for name, target in routes if target.startswith("layers.")]
     layers = _add_layer_stats(log, layer_routes, rows)
     for name, target in routes:
-        steps, values = log.series[name]
         if target.startswith("layers."):
             continue
+        steps, values = log.series[name]
+        points = [(step, value) for step, value in zip(steps, values) if step >= 0]
+        bad_steps += len(steps) - len(points)
         if target.startswith("eval."):
             parts = target.split(".")
             split, key = parts[1], parts[2:]
-            for step, value in zip(steps, values):
-                if step < 0:
-                    bad_steps += 1
-                    continue
+            for step, value in points:
                 record = evals.get((split, step))
                 if record is None:
                     record = evals[(split, step)] = {"kind": "eval", "step": step, "split": split}
@@ -100,32 +107,21 @@ def assemble(log: ScalarLog, names: NameMap) -> ImportedRun:
                     record.setdefault("metrics", {})[key[1]] = value
         elif target.startswith("metrics."):
             metric = target[len("metrics."):]
-            for step, value in zip(steps, values):
-                row = rows.get(step)
-                if row is None:
-                    if step < 0:
-                        bad_steps += 1
-                        continue
-                    row = rows[step] = {"kind": "step", "step": step}
+            for step, value in points:
+                row = _step_row(rows, step)
                 metrics = row.get("metrics")
                 if metrics is None:
                     metrics = row["metrics"] = {}
                 metrics[metric] = value
         else:
             epoch = target == "epoch"
-            for step, value in zip(steps, values):
+            for step, value in points:
                 if epoch:
                     # Logs count fractional epochs (HF: 0.25); the trace holds the epoch number.
                     if not math.isfinite(value) or value < 0:
                         continue
                     value = int(value)
-                row = rows.get(step)
-                if row is None:
-                    if step < 0:
-                        bad_steps += 1
-                        continue
-                    row = rows[step] = {"kind": "step", "step": step}
-                row[target] = value
+                _step_row(rows, step)[target] = value
     if bad_steps:
         problems.append(Problem(log.path, f"{bad_steps} points at a negative step were skipped", severity="warning"))
 
@@ -177,9 +173,7 @@ def _add_layer_stats(log: ScalarLog, layer_routes: list[tuple[str, str]], rows: 
     stats = sorted({stat for stat, _ in values})
     steps = sorted({step for slot in values.values() for step in slot})
     for step in steps:
-        row = rows.get(step)
-        if row is None:
-            row = rows[step] = {"kind": "step", "step": step}
+        row = _step_row(rows, step)
         arrays = {}
         for stat in stats:
             array = []
