@@ -51,7 +51,7 @@ def import_rule_engine():
     return rule_engine
 
 
-def _source_stamp() -> list | None:
+def source_stamp() -> list | None:
     """Where rule-engine is installed and the size and time of its parser's files, without importing it.
 
     Tables are used only by the rule-engine (and PLY) they were built with: an upgrade changes the
@@ -82,7 +82,7 @@ def _as_module(tables: dict) -> types.ModuleType:
 
 def _valid_tables(raw) -> dict | None:
     """The tables in PLY's in-memory form, or None when anything about them is off."""
-    if not isinstance(raw, dict) or raw.get("method") != "LALR" or raw.get("source") != _source_stamp():
+    if not isinstance(raw, dict) or raw.get("method") != "LALR" or raw.get("source") != source_stamp():
         return None
     signature, tabversion = raw.get("signature"), raw.get("tabversion")
     action, goto, productions = raw.get("action"), raw.get("goto"), raw.get("productions")
@@ -135,7 +135,7 @@ def _save_tables(rule_engine) -> None:
         reflect.get_all()
         lr = parser._parser
         productions = [[str(p), p.name, p.len, p.func, None, None] for p in lr.productions]
-        source = _source_stamp()
+        source = source_stamp()
         if source is None:
             return
         tables = {"method": "LALR", "source": source, "tabversion": yacc.__tabversion__, "signature": reflect.signature(),

@@ -9,8 +9,8 @@ file could not do. A file that compiled cleanly before has its expressions parse
 (``diag.engine.expressions.compile_on_first_use``); text checks still run at once.
 
 Keys and invalidation: an entry is found only by the SHA-256 of the file's text (an edited file
-is a miss; a copied one a hit), and the whole cache is dropped when diag's engine code changes
-(the size and time of its files, and diag's version, are stamped in it). The cache is one JSON
+is a miss; a copied one a hit), and the whole cache is dropped when diag's engine code or the
+installed rule-engine changes (the size and time of their files, and diag's version, are stamped in it). The cache is one JSON
 file in the user cache folder (``diag.engine.user_cache``: JSON only, owner-checked, size-bounded,
 written atomically); a corrupt, truncated, foreign or unreadable file is a miss, and a read-only
 folder means the cache is not written. Neither prints anything.
@@ -114,11 +114,13 @@ def _bad():
 
 
 def _code_stamp() -> str:
-    """diag's version and the size and time of the files that read, check and compile rules."""
+    """diag's version, the size and time of the files that read, check and compile rules, and the
+    rule-engine they compile expressions with (an upgrade may refuse what compiled before)."""
     import diag
+    from diag.engine.parser_tables import source_stamp
 
     engine = Path(__file__).resolve().parent.parent
-    digest = hashlib.sha256(f"{FORMAT}\0{diag.__version__}".encode())
+    digest = hashlib.sha256(f"{FORMAT}\0{diag.__version__}\0{source_stamp()}".encode())
     for folder in (engine, engine / "conditions", engine / "kb"):
         try:
             names = sorted(os.listdir(folder))
