@@ -2,8 +2,9 @@
 
 Variants (each with its own model and optimizer, same initialization):
   none        plain nnx.jit step: the user's loop without diag
-  default     Recorder with the default settings (loss, lr and global gradient/parameter/update
-              norms every step; per-layer statistics every 25 steps)
+  default     Recorder with the default settings (loss, lr and the global gradient norm every
+              step; parameter/update norms and per-layer statistics every 25 steps)
+  all-norms   the default with global_norms="all": gradient, parameter and update norms every step
   every10     per-layer statistics every 10 steps
   full        every statistic every step (every=1)
   full-dev    every statistic every step, computed on the device but never fetched or written
@@ -80,10 +81,11 @@ def make_plain(model_cls):
     return lambda i, x, y: step(model, opt, x, y), None
 
 
-def make_recorded(model_cls, every, fetch=True):
+def make_recorded(model_cls, every, fetch=True, global_norms="grad"):
     model = model_cls(nnx.Rngs(0))
     path = os.path.join(tempfile.mkdtemp(), "bench.jsonl")
-    rec = Recorder(path, model, task="classification", num_classes=10, every=every, handle_signals=False)
+    rec = Recorder(path, model, task="classification", num_classes=10, every=every, handle_signals=False,
+                   global_norms=global_norms)
     opt = nnx.Optimizer(model, rec.wrap(optax.adam(1e-4)), wrt=nnx.Param)
 
     @rec.jit
@@ -143,6 +145,7 @@ def bench(name, model_cls, x, y, rounds, block, breakdown=False, only=None):
     variants = {
         "none": make_plain(model_cls),
         "default": make_recorded(model_cls, every=25),
+        "all-norms": make_recorded(model_cls, every=25, global_norms="all"),
         "every10": make_recorded(model_cls, every=10),
         "full": make_recorded(model_cls, every=1),
         "full-dev": make_recorded(model_cls, every=1, fetch=False),

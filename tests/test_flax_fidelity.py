@@ -46,9 +46,10 @@ def params_of(model):
     return jax.tree.map(lambda a: np.array(a), nnx.to_pure_dict(nnx.state(model, nnx.Param)))
 
 
-def test_global_norms_are_recorded_on_every_step_not_only_on_sampled_steps(tmp_path):
+@pytest.mark.parametrize("global_norms", ["grad", "all"])
+def test_global_norms_are_recorded_on_every_step_not_only_on_sampled_steps(tmp_path, global_norms):
     model = MLP(nnx.Rngs(0))
-    rec = Recorder(tmp_path / "run.jsonl", model, every=25, handle_signals=False)
+    rec = Recorder(tmp_path / "run.jsonl", model, every=25, handle_signals=False, global_norms=global_norms)
     optimizer = nnx.Optimizer(model, rec.wrap(optax.adam(1e-2)), wrt=nnx.Param)
 
     @rec.jit
@@ -71,8 +72,15 @@ def test_global_norms_are_recorded_on_every_step_not_only_on_sampled_steps(tmp_p
             expected.append((norm(nnx.state(grads, nnx.Param)), norm(before),
                              norm(jax.tree.map(lambda a, b: a - b, after, before))))
     trace = load_trace(tmp_path / "run.jsonl")
-    got = np.stack([trace.series(k).values for k in ("grad_norm", "param_norm", "update_norm")], axis=1)
-    np.testing.assert_allclose(got, np.array(expected), rtol=2e-4)
+    expected = np.array(expected)
+    np.testing.assert_allclose(trace.series("grad_norm").values, expected[:, 0], rtol=2e-4)
+    assert trace.series("grad_norm").steps.tolist() == list(range(6))
+    for k, name in ((1, "param_norm"), (2, "update_norm")):
+        series = trace.series(name)
+        # 'grad' (default): the parameter and update norms on the sampling schedule (step 0), as in PyTorch.
+        steps = list(range(6)) if global_norms == "all" else [0]
+        assert series.steps.tolist() == steps, name
+        np.testing.assert_allclose(series.values, expected[steps, k], rtol=2e-4)
     # Per-layer detail stays on the sampling schedule: step 0 only.
     assert trace.layer_series("layers.grad_norm", "hidden").steps.tolist() == [0]
 

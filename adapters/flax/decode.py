@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from diag.adapters.flax.stats import SCALARS, Layout
+from diag.adapters.flax.stats import NOT_MEASURED, SCALARS, Layout
 from diag.trace.measured import measured_fields
 from diag.trace.records import ActivationStats, BatchStats, LayerStats, Step
 
@@ -31,6 +31,10 @@ def decode_step(step: int, vector: np.ndarray, layout: Layout | None, names: lis
                loss_scale=_known(scale), **extra)
     totals = None if (math.isnan(grad_sq) and math.isnan(param_sq) and math.isnan(update_sq)) else (
         grad_sq, param_sq, update_sq)  # global sums, every step (a NaN here is a non-finite tensor)
+    unmeasured = [name for name, v in zip(("grad_norm", "param_norm", "update_norm"), (grad_sq, param_sq, update_sq))
+                  if v == NOT_MEASURED]
+    if totals is not None and unmeasured:
+        totals = tuple(math.nan if v == NOT_MEASURED else v for v in totals)
     per_layer = {}
     if layout is not None and layout.full and "table" in parts:
         n = len(layout.param_layers)
@@ -41,6 +45,9 @@ def decode_step(step: int, vector: np.ndarray, layout: Layout | None, names: lis
             perm = perm_cache[id(layout)] = [index[x] for x in names]
         per_layer = dict(grad_sq=g[perm].tolist(), param_sq=p[perm].tolist(), update_sq=u[perm].tolist())
     measured = measured_fields(totals=totals, **per_layer)
+    if not per_layer:
+        for name in unmeasured:  # not measured on this step (global_sumsq_triple): absent, not NaN
+            measured.pop(name, None)
     rec.grad_norm, rec.param_norm, rec.update_norm = (measured.get(k) for k in ("grad_norm", "param_norm", "update_norm"))
     if "layers" in measured:
         rec.layers = LayerStats(**measured["layers"])

@@ -84,17 +84,29 @@ def sumsq_by_layer_triple(grads, params, updates, units=()) -> jax.Array:
     return jnp.stack([jnp.stack(t) for t in totals])
 
 
-def global_sumsq_triple(grads, params, updates) -> jax.Array:
-    """``(3,)`` float32: global sums of squares of gradient, parameters and update.
+# A global sum of squares not measured this step (sums of squares are never negative; NaN would
+# read as a non-finite tensor).
+NOT_MEASURED = -1.0
+
+
+def global_sumsq_triple(grads, params, updates, which=("grad", "param", "update")) -> jax.Array:
+    """``(3,)`` float32: global sums of squares of gradient, parameters and update, those not in
+    ``which`` left as :data:`NOT_MEASURED`.
 
     What every step records (the per-layer detail is on the sampling schedule). Each leaf is
-    read once per statistic and the partial sums are added in one tree reduction; XLA fuses the
-    square into the sum, so no squared copy is written.
+    read once per statistic; XLA fuses the square into the sum, so no squared copy is written,
+    but on a CPU it does not fuse the sums into the optimizer's own passes over the same memory:
+    each statistic costs one more pass over the parameters' memory (about 3% of the step of the
+    README's MLP, benchmarks/flax_overhead.py), hence only the gradient by default.
     """
-    totals = [jnp.zeros((), jnp.float32)] * 3
-    for g, p, u in zip(jax.tree.leaves(grads), jax.tree.leaves(params), jax.tree.leaves(updates)):
-        g, p, u = (jnp.asarray(t).astype(jnp.float32) for t in (g, p, u))
-        totals = [t + s for t, s in zip(totals, multi_sum(g * g, p * p, u * u))]
+    trees = {"grad": grads, "param": params, "update": updates}
+    totals = []
+    for name, tree in trees.items():
+        if name not in which:
+            totals.append(jnp.float32(NOT_MEASURED))
+            continue
+        leaves = [jnp.asarray(t).astype(jnp.float32) for t in jax.tree.leaves(tree)]
+        totals.append(sum((jnp.sum(a * a) for a in leaves), jnp.zeros((), jnp.float32)))
     return jnp.stack(totals)
 
 

@@ -91,6 +91,7 @@ def measure(
     learning_rate: float | Callable | None = None,
     enabled: Callable[[], bool] = lambda: True,
     units=(),
+    every_step=("grad",),
 ) -> optax.GradientTransformationExtraArgs:
     """Wrap ``inner`` so that every update also measures per-layer norms.
 
@@ -99,6 +100,8 @@ def measure(
       learning_rate: a float or an optax schedule to record as the learning rate (a schedule is
         evaluated at the count of the inner ``scale_by_schedule`` state). When None, the
         ``learning_rate`` of an ``optax.inject_hyperparams`` state is recorded if there is one.
+      every_step: the global norms measured on steps without per-layer detail ('grad', 'param',
+        'update'); the others only on measuring steps.
       units: paths of recurrent modules whose parameters count as one layer (``stats.unit_of``).
       enabled: called at trace time; when it returns False the compiled update skips the
         measurements (the recorder compiles a measuring and a non-measuring variant of the step).
@@ -153,7 +156,7 @@ def measure(
             totals = jnp.sum(layers, axis=0)  # the per-layer sums, reused
         else:
             layers = state.layers
-            totals = global_sumsq_triple(grads, params, new_updates)
+            totals = global_sumsq_triple(grads, params, new_updates, every_step)
         rows = jnp.stack([jnp.stack([lr, scale, jnp.float32(jnp.nan)]), totals])
         return new_updates, MeasureState(inner_state, jnp.concatenate([layers, rows]))
 
