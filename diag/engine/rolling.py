@@ -18,6 +18,8 @@ Example:
 
 from __future__ import annotations
 
+import operator
+
 import numpy as np
 
 # Above this many points a single series' median goes to scipy.ndimage (C selection, ~7x faster
@@ -49,23 +51,7 @@ def window_sum(x: np.ndarray, window: int) -> np.ndarray:
         return x.copy()
     w = min(max(int(window), 1), n)
     padded = np.concatenate([np.zeros((w - 1,) + x.shape[1:]), x]) if w > 1 else x
-    total = len(padded)
-    acc, a = None, 0
-    power, k = padded, 1
-    while True:
-        if w & 1:
-            if acc is None:
-                acc, a = power, k
-            else:
-                length = total - (a + k) + 1
-                acc = acc[:length] + power[a:a + length]
-                a += k
-        w >>= 1
-        if not w:
-            return np.array(acc[:n], dtype=np.float64)
-        length = len(power) - k
-        power = power[:length] + power[k:k + length]
-        k *= 2
+    return np.array(_forward_windows(padded, w, operator.add)[:n], dtype=np.float64)
 
 
 def rolling_sum(x: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
@@ -160,21 +146,28 @@ def first_run(hold: np.ndarray, n: int = 1):
 
 
 def _all_in_window(h: np.ndarray, n: int) -> np.ndarray:
-    """``out[i] = h[i:i+n].all(axis=0)`` by binary decomposition of n (R_{a+b}(i) = R_a(i) & R_b(i+a))."""
-    total = len(h)
+    """``out[i] = h[i:i+n].all(axis=0)``."""
+    return _forward_windows(h, n, operator.and_)
+
+
+def _forward_windows(x: np.ndarray, w: int, combine) -> np.ndarray:
+    """``out[i] = combine(x[i], ..., x[i+w-1])`` for every full window, by binary decomposition of
+    ``w``: windows of power-of-two lengths, R_{2k}(i) = R_k(i) . R_k(i+k), and R_{a+b}(i) =
+    R_a(i) . R_b(i+a). O(n log w), and only ever combining (no subtraction)."""
+    total = len(x)
     acc, a = None, 0
-    power, k = h, 1
+    power, k = x, 1
     while True:
-        if n & 1:
+        if w & 1:
             if acc is None:
                 acc, a = power, k
             else:
                 length = total - (a + k) + 1
-                acc = acc[:length] & power[a:a + length]
+                acc = combine(acc[:length], power[a:a + length])
                 a += k
-        n >>= 1
-        if not n:
+        w >>= 1
+        if not w:
             return acc
         length = len(power) - k
-        power = power[:length] & power[k:k + length]
+        power = combine(power[:length], power[k:k + length])
         k *= 2
