@@ -13,7 +13,9 @@ step and cause, the number of healthy runs stopped (must be 0) and the median st
 step minus onset) over the doomed runs (the goal: within 20 steps).
 
 Part 2 (overhead): per-step wall time, median of the step intervals after a warm-up, A/B
-interleaved in one process over ``--rounds`` rounds of ``--steps`` healthy steps: each
+interleaved in one process over ``--rounds`` rounds of ``--steps`` healthy steps (and, beside it,
+the mean CPU time per step of this process, which counts the guard's periodic diagnoses and is not
+inflated by other processes on a shared machine): each
 framework's fit without diag against the same fit with its DiagCallback (guard on); the plain
 loop without diag against TorchRecorder (the bridge) and TorchRecorder with the guard. Ratios
 print; the machine's load average is printed with them.
@@ -99,17 +101,26 @@ def part_stops(frameworks, seeds: int) -> None:
 
 
 class _Clock:
-    """Collects the wall time at the end of each step."""
+    """Collects the wall time and this process's CPU time at the end of each step."""
 
     def __init__(self):
         self.times: list[float] = []
+        self.cpu: list[float] = []
 
     def tick(self, *args, **kwargs) -> None:
         self.times.append(time.perf_counter())
+        self.cpu.append(time.process_time())
 
-    def step_time(self, warmup: int = 10) -> float:
+    def step_time(self, warmup: int = 10) -> tuple[float, float]:
+        """(median wall time between steps, mean CPU time per step), after ``warmup`` steps.
+
+        The mean CPU time counts the guard's diagnoses (one step in 50 pays for one) and the
+        background writer's thread, which a median step skips, and other processes on a shared
+        machine do not inflate it.
+        """
         gaps = [b - a for a, b in zip(self.times[warmup:], self.times[warmup + 1:])]
-        return statistics.median(gaps)
+        cpu = (self.cpu[-1] - self.cpu[warmup]) / max(1, len(self.cpu) - warmup - 1)
+        return statistics.median(gaps), cpu
 
 
 def _clock_callback(framework: str, clock: _Clock):
@@ -170,10 +181,13 @@ def part_overhead(frameworks, rounds: int, steps: int) -> None:
         for _ in range(rounds):
             for name, fit in variants.items():  # interleaved: A, B, A, B, ...
                 times[name].append(fit())
-        base = statistics.median(times["no diag"])
+        base = statistics.median(wall for wall, _ in times["no diag"])
+        base_cpu = statistics.median(cpu for _, cpu in times["no diag"])
         for name, values in times.items():
-            med = statistics.median(values)
-            print(f"{framework:<12} {name:<20} {med * 1e3:8.2f} ms/step  x{med / base:5.2f}", flush=True)
+            med = statistics.median(wall for wall, _ in values)
+            cpu = statistics.median(c for _, c in values)
+            print(f"{framework:<12} {name:<20} {med * 1e3:8.2f} ms/step  x{med / base:5.2f}   "
+                  f"CPU {cpu * 1e3:8.2f} ms/step  x{cpu / base_cpu:5.2f}", flush=True)
     print(f"load average after: {os.getloadavg()[0]:.1f}")
 
 
