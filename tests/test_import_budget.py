@@ -24,6 +24,7 @@ NEVER_FOR_EXPLAIN = {
     "optuna", "sqlite3",
     "yaml",  # rule files come from the cache on a second run
     "numpy.ma", "numpy.f2py", "numpy.testing",  # pulled in by np.median and scipy
+    "diag.engine.conditions.models",  # clause models: built only for a clause the quick check cannot pass
     "diag.tui", "diag.adapters", "diag.gradcheck", "diag.preflight", "diag.sweep", "diag.demo", "diag.guard",
 }
 # `diag --help` and `diag --version` parse no trace and load no rule.

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from diag.engine.conditions.clause import CLAUSE_KINDS, MODIFIERS, Clause, ClauseError
-from diag.engine.conditions.models import FactClause, RecordClause, first_error, located
+from diag.engine.conditions.quick_check import first_error, located
 from diag.engine.conditions.signal_syntax import compile_signal
 from diag.engine.conditions.syntax import check_bound_name, check_keys, expression_types, node_pos, parse_ramp
 from diag.engine.expressions import ExpressionError, compile_expression
@@ -70,7 +70,7 @@ def compile_clause(node: Any, path: str, bound_names: set[str], *, depth: int = 
         if not isinstance(body, str):
             raise ClauseError(f"{kind}: takes a fact id", pos)
         modifiers = {key: node[key] for key in ("as", "before", "after", "where") if key in node}
-        refused = first_error(FactClause, {"fact_id": body, **modifiers})
+        refused = first_error("fact", {"fact_id": body, **modifiers})
         if refused is not None:
             raise ClauseError(f"{kind} {refused[1]}", located(node, refused[0]))
         clause.fact_id = body
@@ -88,7 +88,7 @@ def compile_clause(node: Any, path: str, bound_names: set[str], *, depth: int = 
         if not isinstance(body, dict):
             raise ClauseError("record: takes a mapping {kind: data|check|eval|event, where: '...'}", pos)
         check_keys(body, ("kind", "where", "as", "ramp", "ramp_of"), "record")
-        refused = first_error(RecordClause, body)
+        refused = first_error("record", body)
         if refused is not None and refused[0][0] not in ("kind", "ramp"):  # those two are checked below
             raise ClauseError(f"record {refused[1]}", located(body, refused[0]))
         record_kind = body.get("kind")

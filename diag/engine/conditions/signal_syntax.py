@@ -6,7 +6,7 @@ from diag.engine import signals
 from diag.engine.conditions.clause import (
     LAYER_SERIES, OPS, SCALAR_SERIES, SIGNAL_KEYS, Clause, ClauseError, known_series,
 )
-from diag.engine.conditions.models import SignalClause, first_error, located
+from diag.engine.conditions.quick_check import first_error, located
 from diag.engine.conditions.syntax import (
     check_keys, node_pos, parse_fn_call, parse_ramp, parse_within_bound,
 )
@@ -26,7 +26,7 @@ def compile_signal(clause: Clause, body, pos) -> None:
     # suggestion for a series, the form of an fn call), so those speak first.
     if isinstance(body.get("layers"), LocDict):
         check_keys(body["layers"], ("min_frac", "exclude_output"), "layers")
-    refused = first_error(SignalClause, body)
+    refused = first_error("signal", body)
     if refused is not None and refused[0][0] not in _CHECKED_BELOW:
         raise ClauseError(f"signal {refused[1]}", located(body, refused[0]))
     series = body.get("series")
