@@ -16,7 +16,7 @@ from flax import nnx
 from diag.adapters.flax.nonfinite import locate_nonfinite, origin_event
 from diag.adapters.flax.origin import Origin, OriginFound
 from diag.adapters.replay import replay_event
-from diag.trace.records import NonFiniteReplayEvent, NoteEvent, Step
+from diag.trace.records import NonFiniteEvent, NonFiniteReplayEvent, NoteEvent, Step
 
 
 class Rerun:
@@ -114,7 +114,15 @@ class Rerun:
             if earlier is not None:
                 event, step, call = earlier, earlier.step, call - 1
         if event is None:
-            event = locate_nonfinite(Step(step=step, loss=float(vector[0])), self._layer_names)
+            # The step's own record: the loss and the global norms measured every step.
+            try:
+                record = self._decode(step, vector, layout, None, {})
+            except Exception:  # never stop the training loop over a record
+                record = Step(step=step, loss=float(vector[0]))
+            event = locate_nonfinite(record, self._layer_names)
+        if event is None:  # nothing measured names it (e.g. only a global norm of the update)
+            event = NonFiniteEvent(step=step, tensor="update",
+                                   message=f"first non-finite value at step {step}: a global norm of the step")
         if event.tensor in ("activation", "loss") and self.localize:
             # The measured layers have parameters; the value may have been born before them, in a
             # parameter-free module or a plain function: watch every module call.
