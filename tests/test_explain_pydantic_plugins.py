@@ -1,6 +1,6 @@
 """`diag explain` builds its models without looking up third-party pydantic plugins.
 
-The lookup reads every installed distribution's entry points (~20-30 ms of a ~0.45 s explain).
+The lookup reads every installed distribution's entry points (~6.5 ms with 150 installed).
 A real plugin package (a module and its dist-info with a ``pydantic`` entry point) is put on the
 path; it records that pydantic loaded it. A plain pydantic model loads it (so the package is a
 working plugin); explain does not, unless the user set ``PYDANTIC_DISABLE_PLUGINS`` themselves.

@@ -49,7 +49,7 @@ def _no_pydantic_plugins():
     """Build diag's pydantic models without third-party pydantic plugins (unless the user chose).
 
     pydantic looks up plugins in every installed distribution's entry points when it builds the
-    first model (~20-30 ms of a ~0.45 s explain, more in a large environment). The models built
+    first model (~6.5 ms CPU with 150 distributions installed, growing with them). The models built
     here are diag's own and explain runs no user code, so no plugin has anything to observe; an
     explicit ``PYDANTIC_DISABLE_PLUGINS`` is left as it is, and the variable is restored on exit.
     """
