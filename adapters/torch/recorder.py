@@ -36,6 +36,7 @@ from diag.adapters.torch._header import build_header
 from diag.adapters.torch._hooks import Hooks
 from diag.adapters.torch._layers import LayerPlan, find_layers, plan_layers
 from diag.adapters.torch._lifecycle import CrashCapture, CrashEvents
+from diag.adapters.torch._packed import PackedStep
 from diag.adapters.torch._stats import batch_stats, grad_layer_sq, label_stats
 from diag.adapters.torch._steprecord import activation_columns, step_record
 from diag.adapters.torch._updates import UpdateMeter
@@ -226,23 +227,6 @@ class TorchRecorder(Evaluations, Hooks, CrashEvents, GuardHook):
         metrics: Mapping[str, torch.Tensor | float] | None = None,
         epoch: int | None = None,
     ) -> None:
-        """Write the step record of the optimizer step that just ran (see :meth:`_record`)."""
-        if self._crash is None:
-            self._record(loss, inputs, labels, metrics=metrics, epoch=epoch)
-        else:
-            with self._crash.deferring_signals():
-                self._record(loss, inputs, labels, metrics=metrics, epoch=epoch)
-        self._check_guard(self.step - 1, finite=self.last_good_step == self.step - 1)  # may raise TrainingDoomed
-
-    def _record(
-        self,
-        loss: torch.Tensor | float,
-        inputs: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,
-        *,
-        metrics: Mapping[str, torch.Tensor | float] | None = None,
-        epoch: int | None = None,
-    ) -> None:
         """Write the step record of the optimizer step that just ran. Call once per step, after
         ``optimizer.step()`` (and ``scaler.update()``).
 
@@ -254,27 +238,26 @@ class TorchRecorder(Evaluations, Hooks, CrashEvents, GuardHook):
             regression targets).
           metrics: training metrics (tensors or floats), e.g. ``{"accuracy": acc}``.
           epoch: the epoch, if the loop counts them.
+
+        Raises:
+          TrainingDoomed: with ``guard`` on, when the run cannot recover.
         """
+        if self._crash is None:
+            self._record(loss, inputs, labels, metrics, epoch)
+        else:
+            with self._crash.deferring_signals():  # a signal mid-record waits until the record is whole
+                self._record(loss, inputs, labels, metrics, epoch)
+        self._check_guard(self.step - 1, finite=self.last_good_step == self.step - 1)  # may raise TrainingDoomed
+
+    def _record(self, loss, inputs, labels, metrics, epoch) -> None:
         plan = self._ensure_plan()
         self._ensure_header()
         step, costly = self.step, self.is_costly_step()
         now = time.time()
         perf = time.perf_counter()
         L = len(plan.layers)
-
-        parts: list[torch.Tensor] = []
-        layout: list[tuple[str, int]] = []
-
-        device = self._segment.device
-
-        def add(name: str, tensor: torch.Tensor) -> None:
-            flat = tensor.detach().reshape(-1)
-            if flat.dtype != torch.float32:
-                flat = flat.float()
-            if flat.device != device:  # inputs and labels may still sit on the CPU
-                flat = flat.to(device, non_blocking=True)
-            parts.append(flat)
-            layout.append((name, flat.numel()))
+        packed = PackedStep(self._segment.device)
+        add = packed.add
 
         with torch.no_grad():
             loss_t = loss if isinstance(loss, torch.Tensor) else torch.tensor(float(loss))
@@ -311,18 +294,7 @@ class TorchRecorder(Evaluations, Hooks, CrashEvents, GuardHook):
                 if isinstance(value, torch.Tensor):
                     metric_names.append(name)
                     add("metric", value)
-            values = torch.cat(parts).tolist()  # the one host transfer of this step
-
-        got: dict[str, list[float]] = {}
-        offset = 0
-        metric_values = []
-        for name, size in layout:
-            chunk = values[offset : offset + size]
-            offset += size
-            if name == "metric":
-                metric_values.append(chunk[0])
-            else:
-                got[name] = chunk
+            got, metric_values = packed.unpack()  # the one host transfer of this step
 
         finite = math.isfinite(got["loss"][0]) and all(math.isfinite(v) for v in got.get("grad_sq", ()))
         if not finite and x is not None and "input" not in got:

@@ -138,14 +138,21 @@ def loss_family(kind: str | None, task: str | None) -> str | None:
     return task if task in ("regression", "classification") else None
 
 
-def output_units(header) -> float | None:
-    """How many numbers the model outputs per example, read from the output layer's parameters."""
+def _output_param_shapes(header) -> dict | None:
+    """The output layer's parameter shapes by short name (kernel, weight, bias), or None."""
     if header is None:
         return None
     outs = [layer for layer in header.layers if layer.is_output]
     if not outs:
         return None
-    params = {p.name.rsplit(".", 1)[-1]: p.shape for p in outs[-1].params}
+    return {p.name.rsplit(".", 1)[-1]: p.shape for p in outs[-1].params}
+
+
+def output_units(header) -> float | None:
+    """How many numbers the model outputs per example, read from the output layer's parameters."""
+    params = _output_param_shapes(header)
+    if params is None:
+        return None
     if params.get("bias"):
         return float(params["bias"][-1])
     if params.get("kernel"):  # flax: (in, out)
@@ -158,12 +165,9 @@ def output_units(header) -> float | None:
 def output_fan_in(header) -> float | None:
     """How many features the output layer reads (the width of the representation it classifies),
     from its 2-D kernel (flax: (in, out)) or weight (torch: (out, in)); None when unknown."""
-    if header is None:
+    params = _output_param_shapes(header)
+    if params is None:
         return None
-    outs = [layer for layer in header.layers if layer.is_output]
-    if not outs:
-        return None
-    params = {p.name.rsplit(".", 1)[-1]: p.shape for p in outs[-1].params}
     kernel, weight = params.get("kernel"), params.get("weight")
     if kernel and len(kernel) == 2:
         return float(kernel[0])
