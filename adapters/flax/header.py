@@ -234,3 +234,33 @@ def _prod(shape) -> int:
     for s in shape:
         n *= int(s)
     return n
+
+
+class HeaderLifecycle:
+    """The recorder's header: a first one when it opens (so a run killed while compiling still
+    leaves a readable trace), restated complete once the first step is traced (forward order,
+    optimizer), with the records that waited for it."""
+
+    def _ensure_header(self) -> None:
+        if self._header is not None:
+            return
+        layers = order_layers(param_layers(self.model, self._units), self._forward if (self._forward and self._forward.order) else None)
+        recording = {"every": self.every, "localize": self.localize, "global_norms_every_step": ",".join(self._every_step_norms),
+                     "activations": "layer output (pre-activation); zero/saturation fractions of the following activation"}
+        if getattr(self, "_forward_error", None):
+            recording["forward_order"] = "tree order: " + self._forward_error[:200]
+        for info in layers:
+            info.output_element = self._output_elements.get(info.name)
+        self._header = build_header(self.model, layers, self._optimizer, recording=recording, **self._header_fields)
+        self._layer_names = [l.name for l in self._header.layers]
+        self._emit(self._header)
+        for record in self._early:
+            self._emit(record)
+        self._early.clear()
+
+    def _opening_header(self) -> Header:
+        layers = order_layers(param_layers(self.model, self._units), None)
+        recording = {"every": self.every, "localize": self.localize,
+                     "header": "written when the recorder opened: layers in tree order, no optimizer yet; "
+                               "restated once the first step is traced"}
+        return build_header(self.model, layers, None, recording=recording, **self._header_fields)

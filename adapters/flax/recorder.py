@@ -52,7 +52,7 @@ from diag.adapters._guard import GuardHook
 from diag.adapters.flax import crash, stats as S
 from diag.adapters.flax.decode import decode_step
 from diag.adapters.flax.forward import ForwardInfo, captured_outputs, recurrent_paths, recurrent_units
-from diag.adapters.flax.header import build_header, describe_optimizer, describe_schedule, order_layers, param_layers
+from diag.adapters.flax.header import HeaderLifecycle, describe_optimizer, describe_schedule
 from diag.adapters.flax.loss_scale import skipped_flag, uses_loss_scale
 from diag.adapters.flax.jitted import JitVariants
 from diag.adapters.flax.rerun import Rerun
@@ -64,7 +64,7 @@ from diag.trace.writer import TraceWriter
 DEFAULT_EVERY = 25
 
 
-class Recorder(JitVariants, Rerun, GuardHook):
+class Recorder(JitVariants, Rerun, HeaderLifecycle, GuardHook):
     """Writes a diag trace of a Flax NNX training loop.
 
     Args:
@@ -415,30 +415,6 @@ class Recorder(JitVariants, Rerun, GuardHook):
             self._emit(record)
         for record in self._followers.pop(call, ()):
             self._emit(record)
-
-    def _ensure_header(self) -> None:
-        if self._header is not None:
-            return
-        layers = order_layers(param_layers(self.model, self._units), self._forward if (self._forward and self._forward.order) else None)
-        recording = {"every": self.every, "localize": self.localize, "global_norms_every_step": ",".join(self._every_step_norms),
-                     "activations": "layer output (pre-activation); zero/saturation fractions of the following activation"}
-        if getattr(self, "_forward_error", None):
-            recording["forward_order"] = "tree order: " + self._forward_error[:200]
-        for info in layers:
-            info.output_element = self._output_elements.get(info.name)
-        self._header = build_header(self.model, layers, self._optimizer, recording=recording, **self._header_fields)
-        self._layer_names = [l.name for l in self._header.layers]
-        self._emit(self._header)
-        for record in self._early:
-            self._emit(record)
-        self._early.clear()
-
-    def _opening_header(self) -> Header:
-        layers = order_layers(param_layers(self.model, self._units), None)
-        recording = {"every": self.every, "localize": self.localize,
-                     "header": "written when the recorder opened: layers in tree order, no optimizer yet; "
-                               "restated once the first step is traced"}
-        return build_header(self.model, layers, None, recording=recording, **self._header_fields)
 
     def _on_signal(self, event) -> None:
         # Runs between two bytecodes of the main thread, possibly inside a write holding the
