@@ -19,7 +19,7 @@ import numpy as np
 from pydantic import TypeAdapter, ValidationError
 
 from diag.errors import Problem
-from diag.trace.columnar import Trace
+from diag.trace.columnar import ColumnBuffer, Trace
 from diag.trace.limits import MAX_INTEGER, MAX_RAW_INTEGER, check_value, excerpt
 from diag.trace.records import (
     RECORD_KINDS, ActivationStats, BatchStats, Check, Data, Eval, Header, LayerStats, Record, Step, _Event,
@@ -62,41 +62,6 @@ def _step_plan(keys: tuple) -> tuple | bool:
     return tuple(scalars), tuple(batch), "metrics" in keys, tuple(groups)
 
 
-class _Column:
-    """A growable float64 column with a presence mask (per row, and per entry once a null is seen)."""
-
-    __slots__ = ("values", "present", "measured")
-
-    def __init__(self, capacity: int, width: int | None = None):
-        shape = (capacity,) if width is None else (capacity, width)
-        self.values = np.full(shape, np.nan, dtype=np.float64)
-        self.present = np.zeros(capacity, dtype=bool)
-        # Allocated on the first null inside a per-layer array: True where a value was measured.
-        self.measured: np.ndarray | None = None
-
-    def grow(self, capacity: int) -> None:
-        old = self.values
-        self.values = np.full((capacity,) + old.shape[1:], np.nan, dtype=np.float64)
-        self.values[: old.shape[0]] = old
-        present = np.zeros(capacity, dtype=bool)
-        present[: self.present.shape[0]] = self.present
-        self.present = present
-        if self.measured is not None:
-            measured = np.ones(self.values.shape, dtype=bool)
-            measured[: old.shape[0]] = self.measured
-            self.measured = measured
-
-    def put_row(self, row: int, values: list, may_hold_null: bool = True) -> None:
-        """Copy one per-layer array into row ``row``; nulls become unmeasured entries."""
-        # numpy would silently turn None into NaN, which reads as a non-finite measurement.
-        if may_hold_null and None in values:
-            if self.measured is None:
-                self.measured = np.ones(self.values.shape, dtype=bool)
-            self.measured[row] = [v is not None for v in values]
-        self.values[row] = values
-        self.present[row] = True
-
-
 class TraceBuilder:
     """Accumulates records of one trace (one file, or several shards fed one after another).
 
@@ -111,8 +76,8 @@ class TraceBuilder:
         self._rows = 0
         self._steps = np.zeros(self._capacity, dtype=np.int64)
         self._order_keys = np.zeros(self._capacity, dtype=np.int64)  # shard rank, for merging
-        self._columns: dict[str, _Column] = {}
-        self._layer_columns: dict[str, _Column] = {}
+        self._columns: dict[str, ColumnBuffer] = {}
+        self._layer_columns: dict[str, ColumnBuffer] = {}
         self._plans: dict[tuple, tuple | bool] = {}
         self._width: int | None = None
         self._shard_rank = 0
@@ -365,10 +330,10 @@ class TraceBuilder:
         self._rows += 1
         return row
 
-    def _column(self, store: dict, name: str, width: int | None) -> _Column:
+    def _column(self, store: dict, name: str, width: int | None) -> ColumnBuffer:
         column = store.get(name)
         if column is None:
-            column = store[name] = _Column(self._capacity, width)
+            column = store[name] = ColumnBuffer(self._capacity, width)
         return column
 
     def _report(self, error: ValidationError, raw: dict, number: int, where: str | None) -> None:
@@ -404,7 +369,7 @@ class TraceBuilder:
             index = order[first]
             steps = steps[index]
 
-        def take(column: _Column):
+        def take(column: ColumnBuffer):
             values, present = column.values[:n], column.present[:n]
             if index is not None:
                 values, present = values[index], present[index]

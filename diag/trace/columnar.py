@@ -173,3 +173,38 @@ class Trace:
     def events_of(self, event: str) -> list:
         return [e for e in self.events if e.event == event]
 
+
+class ColumnBuffer:
+    """A growable float64 column with a presence mask (per row, and per entry once a null is seen):
+    what the builder fills record by record before :class:`Trace` takes the arrays."""
+
+    __slots__ = ("values", "present", "measured")
+
+    def __init__(self, capacity: int, width: int | None = None):
+        shape = (capacity,) if width is None else (capacity, width)
+        self.values = np.full(shape, np.nan, dtype=np.float64)
+        self.present = np.zeros(capacity, dtype=bool)
+        # Allocated on the first null inside a per-layer array: True where a value was measured.
+        self.measured: np.ndarray | None = None
+
+    def grow(self, capacity: int) -> None:
+        old = self.values
+        self.values = np.full((capacity,) + old.shape[1:], np.nan, dtype=np.float64)
+        self.values[: old.shape[0]] = old
+        present = np.zeros(capacity, dtype=bool)
+        present[: self.present.shape[0]] = self.present
+        self.present = present
+        if self.measured is not None:
+            measured = np.ones(self.values.shape, dtype=bool)
+            measured[: old.shape[0]] = self.measured
+            self.measured = measured
+
+    def put_row(self, row: int, values: list, may_hold_null: bool = True) -> None:
+        """Copy one per-layer array into row ``row``; nulls become unmeasured entries."""
+        # numpy would silently turn None into NaN, which reads as a non-finite measurement.
+        if may_hold_null and None in values:
+            if self.measured is None:
+                self.measured = np.ones(self.values.shape, dtype=bool)
+            self.measured[row] = [v is not None for v in values]
+        self.values[row] = values
+        self.present[row] = True
