@@ -19,36 +19,20 @@ import shutil
 import statistics
 import sys
 import tempfile
+import textwrap
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-HEAD = """\
-apiVersion: diag/v1
-causes:
-  - id: my_cause
-    title: t
-    category: loss
-    severity: high
-    doc: {what: w, why: y, example: e, use_instead: u, false_positives: f}
-    fix: [{action: a}]
-rules:
-"""
-RULE = """\
-  - id: my.rule-{n}
-    type: cause
-    emits: my_cause
-    when: {{context: 'lr > {n}'}}
-    cf: 0.5
-    evidence: e
-"""
+from tests.rule_files import HEAD, cause_rule  # noqa: E402
 
 
 def write_rules(folder: Path, count: int, per_file: int = 1000) -> None:
     for first in range(0, count, per_file):
         head = HEAD if first == 0 else "apiVersion: diag/v1\nrules:\n"
-        body = "".join(RULE.format(n=n) for n in range(first, min(first + per_file, count)))
+        body = "".join(textwrap.indent(cause_rule(f"{{context: 'lr > {n}'}}", f"my.rule-{n}"), "  ")
+                       for n in range(first, min(first + per_file, count)))
         (folder / f"r{first // per_file:03d}.yaml").write_text(head + body)
 
 

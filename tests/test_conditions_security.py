@@ -10,18 +10,7 @@ from diag.engine.expressions import ExpressionError, compile_expression, compile
 from diag.engine.facts import CONTEXT_TYPES
 from diag.engine.kb import load_knowledge_base
 from diag.engine.yamlloc import RuleFileError
-
-HEAD = """\
-apiVersion: diag/v1
-causes:
-  - id: my_cause
-    title: t
-    category: loss
-    severity: high
-    doc: {what: w, why: y, example: e, use_instead: u, false_positives: f}
-    fix: [{action: a}]
-rules:
-"""
+from tests.rule_files import HEAD, cause_rule
 
 
 def load(tmp_path, rules: str):
@@ -31,14 +20,7 @@ def load(tmp_path, rules: str):
 
 
 def rule(when: str, evidence: str = "e") -> str:
-    return f"""\
-- id: my.rule
-  type: cause
-  emits: my_cause
-  when: {when}
-  cf: 0.5
-  evidence: {evidence}
-"""
+    return cause_rule(when, evidence=evidence)
 
 
 @pytest.mark.parametrize("expression, message", [

@@ -18,31 +18,13 @@ import pytest
 from diag.engine.kb import load_knowledge_base
 from diag.engine.ruletest import run_rule_tests
 from diag.engine.yamlloc import MAX_RULE_FILE_BYTES, RuleFileError
+from tests.rule_files import HEAD, cause_rule
 
 WATCHDOG_SECONDS = 600  # generous: a loaded 2-core machine; a hang is what it catches
 
-HEAD = """\
-apiVersion: diag/v1
-causes:
-  - id: my_cause
-    title: t
-    category: loss
-    severity: high
-    doc: {what: w, why: y, example: e, use_instead: u, false_positives: f}
-    fix: [{action: a}]
-rules:
-"""
-
 
 def rule(when: str, rule_id: str = "my.rule") -> str:
-    return textwrap.indent(f"""\
-- id: {rule_id}
-  type: cause
-  emits: my_cause
-  when: {when}
-  cf: 0.5
-  evidence: e
-""", "  ")
+    return textwrap.indent(cause_rule(when, rule_id), "  ")
 
 
 @pytest.fixture(autouse=True)
