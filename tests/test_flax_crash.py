@@ -83,7 +83,7 @@ def _wait_for(marker: Path, proc, timeout=120.0):
 def _steps_on_disk(trace: Path) -> int:
     try:
         return len(load_trace(trace).series("loss"))
-    except (FileNotFoundError, DiagInputError):  # not created yet, or only a torn header so far
+    except (FileNotFoundError, DiagInputError, KeyError):  # not created, a torn header, or a header and no step yet
         return 0
 
 
