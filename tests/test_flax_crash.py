@@ -101,20 +101,26 @@ def _wait_for_steps_on_disk(trace: Path, proc, steps: int, timeout=120.0):
 def dead_runs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("crash")
     procs = {mode: _start(tmp, mode) for mode in ("raise", "SIGTERM", "SIGINT", "kill9")}
-    for mode, sig in (("SIGTERM", signal.SIGTERM), ("SIGINT", signal.SIGINT), ("kill9", None)):
-        proc, trace, marker = procs[mode]
-        _wait_for(marker, proc)
-        if sig is None:
-            # The background flusher (flush_seconds) must put the steps on disk without any call
-            # from the loop: wait for that event, then kill -9 and check what the reader keeps.
-            _wait_for_steps_on_disk(trace, proc, steps=7)
-            sig = signal.SIGKILL
-        os.kill(proc.pid, sig)
-    results = {}
-    for mode, (proc, trace, _) in procs.items():
-        _, err = proc.communicate(timeout=120)
-        results[mode] = (proc.returncode, err, load_trace(trace))
-    return results
+    try:
+        for mode, sig in (("SIGTERM", signal.SIGTERM), ("SIGINT", signal.SIGINT), ("kill9", None)):
+            proc, trace, marker = procs[mode]
+            _wait_for(marker, proc)
+            if sig is None:
+                # The background flusher (flush_seconds) must put the steps on disk without any call
+                # from the loop: wait for that event, then kill -9 and check what the reader keeps.
+                _wait_for_steps_on_disk(trace, proc, steps=7)
+                sig = signal.SIGKILL
+            os.kill(proc.pid, sig)
+        results = {}
+        for mode, (proc, trace, _) in procs.items():
+            _, err = proc.communicate(timeout=120)
+            results[mode] = (proc.returncode, err, load_trace(trace))
+        return results
+    finally:  # a failed wait must not leave training loops running after the suite
+        for proc, _, _ in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
 
 
 def test_an_exception_in_the_loop_leaves_its_traceback_and_last_good_step(dead_runs):

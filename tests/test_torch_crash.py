@@ -68,9 +68,14 @@ def test_uncaught_exception_is_written_with_traceback_layer_and_last_good_step(t
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=lambda s: s.name)
 def test_signal_writes_the_signal_and_an_interrupted_end_after_every_recorded_step(tmp_path, sig):
     proc, path = _run(tmp_path, "loop")
-    assert proc.stdout.readline().strip() == "ready"  # three steps recorded; the loop goes on
-    proc.send_signal(sig)
-    proc.communicate(timeout=60)
+    try:
+        assert proc.stdout.readline().strip() == "ready"  # three steps recorded; the loop goes on
+        proc.send_signal(sig)
+        proc.communicate(timeout=60)
+    finally:  # the loop never ends on its own: a failed read must not leave it running
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
     assert proc.returncode != 0
     if sig == signal.SIGTERM:
         assert proc.returncode == 143
