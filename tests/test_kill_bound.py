@@ -4,9 +4,9 @@ Real child processes train real small models (a PyTorch MLP through ``TorchRecor
 MLP through the Flax ``Recorder``), record at least ``STEPS`` steps, print ``idle`` and the count,
 and then stop calling the recorder, as a loop stuck in a slow data loader does. A write flushes the
 buffer when it finds its oldest record due, so each loop goes on until its last record stayed in
-memory (the writer's buffer is not empty); the torch writer's count trigger (50 records) is not
-reached. From then on only the writer's background deadline (``flush_seconds``) can put the last
-steps on disk. The test waits for that event (all the steps appearing in the file), kills the
+memory (in the writer's buffer, or for Flax a step not yet decoded); the torch writer's count
+trigger (50 records) is not reached. From then on only the background threads (the writer's
+deadline ``flush_seconds``, the Flax recorder's idle drain) can put the last steps on disk. The test waits for that event (all the steps appearing in the file), kills the
 child with SIGKILL and reads what is left: every step, in order, and nothing torn.
 
 How soon after a step the deadline writes it is a timing, not a behaviour:
@@ -80,7 +80,7 @@ FLAX_CHILD = textwrap.dedent('''
 
     x, y = jnp.ones((32, 8)), jnp.arange(32) % 3
     i = 0
-    while i < int(sys.argv[2]) or not rec.writer._buffer:  # end with a record in memory (see the docstring)
+    while i < int(sys.argv[2]) or not (rec.writer._buffer or rec._pending):  # a record in memory (see the docstring)
         rec.record(i, step(model, optimizer, x * (i % 7) / 7, y))
         i += 1
     print("idle", i, flush=True)

@@ -11,6 +11,15 @@ from diag.trace.measured import measured_fields
 from diag.trace.records import ActivationStats, BatchStats, LayerStats, Step
 
 
+def vector_is_finite(vector: np.ndarray, layout: Layout | None) -> bool:
+    """Is this step free of NaN/Inf where it matters? An overflow that a loss scaler skipped
+    (the skipped flag, ``vector[2]``) is the scaler's business, unless the loss itself is bad."""
+    if layout is not None and layout.full:
+        return not layout.has_nonfinite(vector) or (vector[2] == 1 and bool(np.isfinite(vector[0])))
+    # Loss and the global norms are measured every step.
+    return bool(np.isfinite(vector[0])) and (vector[2] == 1 or bool(np.isfinite(vector[4:7]).all()))
+
+
 def decode_step(step: int, vector: np.ndarray, layout: Layout | None, names: list[str], perm_cache: dict,
                 wall: float | None, extra: dict) -> Step:
     """The Step record of one step.

@@ -23,8 +23,8 @@ float32 vector; ``record`` starts its copy to the host and decodes the vector of
 calls earlier, which the device has finished by then, so the loop never waits for a transfer.
 Decoding a step takes a few microseconds on the loop's thread (a background thread cost more in
 thread hand-offs than it saved); the trace file is written in batches and flushed by the writer's
-own thread every ``flush_seconds``. ``rec.jit`` compiles two variants of
-the step: the measuring one (per-layer gradient/parameter/update norms, activation and batch
+own thread every ``flush_seconds``, and steps a loop left pending when it went idle are written by
+a thread of their own (idle.py). ``rec.jit`` compiles two variants of the step: the measuring one (per-layer gradient/parameter/update norms, activation and batch
 statistics) runs every ``every`` steps (default 25), the other records only the loss and the
 learning rate and costs nothing measurable. ``every=1`` records everything every step.
 
@@ -50,9 +50,10 @@ from flax import nnx
 
 from diag.adapters._guard import GuardHook
 from diag.adapters.flax import crash, stats as S
-from diag.adapters.flax.decode import decode_step
+from diag.adapters.flax.decode import decode_step, vector_is_finite
 from diag.adapters.flax.forward import ForwardInfo, captured_outputs, recurrent_paths, recurrent_units
 from diag.adapters.flax.header import HeaderLifecycle, describe_optimizer, describe_schedule
+from diag.adapters.flax.idle import IdleDrain, _ready
 from diag.adapters.flax.loss_scale import skipped_flag, uses_loss_scale
 from diag.adapters.flax.jitted import JitVariants
 from diag.adapters.flax.rerun import Rerun
@@ -64,7 +65,7 @@ from diag.trace.writer import TraceWriter
 DEFAULT_EVERY = 25
 
 
-class Recorder(JitVariants, Rerun, HeaderLifecycle, GuardHook):
+class Recorder(JitVariants, Rerun, HeaderLifecycle, GuardHook, IdleDrain):
     """Writes a diag trace of a Flax NNX training loop.
 
     Args:
@@ -188,6 +189,7 @@ class Recorder(JitVariants, Rerun, HeaderLifecycle, GuardHook):
         # model, the optimizer and the compiled steps alive until the interpreter exits.
         self._exit_hook = functools.partial(_close_at_exit, weakref.ref(self))
         atexit.register(self._exit_hook)
+        self._start_idle_drain(flush_seconds)
 
     # ------------------------------------------------------------------ inside the jitted step
 
@@ -301,11 +303,12 @@ class Recorder(JitVariants, Rerun, HeaderLifecycle, GuardHook):
             # Wall time between two record() calls: the loop's pace, data loading included.
             extra.setdefault("step_time", now - self._last_wall)
         self._last_wall = now
-        self._pending.append((step, stats, call, now, extra))
-        decoded = False
-        while self._pending and (len(self._pending) > self.max_pending or _ready(self._pending[0][1])):
-            self._process(self._pending.pop(0))
-            decoded = True
+        with self._lock:
+            self._pending.append((step, stats, call, now, extra))
+            decoded, self._drained_in_background = self._drained_in_background, False
+            while self._pending and (len(self._pending) > self.max_pending or _ready(self._pending[0][1])):
+                self._process(self._pending.pop(0))
+                decoded = True
         if decoded:  # may raise TrainingDoomed once the run cannot recover
             self._check_guard(self._last_step, finite=self._last_good == self._last_step)
 
@@ -316,13 +319,14 @@ class Recorder(JitVariants, Rerun, HeaderLifecycle, GuardHook):
         Steps are decoded a call or two late (the device is never waited on), so a record written
         while steps are still pending waits behind them.
         """
-        if self._header is None:
-            # The final header waits for the first step: its layer order comes from tracing it.
-            self._early.append(record)
-        elif self._pending:
-            self._followers.setdefault(self._pending[-1][2], []).append(record)
-        else:
-            self._emit(record)
+        with self._lock:
+            if self._header is None:
+                # The final header waits for the first step: its layer order comes from tracing it.
+                self._early.append(record)
+            elif self._pending:
+                self._followers.setdefault(self._pending[-1][2], []).append(record)
+            else:
+                self._emit(record)
 
     def eval(self, step: int, split: str, *, loss: float | None = None, metrics: dict | None = None, **fields) -> None:
         """Write an evaluation record (host values)."""
@@ -333,14 +337,20 @@ class Recorder(JitVariants, Rerun, HeaderLifecycle, GuardHook):
 
     def flush(self) -> None:
         """Decode everything pending and write it out (blocks on the device)."""
-        while self._pending:
-            self._process(self._pending.pop(0))
-        self.writer.flush()
+        with self._lock:
+            while self._pending:
+                self._process(self._pending.pop(0))
+            self.writer.flush()
 
     def close(self, status_exc=(None, None, None)) -> None:
         """Write the closing events and flush (``with recorder:`` does this)."""
         if self._closed:
             return
+        self._stop_idle_drain()
+        with self._lock:
+            self._close_locked(status_exc)
+
+    def _close_locked(self, status_exc) -> None:
         exc_type, exc, tb = status_exc
         try:
             while self._pending:
@@ -387,20 +397,14 @@ class Recorder(JitVariants, Rerun, HeaderLifecycle, GuardHook):
         step, stats, call, wall, extra = item
         # Inputs of earlier steps are no longer needed (the one before this may be: a NaN found
         # in this step's parameters is traced back to it).
-        for old in [c for c in self._snapshots if c < call - 1]:
-            del self._snapshots[old]
+        # (list() first: the loop's thread adds snapshots while the idle thread may be here.)
+        for old in [c for c in list(self._snapshots) if c < call - 1]:
+            self._snapshots.pop(old, None)
         vector = np.asarray(stats, dtype=np.float32)
         layout = self._layouts.get(vector.size)
         self._ensure_header()
         self._last_step = step
-        if layout is not None and layout.full:
-            # An overflow that a loss scaler skipped is its business, unless the loss itself is bad.
-            finite = not layout.has_nonfinite(vector) or (vector[2] == 1 and bool(np.isfinite(vector[0])))
-        else:
-            # Loss and the global norms are measured every step; an overflow that a loss scaler
-            # skipped is its business, not a NaN of the run.
-            finite = bool(np.isfinite(vector[0])) and (vector[2] == 1 or bool(np.isfinite(vector[4:7]).all()))
-        if finite:
+        if vector_is_finite(vector, layout):
             self._last_good = step
         elif not self._nonfinite_reported:
             self._nonfinite_reported = True
@@ -440,9 +444,3 @@ def _close_at_exit(recorder_ref) -> None:
             recorder.close()
         except Exception:  # noqa: BLE001 - the interpreter is exiting; nothing to report to
             pass
-
-
-def _ready(array) -> bool:
-    is_ready = getattr(array, "is_ready", None)
-    return is_ready() if is_ready is not None else True
-
