@@ -423,7 +423,8 @@ class Recorder(JitVariants, Rerun, HeaderLifecycle, GuardHook, IdleDrain):
     def _on_signal(self, event) -> None:
         # Runs between two bytecodes of the main thread, possibly inside a write holding the
         # writer's lock: only note the event here; close() writes it as the exception unwinds.
-        event.step = self._pending[-1][0] if self._pending else self._last_step  # where the loop was
+        last = self._pending[-1:]  # one read: the idle thread may empty the list meanwhile
+        event.step = last[0][0] if last else self._last_step  # where the loop was
         self._signals.append(event)
 
 
