@@ -14,6 +14,8 @@ from diag.cli.import_cmd import (add_import_options, coverage_text, not_checked_
 SEVERITIES = ("info", "low", "medium", "high", "critical")
 FORMATS = ("text", "json", "markdown")
 PLUGINS_ENV = "PYDANTIC_DISABLE_PLUGINS"
+# What OpenBLAS reads, in its order, for the size of its thread pool.
+BLAS_THREADS_ENV = ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS")
 
 
 def register(subparsers) -> None:
@@ -41,7 +43,25 @@ def _run(args) -> int:
       diag explain examples/lr_too_high.jsonl --why lr_too_high
     """
     with _no_pydantic_plugins():
+        _import_numpy_with_one_blas_thread()
         return _explain(args)
+
+
+def _import_numpy_with_one_blas_thread() -> None:
+    """Import numpy with a one-thread OpenBLAS pool (unless the user sized it, or numpy is loaded).
+
+    OpenBLAS starts a pool of one thread per core when numpy loads it, and its idle threads spin
+    before they sleep: ~0.1 s of CPU per explain on a two-core machine (benchmarks/cli_start.py --against,
+    0.47 -> 0.36 s CPU at load 3.3). Explain does no matrix products worth a second thread. The variable is set
+    only while numpy loads OpenBLAS (it is read once, then), so nothing this process starts inherits it.
+    """
+    if "numpy" in sys.modules or any(name in os.environ for name in BLAS_THREADS_ENV):
+        return
+    os.environ[BLAS_THREADS_ENV[0]] = "1"
+    try:
+        import numpy  # noqa: F401  (loads OpenBLAS, which reads the variable now)
+    finally:
+        os.environ.pop(BLAS_THREADS_ENV[0], None)
 
 
 @contextmanager
