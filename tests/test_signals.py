@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from diag.engine import signals
+from diag.engine import rolling, signals
 from diag.engine.notation import NotationError, parse_series
 
 finite_lists = st.lists(st.floats(-1e6, 1e6, allow_nan=False), min_size=1, max_size=60)
@@ -26,6 +26,17 @@ def naive_first_run(hold, n):
 @given(st.lists(st.booleans(), max_size=40), st.integers(1, 6))
 def test_first_run_matches_a_step_by_step_scan(hold, n):
     assert signals.first_run(np.array(hold, dtype=bool), n) == naive_first_run(hold, n)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 300), st.integers(1, 6), st.integers(1, 6), st.floats(0, 1), st.integers(1, 9), st.integers(0, 2**32 - 1))
+def test_first_run_and_first_true_match_a_scan_of_each_column(rows, cols, n, density, first_block, seed):
+    # Long enough columns and small first blocks that the growing blocks and the columns leaving
+    # the search early are exercised; density 0 and 1 included (never / always holds).
+    hold = np.random.default_rng(seed).random((rows, cols)) < density ** 3
+    assert signals.first_run(hold, n).tolist() == [naive_first_run(hold[:, j], n) for j in range(cols)]
+    first = [int(np.flatnonzero(hold[:, j])[0]) if hold[:, j].any() else -1 for j in range(cols)]
+    assert rolling.first_true(hold, first_block).tolist() == first
 
 
 def test_first_run_works_per_layer_column():

@@ -124,24 +124,41 @@ def first_run(hold: np.ndarray, n: int = 1):
     hold = np.asarray(hold, dtype=bool)
     if hold.ndim == 1:
         return int(first_run(hold[:, None], n)[0])
-    out = np.full(hold.shape[1], -1)
     n = max(int(n), 1)
     if len(hold) < n:
+        return np.full(hold.shape[1], -1)
+    if n == 1:
+        return first_true(hold)
+    out = np.full(hold.shape[1], -1)
+    # Reducing along rows is contiguous (fast); find the columns with anything true first.
+    cols = np.flatnonzero(hold.any(axis=0))
+    if cols.size == 0:
         return out
-    # Reducing along rows is contiguous (fast); find the rows with anything true first.
-    any_rows = np.flatnonzero(hold.any(axis=1))
-    if any_rows.size == 0:
-        return out
-    cols = np.flatnonzero(hold[any_rows].any(axis=0))
     h = hold if cols.size == hold.shape[1] else hold[:, cols]
-    run = _all_in_window(h, n)
-    # argmax along axis 0 of a wide array is strided and slow: search only the rows where
-    # something holds (few, in all but the worst runs).
-    rows = np.flatnonzero(run.any(axis=1))
-    if rows.size == 0:
-        return out
-    sub = run[rows]
-    out[cols] = np.where(sub.any(axis=0), rows[np.argmax(sub, axis=0)], -1)
+    out[cols] = first_true(_all_in_window(h, n))
+    return out
+
+
+def first_true(hold: np.ndarray, first_block: int = 64) -> np.ndarray:
+    """Per column of a 2-D bool array, the first row that is true, or -1.
+
+    Rows are read in blocks that grow fourfold, and a column leaves the search at its first hit:
+    a condition that holds from the start (common: ``x > 0``) is settled in the first block,
+    where an ``argmax`` over all rows of a (100,000 x 64) array costs ~20 ms. A column that
+    never holds is read once, by contiguous row blocks.
+    """
+    rows, cols = hold.shape
+    out = np.full(cols, -1)
+    todo = np.arange(cols)
+    start, size = 0, max(int(first_block), 1)
+    while start < rows and todo.size:
+        block = hold[start:start + size] if todo.size == cols else hold[start:start + size, todo]
+        hit = block.any(axis=0)
+        if hit.any():
+            out[todo[hit]] = start + np.argmax(block[:, hit], axis=0)
+            todo = todo[~hit]
+        start += size
+        size *= 4
     return out
 
 

@@ -10,6 +10,7 @@ import numpy as np
 
 from diag.engine import signals
 from diag.engine.conditions.clause import OPS, Clause
+from diag.engine.rolling import first_true
 
 
 # A binding that names one column (a scalar series, the first layer that fired) gets that column's
@@ -73,7 +74,9 @@ def _column_stats(r: SignalResult, wanted: np.ndarray | None = None) -> dict:
         peak = np.max(y, axis=0, where=hold, initial=-np.inf)
         low = np.min(y, axis=0, where=hold, initial=np.inf)
     count = np.count_nonzero(hold, axis=0)
-    last = len(rows) - 1 - np.argmax(hold[::-1], axis=0)  # a fired column holds somewhere
+    # The last row that holds: the first of the reversed rows (a fired column holds somewhere;
+    # a column that does not reads as argmax would, 0).
+    last = len(rows) - 1 - np.maximum(first_true(hold[::-1]), 0)
     if not some:
         peak, low, count, last = peak[fired], low[fired], count[fired], last[fired]
     value = r.y[start, fired]
