@@ -33,6 +33,7 @@ class MainScreen(Screen):
     def __init__(self):
         super().__init__()
         self._input_purpose = "filter"
+        self._panes: dict[str, Pane] = {}
 
     def compose(self) -> ComposeResult:
         yield StatusBar(id="status")
@@ -54,6 +55,12 @@ class MainScreen(Screen):
         # Looked up once: a live run asks for them ten times a second.
         self._panes = {name: self.query_one(f"#{name}-pane", Pane) for name in TABS}
         self._tabs = self.query_one("#tabs", TabbedContent)
+
+    @property
+    def busy(self) -> bool:
+        """True while the metrics plot is being built in its worker."""
+        metrics = self._panes.get("metrics")
+        return metrics is not None and metrics.busy
 
     def panes(self) -> list[Pane]:
         return list(self._panes.values())

@@ -59,8 +59,13 @@ class MetricsPane(Pane):
             self._draw_plot_soon()
         else:
             # After the next paint: a tab switch shows at once (with the last plot), the new plot
-            # follows a frame later instead of holding up the key press.
+            # follows when its worker has built it instead of holding up the key press.
             self.call_after_refresh(self._draw_plot)
+
+    @property
+    def busy(self) -> bool:
+        """True while a plot is being built for data already given to it."""
+        return self.query_one("#plot", SeriesPlot).busy
 
     def _draw_plot_soon(self) -> None:
         """Replot at most a few times a second while steps stream in (a plot costs a full build)."""
@@ -69,7 +74,10 @@ class MetricsPane(Pane):
 
     def _draw_plot_now(self) -> None:
         self._plot_timer = None
-        self._draw_plot()
+        if self.screen.active_pane() is self:
+            self._draw_plot()
+        else:
+            self.pending.add("trace")  # switched away meanwhile: draw when shown again
 
     def _fill_series_list(self) -> None:
         trace = self.app.trace
