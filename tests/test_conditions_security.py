@@ -119,3 +119,19 @@ def test_schema_errors_point_at_the_field_with_a_suggestion(tmp_path):
 def test_compile_expression_refuses_unknown_symbols_with_suggestion():
     with pytest.raises(ExpressionError, match="did you mean 'precision'"):
         compile_expression('precison == "fp16"', CONTEXT_TYPES)
+
+
+def test_expressions_keep_their_own_symbol_types_when_others_are_compiled_between():
+    # One rule-engine Context serves every parse; each expression keeps the types it was parsed with.
+    import rule_engine
+
+    from diag.engine.expressions import evaluate
+
+    as_number = compile_expression("x > 1", {"x": rule_engine.DataType.FLOAT})
+    as_text = compile_expression('x == "a"', {"x": rule_engine.DataType.STRING})
+    with pytest.raises(ExpressionError, match="unknown name 'y'.*did you mean 'x'"):
+        compile_expression("y > 1", {"x": rule_engine.DataType.FLOAT})
+    with pytest.raises(ExpressionError):
+        compile_expression('x > 1', {"x": rule_engine.DataType.STRING})  # a string compared with a number
+    assert evaluate(as_number, {"x": 2.0}) is True and evaluate(as_text, {"x": "a"}) is True
+    assert as_number.symbols == {"x"} and as_text.symbols == {"x"}

@@ -184,22 +184,40 @@ def compile_expression(text: str, types: dict) -> Expression:
     return _compile_now(text, types)
 
 
-# One rule-engine Context per set of symbol types (a rule's bound names decide it; a knowledge base
-# has a few dozen): creating one sets up all of rule-engine's built-ins, which cost more than
-# parsing a short expression. Each parse starts the context's symbol set afresh, under a lock.
-_CONTEXTS: dict[tuple, tuple] = {}
+# One rule-engine Context for every expression: creating one sets up all of rule-engine's built-ins
+# (and a local time zone), which costs more than parsing a short expression. Its type resolver is
+# switched to the expression's own symbol types for each parse, under a lock; rule-engine asks for
+# symbol types only while it parses (the AST keeps what it was told), never while it evaluates.
 _PARSING = threading.Lock()
+_CONTEXT = None
+_RESOLVERS: dict[tuple, tuple] = {}
+
+
+class _TypesOfThisParse:
+    """The shared Context's type resolver: the symbol types of the expression being parsed."""
+
+    resolve = None
+
+    def __call__(self, name: str):
+        return self.resolve(name)
+
+
+_TYPES = _TypesOfThisParse()
 
 
 def _context_for(types: dict):
+    """The shared Context, resolving ``types`` (call with ``_PARSING`` held)."""
+    global _CONTEXT
     key = tuple(sorted((name, id(kind)) for name, kind in types.items()))
-    entry = _CONTEXTS.get(key)
+    entry = _RESOLVERS.get(key)
     if entry is None:
-        kept = dict(types)  # held with the context, so the ids in the key stay these objects'
-        context = rule_engine.Context(type_resolver=kept, mapping_attribute_lookup=False,
-                                      decimal_context=decimal.Context(prec=28, Emax=10_000, Emin=-10_000))
-        entry = _CONTEXTS[key] = (context, kept)
-    return entry[0]
+        kept = dict(types)  # held with the resolver, so the ids in the key stay these objects'
+        entry = _RESOLVERS[key] = (rule_engine.type_resolver_from_dict(kept), kept)
+    if _CONTEXT is None:
+        _CONTEXT = rule_engine.Context(type_resolver=_TYPES, mapping_attribute_lookup=False,
+                                       decimal_context=decimal.Context(prec=28, Emax=10_000, Emin=-10_000))
+    _TYPES.resolve = entry[0]
+    return _CONTEXT
 
 
 def _compile_now(text: str, types: dict) -> Expression:
