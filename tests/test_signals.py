@@ -259,3 +259,25 @@ def test_signal_column_attributes_match_a_column_by_column_reading(n, cols, seed
         for name, value in expected.items():
             for got in (every[name][j], one[name]):
                 assert (np.isnan(got) and np.isnan(value)) or got == value, (name, j)
+
+
+special_floats = st.sampled_from([math.nan, math.inf, -math.inf, 0.0, -1.0, 2.5, 1e-8])
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(1, 12), st.integers(1, 5), st.lists(special_floats, min_size=60, max_size=60), st.integers(0, 2**32 - 1))
+def test_ratio_to_layer_max_and_count_true_match_a_row_by_row_reading(rows, cols, specials, seed):
+    from diag.engine.conditions.windows import count_true
+
+    x = np.random.default_rng(seed).normal(size=(rows, cols))
+    x.flat[: rows * cols: 3] = specials[: len(x.flat[: rows * cols: 3])]  # NaN, +-inf, zeros mixed in
+    expected = np.full_like(x, np.nan)
+    for i, row in enumerate(x):
+        finite = row[np.isfinite(row)]
+        if finite.size:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                expected[i] = row / finite.max()
+    assert np.array_equal(signals.ratio_to_layer_max(x), expected, equal_nan=True)
+    hold = x > 0
+    for view in (hold, hold[::-1], hold[:, ::2]):
+        assert count_true(view).tolist() == [int(view[:, j].sum()) for j in range(view.shape[1])]
