@@ -11,6 +11,11 @@ Why not ``jax.random.normal``: threefry costs about a second of compilation per 
 2018) compiles in about 0.1 s and generates the same count in 0.02 s. The directions only need
 to be unrelated to the code under test, not cryptographic.
 
+Written with ``jax.lax`` primitives rather than ``jnp`` operators: each ``jnp`` operator is a small
+jitted function that JAX traces (and, inside ``vmap``, batches) on every use, and the hash has ~10
+of them per leaf; the primitives are recorded directly. Same arithmetic (uint32, wrapping), same
+bits; a cold check traces these once per leaf.
+
 Imported only by the JAX checks.
 """
 
@@ -19,22 +24,32 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 _GOLDEN = 0x9E3779B9
 
 
+def _u32(value: int, like):
+    """The constant ``value`` as uint32, broadcast to ``like``'s shape (lax ops take equal shapes)."""
+    return lax.full_like(like, value, jnp.uint32)
+
+
+def _xorshift(x, bits: int):
+    return lax.bitwise_xor(x, lax.shift_right_logical(x, _u32(bits, x)))
+
+
 def _mix(x):
     """lowbias32: a bijective avalanche mix of uint32 values."""
-    x = x ^ (x >> 16)
-    x = x * jnp.uint32(0x7FEB352D)
-    x = x ^ (x >> 15)
-    x = x * jnp.uint32(0x846CA68B)
-    return x ^ (x >> 16)
+    x = lax.mul(_xorshift(x, 16), _u32(0x7FEB352D, x))
+    x = lax.mul(_xorshift(x, 15), _u32(0x846CA68B, x))
+    return _xorshift(x, 16)
 
 
 def stream(seed, k):
     """A per-(seed, direction) 32-bit stream key; ``seed`` and ``k`` are traced uint32 scalars."""
-    return _mix(_mix(jnp.asarray(seed, jnp.uint32) ^ jnp.uint32(0x5BD1E995)) + jnp.asarray(k, jnp.uint32) * jnp.uint32(_GOLDEN))
+    seed = lax.convert_element_type(seed, jnp.uint32)
+    k = lax.convert_element_type(k, jnp.uint32)
+    return _mix(lax.add(_mix(lax.bitwise_xor(seed, _u32(0x5BD1E995, seed))), lax.mul(k, _u32(_GOLDEN, k))))
 
 
 def unit_signs(key, offset: int, shape: tuple[int, ...], dtype):
@@ -54,7 +69,9 @@ def unit_signs(key, offset: int, shape: tuple[int, ...], dtype):
       1.0
     """
     n = int(np.prod(shape)) if shape else 1
-    i = jax.lax.iota(jnp.uint32, n) + jnp.uint32(offset % 2**32)
-    bits = _mix(_mix(i ^ key) + key)
-    scale = jnp.asarray(1.0 / np.sqrt(n), dtype)
-    return jnp.where((bits >> 31) == 1, scale, -scale).reshape(shape)
+    index = lax.iota(jnp.uint32, n)
+    keys = lax.broadcast(lax.convert_element_type(key, jnp.uint32), (n,))
+    bits = _mix(lax.add(_mix(lax.bitwise_xor(lax.add(index, _u32(offset % 2**32, index)), keys)), keys))
+    positive = lax.eq(lax.shift_right_logical(bits, _u32(31, bits)), _u32(1, bits))
+    scale = lax.full((n,), 1.0 / np.sqrt(n), dtype)
+    return lax.reshape(lax.select(positive, scale, lax.neg(scale)), tuple(shape))

@@ -98,6 +98,8 @@ def _starts(diff) -> list[int]:
 def _map(body, xs, batch: int, total: int):
     if batch >= total:
         return jax.vmap(body)(xs)
+    if batch == 1:  # one direction at a time: a plain loop, without tracing the body through vmap
+        return jax.lax.map(body, xs)
     return jax.lax.map(body, xs, batch_size=batch)
 
 
