@@ -86,7 +86,7 @@ def cold_child(method: str, size: str, k: int) -> None:
 
     jax.jit(lambda a: a + 1)(1.0).block_until_ready()
     params, x, y = problem(size)
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), time.process_time()
     if method in ("diag", "diag-cached"):
         from diag.gradcheck.jax_check import check_gradients
 
@@ -99,26 +99,30 @@ def cold_child(method: str, size: str, k: int) -> None:
         seconds = time.perf_counter() - t
     else:
         seconds, _ = check_grads_k(params, x, y, k)
-    print(json.dumps({"seconds": seconds}))
+    # CPU time of the whole process (XLA compiles on its own threads): what other work on a shared
+    # machine moves least.
+    print(json.dumps({"seconds": seconds, "cpu": time.process_time() - cpu}))
 
 
-def cold_times(size: str, k: int, runs: int, platform: str | None) -> dict[str, float]:
-    """Medians of first checks in fresh processes: diag, diag with a filled compile cache, check_grads."""
+def cold_times(size: str, k: int, runs: int, platform: str | None) -> tuple[dict[str, float], dict[str, float]]:
+    """Medians of first checks in fresh processes (wall seconds, CPU seconds): diag, diag with a
+    filled compile cache, check_grads."""
     cache = tempfile.mkdtemp(prefix="diag-bench-xla-")
     env = dict(os.environ, DIAG_BENCH_XLA_CACHE=cache, **({"JAX_PLATFORMS": platform} if platform else {}))
 
-    def child(method: str) -> float:
+    def child(method: str) -> dict:
         out = subprocess.run([sys.executable, __file__, "--cold-child", method, "--sizes", size,
                               "--directions", str(k)], capture_output=True, text=True, env=env, check=True)
-        return json.loads(out.stdout.strip().splitlines()[-1])["seconds"]
+        return json.loads(out.stdout.strip().splitlines()[-1])
 
     child("diag-cached")  # fills the cache (untimed): what an earlier run of the same check leaves
-    times: dict[str, list[float]] = {"diag": [], "diag-cached": [], "check_grads": []}
+    times: dict[str, list[dict]] = {"diag": [], "diag-cached": [], "check_grads": []}
     for _ in range(runs):
         for method in times:  # alternating, so drifting machine load hits all alike
             times[method].append(child(method))
     shutil.rmtree(cache, ignore_errors=True)
-    return {m: statistics.median(v) for m, v in times.items()}
+    return ({m: statistics.median(r["seconds"] for r in v) for m, v in times.items()},
+            {m: statistics.median(r["cpu"] for r in v) for m, v in times.items()})
 
 
 def main() -> None:
@@ -145,7 +149,7 @@ def main() -> None:
     from diag.gradcheck.torch_check import check_torch
 
     K = args.directions
-    print(f"jax {jax.__version__} on {jax.default_backend()} ({jax.devices()[0].device_kind}), torch {torch.__version__}, "
+    print(f"load average {os.getloadavg()[0]:.1f}; jax {jax.__version__} on {jax.default_backend()} ({jax.devices()[0].device_kind}), torch {torch.__version__}, "
           f"{os.cpu_count()} CPUs, K={K} directions, float64")
     rows = []
     for size in args.sizes.split(","):
@@ -153,7 +157,7 @@ def main() -> None:
         w1, b1, w2 = params["l1"]["w"], params["l1"]["b"], params["l2"]["w"]
         d, h = w1.shape
         n_params = w1.size + b1.size + w2.size
-        cold = cold_times(size, K, args.cold_runs, args.platform)
+        cold, cold_cpu = cold_times(size, K, args.cold_runs, args.platform)
 
         report = check_gradients(jax_loss, params, x, y, directions=K, seed=0)  # compile in this process
         assert report.passed, report.format()
@@ -198,6 +202,7 @@ def main() -> None:
             if gc_time is None:
                 gc_time = gradcheck_slice(m) * (n_params / m)
         row = dict(size=size, params=n_params, warm=statistics.median(warm), cold=cold["diag"], cold_cached=cold["diag-cached"],
+                   cold_cpu=cold_cpu,
                    check_grads=statistics.median(cg_times), check_grads_cold=cold["check_grads"],
                    gradcheck=gc_time, torch_diag=statistics.median(tdiag))
         rows.append(row)
@@ -207,6 +212,10 @@ def main() -> None:
         print(f"  check_grads  warm {row['check_grads'] * 1e3:9.1f} ms   cold {row['check_grads_cold'] * 1e3:9.1f} ms"
               f"   ({K} directions; {cg_calls} calls timed{', scaled to K' if cg_calls < K else ''})")
         scaled = "" if m >= n_params else f" (slice of {m} parameters timed, scaled x{n_params / m:,.0f})"
+        print(f"  cold CPU time (process, median): diag {cold_cpu['diag']:.2f} s, diag with the cache filled "
+              f"{cold_cpu['diag-cached']:.2f} s, check_grads {cold_cpu['check_grads']:.2f} s: check_grads / diag = "
+              f"{cold_cpu['check_grads'] / cold_cpu['diag']:.1f}x cold, "
+              f"{cold_cpu['check_grads'] / cold_cpu['diag-cached']:.1f}x cold with the compile cache")
         print(f"  gradcheck         {gc_time * 1e3:9.1f} ms{scaled}")
         print(f"  diag (torch)      {row['torch_diag'] * 1e3:9.1f} ms")
         print(f"  ratios: check_grads / diag = {row['check_grads'] / row['warm']:.1f}x warm, "
@@ -225,6 +234,7 @@ def main() -> None:
               f" / {_x(r['check_grads_cold'] / r['cold_cached'])} | "
               f"{_fmt(r['gradcheck'])} | {_x(r['gradcheck'] / r['warm'])} / {_x(r['gradcheck'] / r['cold'])} | "
               f"{_fmt(r['torch_diag'])} |")
+    print(f"\nload average at the end {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
 
 
 def _x(ratio: float) -> str:

@@ -9,7 +9,10 @@ at 50 per second, flushing each one, as a training loop with a TraceWriter would
   new tab, while the records keep arriving and the diagnosis re-runs in its thread.
 
 A (1,000-step trace) and B (100,000-step trace) run interleaved, A B A B, in one process; the
-ratio B/A shows whether the cost grows with the length of the trace. Goals: 0.5 s and 100 ms.
+ratio B/A shows whether the cost grows with the length of the trace. Goals (issue 19), at 100,000
+steps: a new record on screen within 250 ms and a key answered within 100 ms, both at the 95th
+percentile. Run it with ``nice`` on a shared machine and read the load average it prints: the UI
+thread's CPU per key is the figure other work moves least.
 
     .venv/bin/python benchmarks/tui_latency.py [--seconds 12] [--steps 100000]
 """
@@ -200,8 +203,8 @@ def main() -> None:
         a, b = pct(pooled("A", key), q), pct(pooled("B", key), q)
         print(f"  ratio B/A {label}: {b / a:.2f}")
     lat_b, keys_b = pooled("B", "latency"), pooled("B", "keys")
-    print(f"\ngoals at {sizes['B']} steps: new steps visible within 0.5 s: p95 {pct(lat_b, .95):.2f} s "
-          f"({'met' if pct(lat_b, .95) <= 0.5 else 'missed'}); keys within 100 ms: p95 "
+    print(f"\ngoals at {sizes['B']} steps: new steps visible within 250 ms: p95 {pct(lat_b, .95) * 1e3:.0f} ms "
+          f"({'met' if pct(lat_b, .95) <= 0.25 else 'missed'}); keys within 100 ms: p95 "
           f"{pct(keys_b, .95) * 1e3:.0f} ms ({'met' if pct(keys_b, .95) <= 0.1 else 'missed'})")
 
 

@@ -47,6 +47,11 @@ class DiagApp(App):
                  diagnose_interval: float = 1.0,
                  diagnose: Callable[[Trace], DiagnosisOutcome] = diagnose_safely):
         super().__init__()
+        if "TEXTUAL_ANIMATIONS" not in os.environ:
+            # The tab underline slides over ~0.3 s, a repaint each frame: about a third of the
+            # interface's CPU while keys and records arrive (18 ms per tab switch, measured with
+            # benchmarks/tui_latency.py's run). A person who sets the variable gets what they set.
+            self.animation_level = "none"
         self.trace_path = Path(trace_path)
         self.follow = follow
         self.poll_interval = poll_interval
