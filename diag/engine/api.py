@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from diag.engine.diagnosis import Diagnosis, TraceInfo
+from diag.engine.diagnosis import Diagnosis, TraceInfo, built
 
 
 def trace_info(trace) -> TraceInfo:
     """What the Diagnosis says about the trace it read."""
     header = trace.header
-    return TraceInfo(
+    return built(
+        TraceInfo,
         path=str(trace.path),
         run_id=header.run_id if header else None,
         framework=header.framework if header else None,

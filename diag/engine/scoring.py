@@ -28,6 +28,7 @@ from diag.engine.diagnosis import (
     RuleError,
     SkippedRule,
     SymptomResult,
+    built,
 )
 from diag.engine.engine import Fact, Run
 
@@ -50,7 +51,8 @@ def clause_result(outcome: Outcome, run: Run, depth: int = 0) -> ClauseResult:
     observed = outcome.observed
     if isinstance(observed, dict):
         observed = str(observed)
-    return ClauseResult(
+    return built(
+        ClauseResult,
         kind=outcome.clause.kind, text=outcome.clause.text, result=outcome.ok, cf=round(outcome.cf, 4),
         observed=observed, threshold=outcome.threshold, steps=outcome.steps, layer=outcome.layer,
         missing=list(outcome.missing), fact=outcome.fact_key, because=because,
@@ -63,7 +65,8 @@ def _fact_by_key(run: Run, key: str) -> Fact | None:
 
 
 def justification(c, fact: Fact, run: Run, depth: int = 0) -> Justification:
-    return Justification(
+    return built(
+        Justification,
         rule_id=c.rule.id, fact=fact.key, rule_cf=c.rule.spec.cf, premise_cf=round(c.premise, 4),
         contribution=round(c.value, 4), group=c.rule.group, evidence=c.evidence,
         labels={k: str(v) for k, v in c.labels.items()}, first_step=c.first_step,
@@ -120,7 +123,8 @@ def build_diagnosis(run: Run, trace_info) -> Diagnosis:
     results_out = [_cause_result(f, len(ranked) + len(hidden) + i + 1, run, None) for i, f in enumerate(ruled_out)]
 
     symptom_results = [
-        SymptomResult(
+        built(
+        SymptomResult,
             id=f.id, key=f.key, title=kb.symptom_title(f.id), labels={k: str(v) for k, v in f.labels.items()},
             certainty=round(f.cf, 4), first_step=f.first_step, last_step=f.last_step,
             evidence=[c.evidence for c in f.contributions if c.value > 0],
@@ -141,21 +145,23 @@ def build_diagnosis(run: Run, trace_info) -> Diagnosis:
     for cause_id, attempt in sorted(run.attempts.items()):
         if cause_id in concluded:
             continue
-        near.append(NearMiss(
+        near.append(built(
+        NearMiss,
             cause=cause_id, rule_id=attempt.rule.id, satisfied=attempt.satisfied, total=attempt.total,
             clauses=[clause_result(c, run, MAX_DEPTH) for c in
                      (attempt.outcome.children if attempt.outcome.clause.kind == "all" else [attempt.outcome])],
         ))
 
-    return Diagnosis(
+    return built(
+        Diagnosis,
         trace=trace_info,
         causes=results,
         suppressed=results_hidden,
         ruled_out=results_out,
         symptoms=symptom_results,
         rules_fired=sorted(run.fired),
-        rules_skipped=[SkippedRule(id=r, missing=m) for r, m in sorted(run.skipped.items())],
-        rule_errors=[RuleError(id=r, message=m) for r, m in sorted(run.errors.items())],
+        rules_skipped=[built(SkippedRule, id=r, missing=m) for r, m in sorted(run.skipped.items())],
+        rule_errors=[built(RuleError, id=r, message=m) for r, m in sorted(run.errors.items())],
         checks_run=checks_run,
         checks_skipped=checks_skipped,
         near_misses=near,
@@ -210,7 +216,8 @@ def _cause_result(f: Fact, rank: int, run: Run, suppressed_by: str | None) -> Ca
         if c.evidence not in evidence:
             evidence.append(c.evidence)
     steps = [s for c in positives for s in (c.first_step, c.last_step) if s is not None]
-    return CauseResult(
+    return built(
+        CauseResult,
         id=f.id, rank=rank, certainty=round(f.cf, 4), bucket=bucket(f.cf),
         probability=round(probability(f.cf, spec.prior), 4) if spec.prior and f.cf > 0 else None,
         title=spec.title, severity=spec.severity, category=spec.category,
@@ -218,7 +225,7 @@ def _cause_result(f: Fact, rank: int, run: Run, suppressed_by: str | None) -> Ca
         layers=_ordered_layers([n for c in positives for n in c.layers], run),
         series=sorted({s for c in positives for s in c.series}),
         steps=[min(steps), max(steps)] if steps else None,
-        fix=[FixItem(**fx.model_dump()) for fx in spec.fix],
+        fix=[built(FixItem, **fx.model_dump()) for fx in spec.fix],
         explains=sorted(_explains(f)), suppressed_by=suppressed_by, docs=f"diag rules show {f.id}",
         justification=[justification(c, f, run) for c in sorted(f.contributions, key=lambda c: (-c.value, c.rule.id))],
     )
