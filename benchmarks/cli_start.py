@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -57,16 +58,22 @@ def archive(rev: str, target: Path) -> Path:
     return target
 
 
+def _children_cpu() -> float:
+    # getrusage, not os.times: os.times counts in clock ticks (10 ms), too coarse for a 10 ms change.
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def timed(command: list[str], env: dict, cwd: Path) -> tuple[float, float]:
     """Wall seconds and CPU seconds (user + system, children) of one run; a failed run stops the benchmark."""
-    before = os.times()
+    before = _children_cpu()
     t0 = time.perf_counter()
     done = subprocess.run(command, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     wall = time.perf_counter() - t0
-    after = os.times()
+    after = _children_cpu()
     if done.returncode not in (0, 1):
         sys.exit(f"{' '.join(command)} exited {done.returncode}:\n{done.stderr.decode(errors='replace')}")
-    return wall, (after.children_user - before.children_user) + (after.children_system - before.children_system)
+    return wall, after - before
 
 
 def main() -> None:
@@ -116,7 +123,8 @@ def main() -> None:
         print(f"  {name:28s} median {wall:6.3f} s wall ({cpu:6.3f} s CPU)  {wall / floor:5.1f}x python -c pass")
     if args.against:
         now, then = statistics.median(walls["explain (this tree)"]), statistics.median(walls[f"explain ({args.against})"])
-        print(f"  this tree / {args.against}: {now / then:.2f}x")
+        cpu_now, cpu_then = (statistics.median(cpus[f"explain ({side})"]) for side in ("this tree", args.against))
+        print(f"  this tree / {args.against}: {now / then:.2f}x wall, {cpu_now / cpu_then:.2f}x CPU")
     if cold_walls:
         print(f"  first run after a rule change (empty cache), median of {len(cold_walls)}: "
               f"{statistics.median(cold_walls):.3f} s")

@@ -27,6 +27,9 @@ NEVER_FOR_EXPLAIN = {
     "diag.engine.conditions.models",  # clause models: built only for a clause the quick check cannot pass
     "diag.tui", "diag.adapters", "diag.gradcheck", "diag.preflight", "diag.sweep", "diag.demo", "diag.guard",
 }
+# The other commands' modules: a command line that names its command builds only that one's parser.
+OTHER_COMMANDS = {f"diag.cli.{name}_cmd" for name in
+                  ("summary", "sweep", "rules", "demo", "tui", "gradcheck", "preflight", "schema")}
 # `diag --help` and `diag --version` parse no trace and load no rule.
 NEVER_FOR_HELP = NEVER_FOR_EXPLAIN | {"numpy", "pydantic", "rule_engine", "orjson", "diag.engine", "diag.trace"}
 
@@ -52,9 +55,10 @@ def test_explain_of_a_jsonl_trace_imports_nothing_it_does_not_need(tmp_path):
     imported(["explain", str(EXAMPLE)], tmp_path)  # the first run fills the cache
     loaded = imported(["explain", str(EXAMPLE)], tmp_path)
     assert {"numpy", "pydantic", "rule_engine", "diag.engine.kb"} <= loaded  # it did explain
-    assert sorted(loaded & NEVER_FOR_EXPLAIN) == []
+    assert sorted(loaded & (NEVER_FOR_EXPLAIN | OTHER_COMMANDS)) == []
 
 
 def test_help_imports_no_engine_and_no_numpy(tmp_path):
     for args in (["--help"], ["--version"], ["explain", "--help"]):
         assert sorted(imported(args, tmp_path) & NEVER_FOR_HELP) == [], args
+    assert OTHER_COMMANDS <= imported(["--help"], tmp_path)  # the command modules are seen when imported
