@@ -20,8 +20,10 @@ Run:  python benchmarks/flax_overhead.py [--rounds 15] [--block 20] [--models ml
                                         [--breakdown]
 
 --breakdown replaces the recorder variants by plain steps that add one group of reductions each
-(per-layer gradient, parameter or update sums of squares; activation sums; input batch), to show
-where the cost of "everything every step" goes.
+(per-layer gradient, parameter or update sums of squares; activation sums; input batch; the global
+gradient sum of squares alone, +gnorm, or with the parameter and update ones, +gnorms3), to show
+where the cost of "everything every step" goes and what the global norms cost without the rest of
+the recorder. With --variants, only those (e.g. --breakdown --variants +gnorm +gnorms3).
 """
 
 from __future__ import annotations
@@ -136,6 +138,10 @@ def make_partial(model_cls, parts):
         if "batch" in parts:
             from diag.adapters.flax.stats import batch_block
             out.append(batch_block(x))
+        if "gnorm" in parts or "gnorms3" in parts:  # the global sums of squares a default step adds
+            from diag.adapters.flax.stats import global_sumsq_triple
+            which = ("grad",) if "gnorm" in parts else ("grad", "param", "update")
+            out.append(global_sumsq_triple(nnx.as_pure(grads), params, updates, which))
         return jnp.concatenate(out)
 
     return lambda i, x, y: step(model, opt, x, y), None
@@ -152,7 +158,7 @@ def bench(name, model_cls, x, y, rounds, block, breakdown=False, only=None):
     }
     if breakdown:  # each reduction alone, on the device, every step
         variants = {"none": variants["none"], "full-dev": variants["full-dev"]}
-        for parts in (("grads",), ("params",), ("updates",), ("acts",), ("batch",)):
+        for parts in (("grads",), ("params",), ("updates",), ("acts",), ("batch",), ("gnorm",), ("gnorms3",)):
             variants["+" + parts[0]] = make_partial(model_cls, parts)
     if only:
         variants = {k: v for k, v in variants.items() if k == "none" or k in only}
