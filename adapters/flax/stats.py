@@ -105,8 +105,9 @@ def global_sumsq_triple(grads, params, updates, which=("grad", "param", "update"
 
     The gradient leaves pass through an optimization barrier: without it XLA merges our ``g * g``
     with the optimizer's own ``g ** 2`` (Adam's second moment) and writes that square to memory
-    for both to read, an extra pass over every gradient (measured: the gradient norm alone cost
-    about 2% of the README's MLP step with the merge, none measurable without it).
+    for both to read, an extra write and read of every gradient. With the barrier and the small
+    leaves summed together, the README's MLP step with Adam compiles to 68 kernels with the
+    gradient norm (82 before; 59 without any) and 92 with all three (126 before).
     """
     trees = {"grad": grads, "param": params, "update": updates}
     totals = []
