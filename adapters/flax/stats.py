@@ -116,8 +116,8 @@ def global_sumsq_triple(grads, params, updates, which=("grad", "param", "update"
             totals.append(jnp.float32(NOT_MEASURED))
             continue
         leaves = jax.tree.leaves(tree)
-        if name == "grad" and leaves:
-            leaves = jax.lax.optimization_barrier(leaves)
+        if name == "grad":  # one barrier per leaf: each sum may start once its gradient exists
+            leaves = [jax.lax.optimization_barrier(a) for a in leaves]
         leaves = [jnp.asarray(t).astype(jnp.float32) for t in leaves]
         large = [a for a in leaves if a.size > SMALL_LEAF]
         small = [a.reshape(-1) for a in leaves if a.size <= SMALL_LEAF]
