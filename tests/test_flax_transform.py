@@ -49,7 +49,8 @@ def test_inject_hyperparams_learning_rate_is_found_without_being_told():
     (optax.adam(1e-3), "adam", {"learning_rate": 1e-3, "b1": 0.9}),
     (optax.adamw(1e-3, weight_decay=0.05), "adamw", {"weight_decay": 0.05}),
     (optax.sgd(0.1, momentum=0.9), "sgd", {"learning_rate": 0.1, "momentum": 0.9}),
-    (optax.chain(optax.clip_by_global_norm(1.0), optax.adam(1e-3)), "adam", {"clip_norm": 1.0}),
+    (optax.chain(optax.clip_by_global_norm(1.0), optax.adam(1e-3)), "adam", {"grad_clip": 1.0}),
+    (optax.chain(optax.adam(1e-3), optax.clip_by_global_norm(1.0)), "adam", {"clip_norm": 1.0}),
 ])
 def test_the_header_names_the_optimizer_and_its_hyperparameters(tx, name, hp):
     info = describe_optimizer(tx)

@@ -21,7 +21,7 @@ def vector_is_finite(vector: np.ndarray, layout: Layout | None) -> bool:
 
 
 def decode_step(step: int, vector: np.ndarray, layout: Layout | None, names: list[str], perm_cache: dict,
-                wall: float | None, extra: dict) -> Step:
+                wall: float | None, extra: dict, grad_clip: float | None = None) -> Step:
     """The Step record of one step.
 
     Args:
@@ -32,12 +32,18 @@ def decode_step(step: int, vector: np.ndarray, layout: Layout | None, names: lis
       perm_cache: layout id -> permutation from tree order to forward order (filled here).
       wall: wall-clock time of the step.
       extra: more Step fields (epoch, metrics, step_time, ...).
+      grad_clip: the bound of an ``optax.clip_by_global_norm`` that the chain applies to the raw
+        gradient first (the header's ``grad_clip``). The recorder measures the gradient as it
+        enters the chain; the trace's ``grad_norm`` is the norm the optimizer used, as the PyTorch
+        recorder writes it, so the measured sums are clipped here exactly as optax clips (scaled
+        to the bound when the norm exceeds it) and the raw norm goes to ``grad_norm_before_clip``.
     """
     parts = layout.split(vector) if layout else {"scalars": vector[:SCALARS]}
     loss, lr, skipped, scale, grad_sq, param_sq, update_sq = (float(v) for v in parts["scalars"])
     rec = Step(step=step, time=wall, loss=loss, lr=_known(lr),
                skipped=None if math.isnan(skipped) else bool(skipped),
                loss_scale=_known(scale), **extra)
+    grad_sq, shrink, before_clip = _clipped(grad_sq, grad_clip)
     totals = None if (math.isnan(grad_sq) and math.isnan(param_sq) and math.isnan(update_sq)) else (
         grad_sq, param_sq, update_sq)  # global sums, every step (a NaN here is a non-finite tensor)
     unmeasured = [name for name, v in zip(("grad_norm", "param_norm", "update_norm"), (grad_sq, param_sq, update_sq))
@@ -48,6 +54,7 @@ def decode_step(step: int, vector: np.ndarray, layout: Layout | None, names: lis
     if layout is not None and layout.full and "table" in parts:
         n = len(layout.param_layers)
         g, p, u = parts["table"].reshape(3, n).astype(np.float64)
+        g = g * shrink
         perm = perm_cache.get(id(layout))
         if perm is None:
             index = {name: i for i, name in enumerate(layout.param_layers)}
@@ -58,6 +65,7 @@ def decode_step(step: int, vector: np.ndarray, layout: Layout | None, names: lis
         for name in unmeasured:  # not measured on this step (global_sumsq_triple): absent, not NaN
             measured.pop(name, None)
     rec.grad_norm, rec.param_norm, rec.update_norm = (measured.get(k) for k in ("grad_norm", "param_norm", "update_norm"))
+    rec.grad_norm_before_clip = before_clip
     if "layers" in measured:
         rec.layers = LayerStats(**measured["layers"])
     if layout is None or not layout.full:
@@ -88,6 +96,16 @@ def decode_step(step: int, vector: np.ndarray, layout: Layout | None, names: lis
         rec.labels = BatchStats(label_entropy=float(-(prob * np.log(prob)).sum()) if total > 0 else None,
                                 distinct_labels=int((hist > 0).sum()))
     return rec
+
+
+def _clipped(grad_sq: float, grad_clip: float | None) -> tuple[float, float, float | None]:
+    """The gradient's sum of squares after ``clip_by_global_norm(grad_clip)``, the factor that
+    scaled each square, and the raw norm (None without clipping or without a finite norm)."""
+    if grad_clip is None or grad_sq == NOT_MEASURED or not math.isfinite(grad_sq):
+        return grad_sq, 1.0, None
+    raw = math.sqrt(grad_sq)
+    shrink = (grad_clip / raw) ** 2 if raw > grad_clip else 1.0  # optax: g / ||g|| * max_norm
+    return grad_sq * shrink, shrink, raw
 
 
 def _known(v: float) -> float | None:

@@ -143,7 +143,10 @@ def describe_optimizer(tx) -> OptimizerInfo:
         base = "sgd" if {"scale", "scale_by_schedule", "scale_by_learning_rate"} & set(names) else "unknown"
     hp = {k: v for k, v in found.items() if isinstance(v, (int, float, bool, str))}
     if "clip_by_global_norm" in names and "max_norm" in hp:
-        hp["clip_norm"] = hp.pop("max_norm")
+        # First in the chain it clips the raw gradient, as torch's clip_grad_norm_ does: the trace
+        # calls that bound grad_clip (grad_norm is then the clipped norm). Later in the chain it
+        # clips the optimizer's updates: clip_norm.
+        hp["grad_clip" if names[0] == "clip_by_global_norm" else "clip_norm"] = hp.pop("max_norm")
     return OptimizerInfo(name=base, hyperparameters=hp)
 
 

@@ -436,7 +436,8 @@ class Recorder(JitVariants, Rerun, HeaderLifecycle, GuardHook, IdleDrain):
             pass
 
     def _decode(self, step, vector, layout, wall, extra) -> Step:
-        return decode_step(step, vector, layout, self._layer_names, self._perm, wall, extra)
+        clip = self._optimizer.hyperparameters.get("grad_clip") if self._optimizer else None
+        return decode_step(step, vector, layout, self._layer_names, self._perm, wall, extra, grad_clip=clip)
 
 
 def _close_at_exit(recorder_ref) -> None:

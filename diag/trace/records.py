@@ -186,7 +186,8 @@ class Step(_Record):
     grad_norm: float | None = Field(default=None, description="Global gradient norm over all parameters.")
     grad_norm_before_clip: float | None = Field(
         default=None,
-        description="Global gradient norm before clipping (the norm torch.nn.utils.clip_grad_norm_ computed); "
+        description="Global gradient norm before clipping (the norm torch.nn.utils.clip_grad_norm_ computed, "
+        "or the raw gradient's norm under an optax.clip_by_global_norm first in the chain); "
         "``grad_norm`` is the norm the optimizer used. The bound is the header optimizer's ``grad_clip``.",
     )
     update_norm: float | None = None
