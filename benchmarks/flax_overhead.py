@@ -133,7 +133,7 @@ def make_partial(model_cls, parts):
         if "updates" in parts:
             out.append(sumsq_by_layer(updates))
         if "acts" in parts:
-            outs = [z for _, z in captured_outputs(inter)]
+            outs = [z for _, z, _ in captured_outputs(inter)]
             out.append(activation_block(outs, ["relu"] * len(outs)).reshape(-1))
         if "batch" in parts:
             from diag.adapters.flax.stats import batch_block

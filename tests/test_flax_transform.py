@@ -101,3 +101,18 @@ def test_gradient_norms_under_dynamic_loss_scaling_are_the_true_gradients():
     _, s2 = plain.update(true_grads, plain.init(params), params)
     assert float(s1.layers[0, 0]) == pytest.approx(9.0)  # |g|^2 of the true gradient
     assert [float(v) for v in s1.layers[0]] == pytest.approx([float(v) for v in s2.layers[0]])
+
+
+@pytest.mark.parametrize("values,nonfinite", [
+    ([1.0, -2.0, 0.0, 3.0], 0),
+    ([1.0, float("nan"), 0.0, 3.0], 1),
+    ([float("inf"), -1.0, float("-inf"), 2.0], 2),  # the plain sum is NaN, the sum of squares Inf
+    ([3e38, 3e38, -3e38, 1.0], 0),  # sums overflow in float32: counted, and there are none
+])
+def test_activation_statistics_count_nonfinite_outputs_exactly(values, nonfinite):
+    from diag.adapters.flax.stats import activation_block
+
+    z = jnp.asarray(values, jnp.float32).reshape(2, 2)
+    block = jax.jit(lambda z: activation_block([z], ["relu"]))(z)
+    assert float(block[5, 0]) == nonfinite
+    assert float(block[2, 0]) == 4 and float(block[3, 0]) == sum(v <= 0 for v in values)

@@ -150,16 +150,27 @@ def activation_block(outputs: list, activations: list[str | None]) -> jax.Array:
         n = jnp.float32(z.size)
         nan = jnp.float32(jnp.nan)
         thr = SATURATION_THRESHOLD.get(act or "")
-        operands = [z, z * z, (~jnp.isfinite(z)).astype(jnp.float32)]
+        operands = [z, z * z]
         if act in ZERO_AT_NONPOSITIVE:
             operands.append((z <= 0).astype(jnp.float32))
         if thr is not None:
             operands.append((jnp.abs(z) > thr).astype(jnp.float32))
         sums = multi_sum(*operands)
-        zeros = sums[3] if act in ZERO_AT_NONPOSITIVE else nan
+        zeros = sums[2] if act in ZERO_AT_NONPOSITIVE else nan
         sat = sums[-1] if thr is not None else nan
-        cols.append(jnp.stack([sums[0], sums[1], n, zeros, sat, sums[2]]))
+        cols.append(jnp.stack([sums[0], sums[1], n, zeros, sat, _nonfinite_count(z, sums[0], sums[1])]))
     return jnp.stack(cols, axis=1) if cols else jnp.zeros((6, 0), jnp.float32)
+
+
+def _nonfinite_count(z, total, total_sq) -> jax.Array:
+    """How many entries of ``z`` are NaN/Inf, counted only when its sums say there are some.
+
+    A NaN anywhere makes the sum NaN, an Inf makes the sum of squares Inf: with both sums finite
+    the count is exactly 0. ``lax.cond`` runs one branch, so a finite output pays no pass over its
+    memory for the count (XLA:CPU does not fuse sibling reductions: each is a pass of its own).
+    """
+    return jax.lax.cond(jnp.isfinite(total) & jnp.isfinite(total_sq), lambda z: jnp.zeros((), jnp.float32),
+                        lambda z: jnp.sum((~jnp.isfinite(z)).astype(jnp.float32)), z)
 
 
 def batch_block(x) -> jax.Array:
