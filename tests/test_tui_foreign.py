@@ -29,7 +29,7 @@ def test_tui_asks_which_run_of_a_tensorboard_folder_and_shows_its_cause(tmp_path
     try:
         # A person at a terminal: CI (set when the suite itself runs in CI) turns every prompt off.
         tmux.start(f"env -u CI {DIAG} tui {runs}")
-        tmux.wait_for(r"which run\? \[1-2 or a name", timeout=60)
+        tmux.wait_for(r"which run\? \[1-2 or a name", timeout=180)
         screen = tmux.screen()
         assert "1. diverging  (tensorboard)" in screen and "2. healthy  (tensorboard)" in screen
         tmux.run("send-keys", "-t", "main", "1", "Enter")
