@@ -56,15 +56,17 @@ class IdleDrain:
             cutoff = time.time() - self._idle_after
             drained = False
             while self._pending and self._pending[0][3] <= cutoff and _ready(self._pending[0][1]):
-                vector = np.asarray(self._pending[0][1], dtype=np.float32)
-                finite = vector_is_finite(vector, self._layouts.get(vector.size))
-                if self.localize and not self._nonfinite_reported and not finite:
+                if self.localize and not self._nonfinite_reported and not self._head_is_finite():
                     break  # localizing re-runs the step on the model: the loop's thread does it
                 self._process(self._pending.pop(0))
                 drained = True
             if drained:
                 self._drained_in_background = True
                 self.writer.flush()
+
+    def _head_is_finite(self) -> bool:
+        vector = np.asarray(self._pending[0][1], dtype=np.float32)
+        return vector_is_finite(vector, self._layouts.get(vector.size))
 
 
 def _drain_while_open(recorder_ref, stop: threading.Event, period: float) -> None:
