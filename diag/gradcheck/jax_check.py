@@ -27,7 +27,7 @@ References:
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -45,7 +45,11 @@ from diag.gradcheck.compare import (
     step_for,
     threshold_for,
 )
+from diag.gradcheck.options import CheckOptions, CheckSettings
 from diag.gradcheck.result import GradCheckReport
+
+if TYPE_CHECKING:  # typing.Unpack is Python 3.11+; only type checkers read it here
+    from typing_extensions import Unpack
 
 # Elements of perturbed parameter copies one vmap batch may hold; more are evaluated in sequential
 # chunks of directions (jax.lax.map with batch_size). On CPU, chunks that stay in cache are 2-4x
@@ -258,13 +262,7 @@ def check_gradients(
     fn: Callable[..., Any],
     *args: Any,
     argnums: int | Sequence[int] = 0,
-    directions: int = 32,
-    dtype: str = "float64",
-    step: float | None = None,
-    threshold: float | None = None,
-    seed: int = 0,
-    target: str | None = None,
-    localize: bool = True,
+    **options: Unpack[CheckOptions],
 ) -> GradCheckReport:
     """Check ``fn``'s reverse-mode gradient against finite differences, per leaf, in one compiled program.
 
@@ -273,14 +271,11 @@ def check_gradients(
         cotangent makes it scalar, which checks every output).
       *args: example arguments. Floating-point leaves are cast to ``dtype`` for the check.
       argnums: which argument(s) to differentiate (a pytree of parameters, e.g. a dict per layer).
-      directions: K, random unit directions: for all leaves together in the joint screen, and per
-        leaf wherever a leaf is checked on its own.
-      dtype: ``"float64"`` (default; enabled only for the check) or ``"float32"``.
-      step: finite-difference step along a unit direction (default by dtype).
-      threshold: relative error above which a leaf fails (default by dtype: 1e-6 / 2e-2).
-      seed: seed of the random directions.
-      target: a name for the report (default: the function's name).
-      localize: search for the responsible elements of failed leaves.
+      **options: the check's settings, all optional (:class:`~diag.gradcheck.options.CheckOptions`):
+        ``directions`` (K random unit directions, default 32), ``dtype`` (``"float64"``, the
+        default, enabled only for the check, or ``"float32"``), ``step`` and ``threshold``
+        (default by dtype), ``seed``, ``target`` (the report's name) and ``localize`` (search
+        for the responsible elements of failed leaves, default True).
 
     Returns:
       A :class:`GradCheckReport` with one ``"gradient"`` result per floating-point leaf. Leaves
@@ -294,11 +289,10 @@ def check_gradients(
       >>> check_gradients(f, params, jnp.ones((4, 3))).passed
       True
     """
-    if directions < 1:
-        raise DiagInputError(f"directions must be at least 1, got {directions}")
+    settings = CheckSettings.of(options, "check_gradients")
+    dtype = settings.dtype
     started = time.perf_counter()
-    name = target or getattr(fn, "__name__", type(fn).__name__)
-    report = GradCheckReport(target=name, framework="jax")
+    report = GradCheckReport(target=settings.report_name(fn), framework="jax")
     with U.precision(dtype):
         args = U.cast_floats(tuple(args), dtype)
         effective = U.output_dtype(fn, args)
@@ -307,12 +301,12 @@ def check_gradients(
                 f"asked for {dtype}, but the function computes in {effective} (a dtype fixed inside "
                 f"it); judged with {effective} thresholds"
             )
-        h = step_for(effective, step)
-        tol = threshold_for(effective, threshold)
+        h = step_for(effective, settings.step)
+        tol = threshold_for(effective, settings.threshold)
         treedef, leaves, positions, names = _select_leaves(args, argnums)
-        spec = _Spec(treedef, positions, int(directions))
+        spec = _Spec(treedef, positions, int(settings.directions))
         diff = [leaves[p] for p in positions]
-        checker = _Checker(fn, spec, diff, leaves, seed, h, effective)
+        checker = _Checker(fn, spec, diff, leaves, settings.seed, h, effective)
         n = len(diff)
         # stats per leaf index: (DirectionStats, how it was checked)
         verdicts: dict[int, tuple[DirectionStats, str]] = {}
@@ -345,9 +339,9 @@ def check_gradients(
                 return _localize(fn, spec, i, checker, grads[i], stats.signed_errors, tol, float(rms[i]), shape)
 
             report.results.append(leaf_result(
-                leaf_name, shape, stats, threshold=tol, dtype=effective, directions=int(directions),
+                leaf_name, shape, stats, threshold=tol, dtype=effective, directions=int(settings.directions),
                 method=f"reverse-mode gradient vs finite differences along random sign directions ({how}), jax.jit(vmap)",
-                gradient="analytic gradient", localize=search if localize else None,
+                gradient="analytic gradient", localize=search if settings.localize else None,
             ))
     report.seconds = time.perf_counter() - started
     return report
@@ -381,9 +375,7 @@ def check_model(
     model: Any,
     loss_fn: Callable[..., Any],
     *batch: Any,
-    directions: int = 32,
-    dtype: str = "float64",
-    **kwargs: Any,
+    **options: Unpack[CheckOptions],
 ) -> GradCheckReport:
     """Check a Flax NNX model's loss gradient with respect to every ``nnx.Param``, per layer.
 
@@ -391,7 +383,8 @@ def check_model(
       model: an ``nnx.Module``; it is not modified (its state is copied and cast for the check).
       loss_fn: ``loss_fn(model, *batch) -> scalar``.
       *batch: example inputs and targets.
-      directions, dtype, kwargs: as for :func:`check_gradients`.
+      **options: the check's settings, as for :func:`check_gradients` (``target`` defaults to the
+        model's class name).
 
     Returns:
       A :class:`GradCheckReport` whose leaf names are module paths, e.g. ``layers/0/kernel``.
@@ -406,6 +399,5 @@ def check_model(
     from flax import nnx
 
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    kwargs.setdefault("target", type(model).__name__)
-    return check_gradients(_model_loss(graphdef, loss_fn), params, rest, *batch, argnums=0,
-                           directions=directions, dtype=dtype, **kwargs)
+    options.setdefault("target", type(model).__name__)
+    return check_gradients(_model_loss(graphdef, loss_fn), params, rest, *batch, argnums=0, **options)

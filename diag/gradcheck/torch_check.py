@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 import time
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import torch
@@ -27,7 +27,11 @@ from diag.gradcheck.compare import (
     step_for,
     threshold_for,
 )
+from diag.gradcheck.options import CheckOptions, CheckSettings
 from diag.gradcheck.result import GradCheckReport, LeafResult
+
+if TYPE_CHECKING:  # typing.Unpack is Python 3.11+; only type checkers read it here
+    from typing_extensions import Unpack
 
 _OFFSETS = (1.0, -1.0, 2.0, -2.0)
 CANDIDATES = 8
@@ -106,13 +110,7 @@ def check_torch(
     fn: Callable[..., Any],
     *args: Any,
     argnums: int = 0,
-    directions: int = 32,
-    dtype: str = "float64",
-    step: float | None = None,
-    threshold: float | None = None,
-    seed: int = 0,
-    target: str | None = None,
-    localize: bool = True,
+    **options: Unpack[CheckOptions],
 ) -> GradCheckReport:
     """Check ``fn``'s autograd gradient with respect to ``args[argnums]`` against finite differences.
 
@@ -120,8 +118,9 @@ def check_torch(
       fn: a torch function (custom ``autograd.Function`` calls welcome) returning a scalar or tensors.
       *args: example arguments; floating tensors are copied and cast to ``dtype``.
       argnums: the argument holding the parameters: a tensor, or a (nested) dict or list of tensors.
-      directions, dtype, step, threshold, seed, target, localize: as in
-        :func:`diag.gradcheck.jax_check.check_gradients`.
+      **options: the check's settings (directions, dtype, step, threshold, seed, target,
+        localize), with the same defaults as :func:`diag.gradcheck.jax_check.check_gradients`
+        (:class:`~diag.gradcheck.options.CheckOptions`).
 
     Returns:
       A :class:`GradCheckReport` with one ``"gradient"`` result per tensor.
@@ -132,10 +131,9 @@ def check_torch(
       >>> check_torch(f, {"w": torch.randn(3, 2)}, torch.randn(4, 3)).passed
       True
     """
-    if directions < 1:
-        raise DiagInputError(f"directions must be at least 1, got {directions}")
+    settings = CheckSettings.of(options, "check_torch")
     started = time.perf_counter()
-    dt = _torch_dtype(dtype)
+    dt = _torch_dtype(settings.dtype)
     args = [_cast(a, dt) for a in args]
     if not -len(args) <= argnums < len(args):
         raise DiagInputError(f"argnums {argnums} is out of range for {len(args)} argument(s)")
@@ -146,15 +144,15 @@ def check_torch(
     names = [n for n, _ in named]
     prefix = "" if not isinstance(args[argnums], torch.Tensor) else f"arg{argnums}"
 
-    scalarize = _Scalarize(seed)
+    scalarize = _Scalarize(settings.seed)
 
     def f(new: dict[str, torch.Tensor]):
         call = list(args)
         call[argnums] = _replace(args[argnums], prefix, new)
         return scalarize(fn(*call))
 
-    report = GradCheckReport(target=target or getattr(fn, "__name__", type(fn).__name__), framework="torch")
-    report.results = _check_leaves(f, named, directions, dtype, step, threshold, seed, localize, report)
+    report = GradCheckReport(target=settings.report_name(fn), framework="torch")
+    report.results = _check_leaves(f, named, settings, report)
     report.seconds = time.perf_counter() - started
     return report
 
@@ -163,9 +161,7 @@ def check_torch_module(
     module: torch.nn.Module,
     loss_fn: Callable[..., Any],
     *batch: Any,
-    directions: int = 32,
-    dtype: str = "float64",
-    **kwargs: Any,
+    **options: Unpack[CheckOptions],
 ) -> GradCheckReport:
     """Check a torch module's loss gradient with respect to every parameter, per layer.
 
@@ -176,6 +172,8 @@ def check_torch_module(
       module: an ``nn.Module`` (put it in ``eval()`` mode first if it uses dropout).
       loss_fn: ``loss_fn(model, *batch) -> scalar``; ``model`` behaves like the module.
       *batch: example inputs and targets.
+      **options: the check's settings, as for :func:`check_torch` (``target`` defaults to the
+        module's class name).
 
     Example:
       >>> import torch
@@ -183,7 +181,7 @@ def check_torch_module(
       >>> check_torch_module(m, lambda m, x: m(x).pow(2).mean(), torch.randn(4, 3)).passed
       True
     """
-    dt = _torch_dtype(dtype)
+    dt = _torch_dtype(CheckSettings.of(options, "check_torch_module").dtype)
     model = copy.deepcopy(module).to(dt)
     params = {k: v.detach() for k, v in model.named_parameters()}
     buffers = {k: v for k, v in model.named_buffers()}
@@ -203,9 +201,9 @@ def check_torch_module(
     def model_loss(p, *batch):
         return loss_fn(_Bound({k.replace("/", "."): v for k, v in p.items()}), *batch)
 
-    kwargs.setdefault("target", type(module).__name__)
+    options.setdefault("target", type(module).__name__)
     slash = {k.replace(".", "/"): v for k, v in params.items()}
-    return check_torch(model_loss, slash, *batch, argnums=0, directions=directions, dtype=dtype, **kwargs)
+    return check_torch(model_loss, slash, *batch, argnums=0, **options)
 
 
 def _evaluate(f, x, name, V, h, report, offsets) -> torch.Tensor:
@@ -227,9 +225,10 @@ def _evaluate(f, x, name, V, h, report, offsets) -> torch.Tensor:
             return out, "loop"
 
 
-def _check_leaves(f, named, directions, dtype, step, threshold, seed, localize, report) -> list[LeafResult]:
-    h = step_for(dtype, step)
-    tol = threshold_for(dtype, threshold)
+def _check_leaves(f, named, settings: CheckSettings, report) -> list[LeafResult]:
+    directions, dtype = settings.directions, settings.dtype
+    h = step_for(dtype, settings.step)
+    tol = threshold_for(dtype, settings.threshold)
     leaves = {n: t.detach().clone().requires_grad_(True) for n, t in named}
     with torch.enable_grad():
         out = f(leaves)
@@ -241,7 +240,7 @@ def _check_leaves(f, named, directions, dtype, step, threshold, seed, localize, 
     for i, ((name, x), g) in enumerate(zip(named, grads)):
         x = x.detach()
         g = torch.zeros_like(x) if g is None else g.detach()
-        gen = torch.Generator().manual_seed(seed * 1_000_003 + i)
+        gen = torch.Generator().manual_seed(settings.seed * 1_000_003 + i)
         V = torch.randn((directions, *x.shape), generator=gen, dtype=x.dtype)
         V = V / V.reshape(directions, -1).norm(dim=1).reshape((directions,) + (1,) * x.ndim)
         # Central differences first; the points at +-2h (one-sided differences, exact on the far
@@ -260,7 +259,7 @@ def _check_leaves(f, named, directions, dtype, step, threshold, seed, localize, 
         results.append(leaf_result(
             name, tuple(int(s) for s in x.shape), stats, threshold=tol, dtype=dtype, directions=directions,
             method=f"autograd gradient vs finite differences along random directions, {how}",
-            gradient="autograd gradient", localize=search if localize else None,
+            gradient="autograd gradient", localize=search if settings.localize else None,
         ))
     return results
 
