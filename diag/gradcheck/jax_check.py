@@ -27,7 +27,7 @@ References:
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -45,11 +45,8 @@ from diag.gradcheck.compare import (
     step_for,
     threshold_for,
 )
-from diag.gradcheck.options import CheckOptions, CheckSettings
+from diag.gradcheck.options import CheckOptions, CheckSettings, Unpack
 from diag.gradcheck.result import GradCheckReport
-
-if TYPE_CHECKING:  # typing.Unpack is Python 3.11+; only type checkers read it here
-    from typing_extensions import Unpack
 
 # Elements of perturbed parameter copies one vmap batch may hold; more are evaluated in sequential
 # chunks of directions (jax.lax.map with batch_size). On CPU, chunks that stay in cache are 2-4x

@@ -10,9 +10,17 @@ type checkers and editors expand into the keywords below.
 from __future__ import annotations
 
 import dataclasses
+import sys
 from typing import Any, Callable, Mapping, TypedDict
 
 from diag.errors import DiagInputError
+
+if sys.version_info >= (3, 11):
+    from typing import Unpack
+else:  # typing_extensions comes with pydantic
+    from typing_extensions import Unpack
+
+__all__ = ["CheckOptions", "CheckSettings", "Unpack"]
 
 
 class CheckOptions(TypedDict, total=False):

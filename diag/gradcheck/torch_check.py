@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 import time
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -27,11 +27,8 @@ from diag.gradcheck.compare import (
     step_for,
     threshold_for,
 )
-from diag.gradcheck.options import CheckOptions, CheckSettings
+from diag.gradcheck.options import CheckOptions, CheckSettings, Unpack
 from diag.gradcheck.result import GradCheckReport, LeafResult
-
-if TYPE_CHECKING:  # typing.Unpack is Python 3.11+; only type checkers read it here
-    from typing_extensions import Unpack
 
 _OFFSETS = (1.0, -1.0, 2.0, -2.0)
 CANDIDATES = 8
