@@ -163,4 +163,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run() -> None:
+    from diag.cli.start_up import process_ends_after_command
+
+    process_ends_after_command()
     sys.exit(main())

@@ -10,6 +10,7 @@ from diag.cli import add_command
 from diag.cli.common import add_format_argument, add_output_argument, add_rules_argument, add_trace_argument
 from diag.cli.import_cmd import (add_import_options, coverage_text, not_checked_text, refuse_unknown_folder,
                                  run_and_names, under_headline)
+from diag.cli.start_up import collector_paused
 
 SEVERITIES = ("info", "low", "medium", "high", "critical")
 FORMATS = ("text", "json", "markdown")
@@ -42,9 +43,9 @@ def _run(args) -> int:
       diag explain examples/lr_too_high.jsonl
       diag explain examples/lr_too_high.jsonl --why lr_too_high
     """
-    with _no_pydantic_plugins():
+    with _no_pydantic_plugins(), collector_paused() as started:
         _import_numpy_with_one_blas_thread()
-        return _explain(args)
+        return _explain(args, started)
 
 
 def _import_numpy_with_one_blas_thread() -> None:
@@ -83,7 +84,7 @@ def _no_pydantic_plugins():
         os.environ.pop(PLUGINS_ENV, None)
 
 
-def _explain(args) -> int:
+def _explain(args, started) -> int:
     from diag.api import diagnose_path
     from diag.cli.common import report_problems, write_output
     from diag.engine.kb import load_knowledge_base
@@ -96,6 +97,7 @@ def _explain(args) -> int:
     except RuleFileError as e:
         raise DiagInputError(Problem("", "the knowledge base has errors:\n" + str(e)),
                              hint="fix the rule files above, or pass --keep-going to skip the broken rules") from None
+    started()  # imports and rules are in: the collector resumes for the trace and the diagnosis
     for problem in kb.problems:
         print(f"warning: {problem}", file=sys.stderr)
     refuse_unknown_folder(args.trace)
