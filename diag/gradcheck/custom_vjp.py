@@ -240,7 +240,7 @@ def _pullbacks(fn, treedef, positions: tuple[int, ...], directions: int, replace
     def run(diff, leaves, cot_key):
         return tuple(one(diff, leaves, cot_key, replace) for replace in replaces)
 
-    return jax.jit(run)
+    return U.jit_check_program(run)
 
 
 def _rel(a, b) -> float:

@@ -151,7 +151,7 @@ def _program(fn: Callable, spec: _Spec):
         parts, values = _map(body, jnp.arange(k_total, dtype=jnp.uint32), batch, k_total)
         return f0, parts, values, rms, w, grads
 
-    return jax.jit(run)
+    return U.jit_check_program(run)
 
 
 @cache_if_hashable()
@@ -183,7 +183,7 @@ def _localizer(fn: Callable, spec: _Spec, leaf_index: int, candidates: int):
 
         return idx, g.ravel()[idx], jax.vmap(coordinate)(idx)
 
-    return jax.jit(run)
+    return U.jit_check_program(run)
 
 
 class _Run(NamedTuple):
