@@ -1,4 +1,5 @@
-"""`diag explain` starts without collector passes, and gives an in-process caller its collector back.
+"""`diag explain` starts without collector passes, gives an in-process caller its collector back, and
+ends without the interpreter's teardown only when nothing is registered to run at exit.
 
 The start (imports, the knowledge base) builds tens of thousands of objects that all live; the
 cyclic collector is paused for it and what it built is frozen (diag/cli/start_up.py). Each probe
@@ -34,6 +35,8 @@ print(code, len(during_start), sum(during_start), gc.isenabled(), gc.get_freeze_
       out.getvalue().count("\\n") > 3)
 """
 AS_THE_PROGRAM = RECORD + f"""
+import atexit
+atexit.register(print)  # something to run at exit: the program then exits as usual, through SystemExit
 sys.argv = ["diag", "explain", {str(EXAMPLE)!r}]
 with contextlib.redirect_stdout(io.StringIO()):
     try:
@@ -92,3 +95,42 @@ def test_an_error_in_the_start_resumes_the_collector():
     except KeyError:
         pass
     assert gc.isenabled() and gc.get_freeze_count() == 0
+
+
+# The program as a user runs it, with an object whose finalizer reports the interpreter's teardown.
+PROGRAM = """
+import os, sys
+class Teardown:
+    def __del__(self, write=os.write):  # os itself may be cleared by then
+        write(2, b"[teardown]")
+witness = Teardown()
+{extra}
+from diag.cli import run
+sys.argv = ["diag", *sys.argv[1:]]
+run()
+"""
+AT_EXIT = "import atexit; atexit.register(lambda: os.write(2, b'[atexit]'))"
+
+
+def _program(tmp_path: Path, *args: str, extra: str = "") -> subprocess.CompletedProcess:
+    env = {**os.environ, "DIAG_CACHE_DIR": str(tmp_path / "cache")}
+    return subprocess.run([sys.executable, "-c", PROGRAM.format(extra=extra), *args], env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_explain_skips_the_teardown_with_its_output_and_exit_code_intact(tmp_path, capsys):
+    import diag.cli
+
+    assert diag.cli.main(["explain", str(EXAMPLE)]) == 0
+    expected = capsys.readouterr().out
+    done = _program(tmp_path, "explain", str(EXAMPLE))
+    assert (done.returncode, done.stdout, done.stderr) == (0, expected, "")  # no "[teardown]": it was skipped
+    bad = _program(tmp_path, "explain", str(tmp_path / "missing.jsonl"))
+    assert bad.returncode == 2 and "no such file" in bad.stderr and bad.stderr.endswith("\n")
+
+
+def test_the_teardown_runs_when_something_is_registered_for_it_or_the_command_did_not_allow_it(tmp_path):
+    done = _program(tmp_path, "explain", str(EXAMPLE), extra=AT_EXIT)
+    assert done.returncode == 0 and done.stderr == "[atexit][teardown]" and done.stdout.startswith("diag: ")
+    other = _program(tmp_path, "rules", "list")  # a command that did not allow it
+    assert other.returncode == 0 and other.stderr == "[teardown]"

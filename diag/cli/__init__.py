@@ -163,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run() -> None:
-    from diag.cli.start_up import process_ends_after_command
+    """The ``diag`` program: the command named on the command line, its exit code the process's."""
+    from diag.cli.start_up import end_process, process_ends_after_command
 
     process_ends_after_command()
-    sys.exit(main())
+    end_process(main())

@@ -10,7 +10,7 @@ from diag.cli import add_command
 from diag.cli.common import add_format_argument, add_output_argument, add_rules_argument, add_trace_argument
 from diag.cli.import_cmd import (add_import_options, coverage_text, not_checked_text, refuse_unknown_folder,
                                  run_and_names, under_headline)
-from diag.cli.start_up import collector_paused
+from diag.cli.start_up import allow_quick_exit, collector_paused
 
 SEVERITIES = ("info", "low", "medium", "high", "critical")
 FORMATS = ("text", "json", "markdown")
@@ -43,6 +43,7 @@ def _run(args) -> int:
       diag explain examples/lr_too_high.jsonl
       diag explain examples/lr_too_high.jsonl --why lr_too_high
     """
+    allow_quick_exit()  # explain starts no thread and registers nothing to run at exit
     with _no_pydantic_plugins(), collector_paused() as started:
         _import_numpy_with_one_blas_thread()
         return _explain(args, started)
