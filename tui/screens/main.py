@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.reactive import Reactive
 from textual.screen import Screen
+from textual.widget import Widget
 from textual.widgets import Input, TabbedContent, TabPane
+from textual.widgets.tabbed_content import ContentTabs
 
 from diag.tui.screens.layers import LayersPane
 from diag.tui.screens.metrics import MetricsPane
@@ -29,6 +32,10 @@ class MainScreen(Screen):
         Binding("slash", "filter", "Filter", key_display="/"),
         Binding("escape", "close_input", "Close", show=False),
     ]
+
+    # Textual repaints the whole screen when the focus moves (a second full frame per tab switch);
+    # the widgets that gain and lose focus repaint themselves, and nothing else shows the focus.
+    focused: Reactive[Widget | None] = Reactive(None, repaint=False)
 
     def __init__(self):
         super().__init__()
@@ -85,13 +92,30 @@ class MainScreen(Screen):
         self._redraw("diagnosis")
 
     def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
-        pane = self._panes[event.pane.id]
-        pane.redraw_if_stale()
-        pane.focus_main()
+        # A tab chosen on the tab bar (click, arrows); the number keys did all this already.
+        self._show_tab(self._panes[event.pane.id])
 
     def action_tab(self, name: str) -> None:
-        self.query_one("#tabs", TabbedContent).active = name
-        self.active_pane().focus_main()
+        self._tabs.active = name
+        self._show_tab(self._panes[name])
+
+    def _show_tab(self, pane: Pane) -> None:
+        """Everything a tab switch changes, before the next frame: the pane's content, its focus, the
+        tab underline and the key bar.
+
+        Textual would move the underline and the key bar after the next frame, in two more frames
+        (one 60 Hz tick each, and a repaint of what they cover); drawn now, the switch shows in
+        one frame. The underline goes under the tab where it is: the tab labels never move.
+        """
+        pane.redraw_if_stale()
+        pane.focus_main()
+        tabs = self._tabs.query_one(ContentTabs)
+        tab = tabs.active_tab
+        if tab is not None and tab.region:
+            underline = tabs.query_one("Underline")  # the bar under the tab labels
+            underline.highlight_start, underline.highlight_end = tab.virtual_region.shrink(
+                tab.styles.gutter).column_span
+        self.refresh_bindings()
 
     # ------------------------------------------------------------------ jumps from a cause
 

@@ -14,6 +14,7 @@ from textual.widgets.option_list import Option
 
 from diag.tui.run_facts import first_nonfinite_step
 from diag.tui.screens.pane import ALL, Pane, matches, set_text
+from diag.tui.widgets.series_list import SeriesList
 from diag.tui.widgets.series_plot import SeriesPlot
 
 # Most useful first; anything else recorded follows in the trace's order.
@@ -46,7 +47,7 @@ class MetricsPane(Pane):
 
     def compose(self) -> ComposeResult:
         with Horizontal():
-            yield OptionList(id="series")
+            yield SeriesList(id="series")
             with Vertical(id="plot-column"):
                 yield SeriesPlot(id="plot")
                 yield Static(id="plot-caption")
