@@ -15,11 +15,14 @@ file this way).
 
 from __future__ import annotations
 
+import struct
+from operator import itemgetter
+
 import numpy as np
 from pydantic import TypeAdapter, ValidationError
 
 from diag.errors import Problem
-from diag.trace.columnar import ColumnBuffer, Trace
+from diag.trace.columnar import ColumnBuffer, Trace, row_struct
 from diag.trace.limits import MAX_INTEGER, MAX_RAW_INTEGER, check_value, excerpt
 from diag.trace.records import (
     RECORD_KINDS, ActivationStats, BatchStats, Check, Data, Eval, Header, LayerStats, Record, Step, _Event,
@@ -267,6 +270,99 @@ class TraceBuilder:
             column.present[row_index] = True
         return True
 
+    # ------------------------------------------------------------------ many steps at once
+
+    def feed_steps(self, raws: list) -> bool:
+        """Copy a block of parsed step records (in file order) into the columns at once.
+
+        The block path takes a block only when ``_fast_step`` would take every record of it, and
+        writes what ``_fast_step`` would have written, record after record: the same rows, the
+        same columns in the same order of creation. Each check runs over a whole column of the
+        block (a set of types, a min and a max), not record by record. When any record is not
+        plain (a null or missing value, a string, a width that differs, a builder subclass with
+        its own ``_fast_step``), nothing is written and False says so: the caller feeds the
+        records one by one, and each gets the record-by-record answer, problems included.
+
+        Args:
+          raws: dicts whose ``kind`` is ``"step"``.
+
+        Returns:
+          True when the whole block went in.
+        """
+        if type(self)._fast_step is not TraceBuilder._fast_step or not raws:
+            return False
+        try:
+            steps = list(map(_STEP, raws))
+        except KeyError:
+            return False
+        if set(map(type, steps)) != {int} or min(steps) < 0 or max(steps) > MAX_INTEGER:
+            return False
+        orders = list(map(tuple, raws))
+        groups: dict[tuple, list] = {orders[0]: raws} if orders.count(orders[0]) == len(orders) else {}
+        if not groups:  # several key orders: each is read on its own, at its rows
+            for position, keys in enumerate(orders):
+                groups.setdefault(keys, []).append(position)
+        width = self._width
+        planned = []  # per key order: (rows or None, layer writes, scalar writes)
+        for keys, members in groups.items():
+            plan = self._plans.get(keys)
+            if plan is None:
+                plan = self._plans[keys] = _step_plan(keys)
+            if plan is False:
+                return False
+            positions = None if members is raws else members
+            records = raws if positions is None else [raws[i] for i in positions]
+            taken = _block_columns(records, plan, width)
+            if taken is None:
+                return False
+            width, layer_writes, scalar_writes = taken
+            planned.append((positions, layer_writes, scalar_writes))
+        return self._write_block(steps, planned, width)
+
+    def _write_block(self, steps: list, planned: list, width: int | None) -> bool:
+        start, count = self._rows, len(steps)
+        while start + count > self._capacity:
+            self._grow(self._capacity * 2)
+        end = start + count
+        self._steps[start:end] = steps
+        self._order_keys[start:end] = self._shard_rank
+        self._rows = end
+        old_width, self._width = self._width, width
+        layer_columns, columns = self._layer_columns, self._columns
+        created: list[tuple[dict, str]] = []
+        touched: dict[str, tuple[ColumnBuffer, bool]] = {}  # name -> (column, had a measured mask)
+        try:
+            for positions, layer_writes, _ in planned:
+                for name, lists in layer_writes:
+                    column = layer_columns.get(name)
+                    if column is None:
+                        column = self._column(layer_columns, name, width)
+                        created.append((layer_columns, name))
+                    touched.setdefault(name, (column, column.measured is not None))
+                    rows = range(start, end) if positions is None else [start + i for i in positions]
+                    _put_rows(column, rows, lists)
+        except (TypeError, ValueError, OverflowError):
+            # A value numpy refuses: undo the block, the caller feeds it record by record.
+            for column, had_measured in touched.values():
+                column.values[start:end] = np.nan
+                column.present[start:end] = False
+                if not had_measured:
+                    column.measured = None
+                elif column.measured is not None:
+                    column.measured[start:end] = True
+            for store, name in created:
+                del store[name]
+            self._rows, self._width = start, old_width
+            return False
+        for positions, _, scalar_writes in planned:
+            rows = slice(start, end) if positions is None else np.add(positions, start)
+            for name, values in scalar_writes:
+                column = columns.get(name) or self._column(columns, name, None)
+                column.values[rows] = values
+                column.present[rows] = True
+        self.records += count
+        return True
+
     # ------------------------------------------------------------------ model path
 
     def _add_step_model(self, record: Step) -> None:
@@ -314,21 +410,24 @@ class TraceBuilder:
 
     def _new_row(self, step: int) -> int:
         if self._rows == self._capacity:
-            self._capacity *= 2
-            for store in (self._columns, self._layer_columns):
-                for column in store.values():
-                    column.grow(self._capacity)
-            steps = np.zeros(self._capacity, dtype=np.int64)
-            steps[: self._rows] = self._steps[: self._rows]
-            self._steps = steps
-            keys = np.zeros(self._capacity, dtype=np.int64)
-            keys[: self._rows] = self._order_keys[: self._rows]
-            self._order_keys = keys
+            self._grow(self._capacity * 2)
         row = self._rows
         self._steps[row] = step
         self._order_keys[row] = self._shard_rank
         self._rows += 1
         return row
+
+    def _grow(self, capacity: int) -> None:
+        self._capacity = capacity
+        for store in (self._columns, self._layer_columns):
+            for column in store.values():
+                column.grow(capacity)
+        steps = np.zeros(capacity, dtype=np.int64)
+        steps[: self._rows] = self._steps[: self._rows]
+        self._steps = steps
+        keys = np.zeros(capacity, dtype=np.int64)
+        keys[: self._rows] = self._order_keys[: self._rows]
+        self._order_keys = keys
 
     def _column(self, store: dict, name: str, width: int | None) -> ColumnBuffer:
         column = store.get(name)
@@ -398,6 +497,89 @@ class TraceBuilder:
             data=list(self.data), checks=list(self.checks), events=list(self.events), headers=headers,
             problems=problems,
         )
+
+
+_STEP = itemgetter("step")
+_NUMBER_TYPES = ({float}, {int}, {float, int})
+
+
+def _block_columns(records: list, plan: tuple, width: int | None):
+    """What ``_fast_step`` would write for records of one key order, column by column, or None.
+
+    Returns ``(width, layer writes, scalar writes)``: the per-layer width (set by the first array
+    when the builder had none), ``[(column, per-record lists)]`` in the order ``_fast_step``
+    creates the columns, and ``[(column, values)]`` likewise. None when any record would leave
+    the fast path or skip a value (a null, a string, a bool where a number goes, an empty group,
+    a width that differs), so that columns are created in the order record-by-record reading
+    creates them.
+    """
+    scalar_keys, batch_groups, has_metrics, layer_groups = plan
+    scalars = []
+    for key in scalar_keys:
+        values = list(map(itemgetter(key), records))
+        kinds = set(map(type, values))
+        if key == "epoch":
+            if kinds != {int} or min(values) < 0 or max(values) > MAX_INTEGER:
+                return None
+        elif key == "skipped":
+            if kinds != {bool}:
+                return None
+            values = list(map(float, values))
+        elif kinds not in _NUMBER_TYPES:
+            return None
+        scalars.append((key, values))
+    for group in (*batch_groups, *(("metrics",) if has_metrics else ())):
+        parts = _same_keys(records, group)
+        if parts is None:
+            return None
+        for name in parts[0]:
+            if group != "metrics" and name not in _BATCH_FLOAT_FIELDS and name != "distinct_labels":
+                return None
+            values = list(map(itemgetter(name), parts))
+            kinds = set(map(type, values))
+            if name == "distinct_labels" and group != "metrics":
+                if kinds != {int} or min(values) < 0 or max(values) > MAX_INTEGER:
+                    return None
+            elif kinds not in _NUMBER_TYPES:
+                return None
+            scalars.append((f"{group}.{name}", values))
+    arrays = []
+    for group in layer_groups:
+        parts = _same_keys(records, group)
+        if parts is None or not parts[0] or not parts[0].keys() <= _GROUP_FIELDS[group]:
+            return None
+        for name in parts[0]:
+            lists = list(map(itemgetter(name), parts))
+            if set(map(type, lists)) != {list}:
+                return None
+            if width is None:
+                width = len(lists[0])
+            if set(map(len, lists)) != {width}:
+                return None
+            arrays.append((f"{group}.{name}", lists))
+    return width, arrays, scalars
+
+
+def _same_keys(records: list, group: str) -> list | None:
+    """The ``group`` objects of the records when all are dicts with the same keys in the same order."""
+    parts = list(map(itemgetter(group), records))
+    if set(map(type, parts)) != {dict}:
+        return None
+    first = tuple(parts[0])
+    if len(parts) > 1 and set(map(tuple, parts)) != {first}:
+        return None
+    return parts
+
+
+def _put_rows(column: ColumnBuffer, rows, lists: list) -> None:
+    pack = row_struct(column.values.shape[1]).pack_into
+    values, stride = column.values, column.values.strides[0]
+    for row, entries in zip(rows, lists):
+        try:
+            pack(values, row * stride, *entries)
+        except (struct.error, TypeError, ValueError, OverflowError):
+            column.put_row(row, entries)  # a null or a string: numpy, as record by record
+    column.present[rows if isinstance(rows, list) else slice(rows.start, rows.stop)] = True
 
 
 def _explain_error(err: dict, raw: dict) -> str:

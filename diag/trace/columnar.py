@@ -17,7 +17,10 @@ Series names (also used by rules):
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass, field
+from functools import lru_cache
+
 import numpy as np
 
 from diag.errors import Problem
@@ -201,6 +204,15 @@ class ColumnBuffer:
 
     def put_row(self, row: int, values: list, may_hold_null: bool = True) -> None:
         """Copy one per-layer array into row ``row``; nulls become unmeasured entries."""
+        # struct packs a list of plain numbers (float, int, bool) about twice as fast as numpy
+        # converts it, to the same doubles; anything else (a null, a "NaN" string) is left to numpy.
+        try:
+            row_struct(self.values.shape[1]).pack_into(self.values, row * self.values.strides[0], *values)
+        except (struct.error, TypeError, ValueError, OverflowError):
+            pass
+        else:
+            self.present[row] = True
+            return
         # numpy would silently turn None into NaN, which reads as a non-finite measurement.
         if may_hold_null and None in values:
             if self.measured is None:
@@ -208,3 +220,9 @@ class ColumnBuffer:
             self.measured[row] = [v is not None for v in values]
         self.values[row] = values
         self.present[row] = True
+
+
+@lru_cache(maxsize=64)
+def row_struct(width: int) -> struct.Struct:
+    """Packs ``width`` numbers as native doubles: one row of a ``(steps, width)`` float64 column."""
+    return struct.Struct(f"{width}d")

@@ -23,8 +23,10 @@ import json
 import os
 import re
 from dataclasses import dataclass, field
+from operator import itemgetter
 from pathlib import Path
 
+import numpy as np
 import orjson
 
 from diag.errors import DiagInputError, Problem
@@ -36,6 +38,7 @@ from diag.trace.shards import shard_problems
 
 SHARD_SUFFIXES = (".jsonl", ".json")
 _DOCUMENT_LIMIT = 256 << 20  # a single JSON document larger than this is read as JSONL
+_READ_BYTES = 1 << 18  # lines are read, parsed and fed this many bytes at a time (see _feed_block)
 ALL_RUNS = 0  # ``run=ALL_RUNS``: read every run of a file as one (what read_records does)
 TRACE_EXAMPLE = ('a trace is one JSON object per line, a header first: '
                  '{"kind":"header","schema":"diag.trace/1","run_id":"r1","framework":"torch"} then step records '
@@ -90,10 +93,12 @@ def load_trace(path: str | os.PathLike, run: int | None = None) -> Trace:
 
 def count_lines(path: Path) -> int:
     """Newlines in a file, read in large chunks (a cheap upper bound on its records)."""
+    # numpy compares bytes about four times faster than bytes.count finds b"\n" in JSON text.
     total = 0
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            total += chunk.count(b"\n")
+    buffer = bytearray(1 << 20)
+    with open(path, "rb", buffering=0) as f:
+        while size := f.readinto(buffer):
+            total += int(np.count_nonzero(np.frombuffer(buffer, dtype=np.uint8, count=size) == 10))
     return total + 1
 
 
@@ -129,10 +134,50 @@ def read_into(path: str | os.PathLike, builder: TraceBuilder | None = None, *,
         if builder.records == 0:
             raise DiagInputError(Problem(str(p), "no valid records in any shard"), hint=TRACE_EXAMPLE)
         return builder
+    if builder is None and run in (None, 1, ALL_RUNS):
+        # One pass, watching for a second run as it goes (most files hold one): no search for
+        # headers first. A file that holds several is read again the other way.
+        builder = TraceBuilder(str(p), capacity=count_lines(p))
+        builder.start_shard(str(p), 0)
+        try:
+            _read_file(p, builder, allow_empty=False, run=run, watch=_RunWatch(stop=run != ALL_RUNS))
+            return builder
+        except _SeveralRuns:
+            builder = None
     builder = builder or TraceBuilder(str(p), capacity=count_lines(p))
     builder.start_shard(str(p), 0)
     _read_file(p, builder, allow_empty=False, run=run)
     return builder
+
+
+class _SeveralRuns(Exception):
+    """A one-pass reading met a second run (it reads the file again, runs first)."""
+
+
+class _RunWatch:
+    """``find_runs``' definition of a run's first line, applied line by line during a reading.
+
+    A line starts a run when it is a header (at most ``MAX_LINE_BYTES``, holds the bytes
+    ``"header"``, parses to an object whose kind is ``"header"``) and a record line (any other
+    line that is not blank) came since the last header or the top.
+    """
+
+    def __init__(self, stop: bool):
+        self.starts = [1]
+        self.pending = False  # a record line since the last header (or the top)
+        self.stop = stop  # raise _SeveralRuns at the second run's first line
+
+    def header(self, number: int, line: bytes, raw) -> bool:
+        """Note a parsed line; True when it is a header by find_runs' definition."""
+        if type(raw) is dict and raw.get("kind") == "header" and b'"header"' in line:
+            if self.pending:
+                if self.stop:
+                    raise _SeveralRuns
+                self.starts.append(number)
+            self.pending = False
+            return True
+        self.pending = True
+        return False
 
 
 def find_runs(path: Path) -> list[int]:
@@ -189,7 +234,8 @@ def _is_header(line: bytes) -> bool:
     return isinstance(raw, dict) and raw.get("kind") == "header"
 
 
-def _read_file(path: Path, builder: TraceBuilder, *, allow_empty: bool, run: int | None = None) -> None:
+def _read_file(path: Path, builder: TraceBuilder, *, allow_empty: bool, run: int | None = None,
+               watch: _RunWatch | None = None) -> None:
     before = builder.records
     problems_before = len(builder.problems)
     try:
@@ -210,6 +256,11 @@ def _read_file(path: Path, builder: TraceBuilder, *, allow_empty: bool, run: int
         if document is not None:
             builder.run = builder.runs = 1
             _read_document(path, document, builder)
+        elif watch is not None:
+            handle.seek(0)
+            _read_lines(path, handle, builder, watch=watch)
+            builder.runs = len(watch.starts)
+            builder.run = builder.runs if run is None else (run or 1)
         else:
             handle.seek(0)
             lines = _choose_run(path, builder, run)
@@ -288,25 +339,89 @@ def _read_document(path: Path, document, builder: TraceBuilder) -> None:
         builder.feed(raw, index + 1, where=f"records[{index}]")
 
 
-def _read_lines(path: Path, handle, builder: TraceBuilder, lines: tuple[int, int | None] = (1, None)) -> None:
+def _read_lines(path: Path, handle, builder: TraceBuilder, lines: tuple[int, int | None] = (1, None),
+                watch: _RunWatch | None = None) -> None:
     # Large reads split on newlines: cheaper than iterating the file line by line, and only one
     # chunk is held at a time. The piece after the last newline is the (possibly torn) last line.
     first, last = lines
     number = 0
     rest = b""
-    while chunk := handle.read(1 << 20):
+    while chunk := handle.read(_READ_BYTES):
         pieces = (rest + chunk).split(b"\n")
         rest = pieces.pop()
         if len(rest) > MAX_LINE_BYTES:  # no newline in sight: do not hold an endless line
             rest = rest[: MAX_LINE_BYTES + 1]
+        if (pieces and first <= number + 1 and (last is None or number + len(pieces) <= last)
+                and _feed_block(path, builder, number + 1, pieces, watch)):
+            number += len(pieces)
+            continue
         for line in pieces:
             number += 1
             if number < first or (last is not None and number > last):
                 continue
             if line and not line.isspace():
-                feed_line(path, builder, number, line)
+                _feed_line(path, builder, number, line, watch=watch)
     if rest and not rest.isspace() and (last is None or number + 1 <= last):
-        feed_line(path, builder, number + 1, rest, torn=True)
+        _feed_line(path, builder, number + 1, rest, torn=True, watch=watch)
+
+
+_KIND = itemgetter("kind")
+
+
+def _feed_block(path: Path, builder: TraceBuilder, number: int, lines: list[bytes], watch: _RunWatch | None) -> bool:
+    """Feed lines ``number``, ``number + 1``, ... when every one of them is a JSON value; else False.
+
+    Parsing a block first lets the builder take its step records together
+    (``TraceBuilder.feed_steps``). A block with a line that is blank, too long or not JSON is
+    refused whole (before anything is fed) and read line by line, which reports it.
+    """
+    if max(map(len, lines)) > MAX_LINE_BYTES:
+        return False
+    try:
+        values = list(map(orjson.loads, lines))  # what ``loads`` returns when orjson reads a line
+    except orjson.JSONDecodeError:
+        return False
+    try:
+        kinds = list(map(_KIND, values))
+    except (KeyError, TypeError):  # a record without a kind, or not an object
+        kinds = [value.get("kind") if type(value) is dict else None for value in values]
+    if kinds.count("step") == len(kinds):
+        if watch is not None:
+            watch.pending = True
+        _feed_segment(path, builder, number, lines, values, kinds, 0, len(values))
+        return True
+    # Headers end one stretch of records and may start a run: each is read on its own, in order.
+    start = 0
+    for index, kind in enumerate(kinds):
+        if kind == "header":
+            _feed_segment(path, builder, number, lines, values, kinds, start, index)
+            if watch is not None and start < index:
+                watch.pending = True
+            if watch is not None:
+                watch.header(number + index, lines[index], values[index])
+            _feed_parsed(path, builder, number + index, lines[index], values[index])
+            start = index + 1
+    if watch is not None and start < len(values):
+        watch.pending = True
+    _feed_segment(path, builder, number, lines, values, kinds, start, len(values))
+    return True
+
+
+def _feed_segment(path: Path, builder: TraceBuilder, number: int, lines: list[bytes], values: list, kinds: list,
+                  start: int, stop: int) -> None:
+    """Feed ``values[start:stop]`` (no header among them): the step records at once when the builder
+    takes them, then the others in order; or all of them one by one, in order."""
+    if start >= stop:
+        return
+    steps = [index for index in range(start, stop) if kinds[index] == "step"]
+    if steps and builder.feed_steps(values[start:stop] if len(steps) == stop - start else [values[i] for i in steps]):
+        # Taken steps leave no problem and no state the other records read: the order is kept.
+        for index in range(start, stop):
+            if kinds[index] != "step":
+                _feed_parsed(path, builder, number + index, lines[index], values[index])
+        return
+    for index in range(start, stop):
+        _feed_parsed(path, builder, number + index, lines[index], values[index])
 
 
 def feed_line(path: Path, builder: TraceBuilder, number: int, line: bytes, *, torn: bool = False) -> None:
@@ -316,13 +431,22 @@ def feed_line(path: Path, builder: TraceBuilder, number: int, line: bytes, *, to
     line of a killed run), as a warning. A header of another format or major version is reported
     and skipped (the records after it are still read).
     """
+    _feed_line(path, builder, number, line, torn=torn)
+
+
+def _feed_line(path: Path, builder: TraceBuilder, number: int, line: bytes, *, torn: bool = False,
+               watch: _RunWatch | None = None) -> None:
     if len(line) > MAX_LINE_BYTES:
+        if watch is not None:
+            watch.pending = True
         builder.problems.append(Problem(str(path), f"line is {len(line):,} bytes long (at most {MAX_LINE_BYTES:,}); "
                                         "line skipped", line=number))
         return
     try:
         raw = loads(line)
     except ValueError as e:
+        if watch is not None:
+            watch.pending = True
         if torn:
             builder.problems.append(Problem(
                 str(path), "last line is incomplete (the run was probably killed mid-write); "
@@ -331,6 +455,12 @@ def feed_line(path: Path, builder: TraceBuilder, number: int, line: bytes, *, to
             builder.problems.append(Problem(str(path), f"not valid JSON ({_first_line(e)}); line skipped",
                                             line=number))
         return
+    if watch is not None:
+        watch.header(number, line, raw)
+    _feed_parsed(path, builder, number, line, raw)
+
+
+def _feed_parsed(path: Path, builder: TraceBuilder, number: int, line: bytes, raw) -> None:
     if (type(raw) is not dict or raw.get("kind") != "step") and _header_problem(path, builder, raw, number):
         return
     builder.feed(raw, number, may_hold_null=b"null" in line)
