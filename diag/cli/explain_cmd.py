@@ -86,6 +86,7 @@ def _no_pydantic_plugins():
 
 
 def _explain(args, started) -> int:
+    import diag.trace  # noqa: F401  (its record models are built here, while the collector is paused)
     from diag.api import diagnose_path
     from diag.cli.common import report_problems, write_output
     from diag.engine.kb import load_knowledge_base

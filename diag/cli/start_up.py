@@ -3,8 +3,8 @@
 The start: imports and the knowledge base, once, without the cyclic garbage collector.
 
 Starting ``diag explain`` allocates ~75,000 long-lived objects (modules, classes, pydantic
-schemas, the decoded rule documents, the compiled rules) and almost no garbage (~1,500 objects
-in cycles). The collector cannot know they will all live: every 700 allocations it scans the
+schemas of the rule files, trace records and diagnosis, the decoded rule documents, the compiled
+rules) and almost no garbage (~1,500 objects in cycles). The collector cannot know they will all live: every 700 allocations it scans the
 youngest of them, and the older generations again and again as they fill, ~40 ms of CPU per
 explain on a two-core machine, a third of it while the knowledge base loads. Paused for the
 start, then ``gc.freeze()``: what the start built moves to the permanent generation, which
