@@ -378,3 +378,31 @@ def test_time_spent_waiting_for_data_is_recorded(tmp_path):
     # below it on a busy machine, so compare the two rather than the fast one to a clock.
     assert wait.values[1] >= 0.2 and wait.values[1] > wait.values[0]
     assert trace.series("step_time").values[-1] >= 0.2
+
+
+@pytest.mark.parametrize("inplace", [False, True])
+def test_nonfinite_counts_of_layer_outputs_are_exact_on_every_bad_step(tmp_path, inplace):
+    # On the CPU the hooks keep a layer's output only when its statistics are not finite: the
+    # counts must still be exact on the first bad step (replayed) and on the later ones (not).
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(inplace=inplace), nn.Linear(8, 3))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y = _data(16)
+    x = x[:, :4]
+    with TorchRecorder(model, opt, tmp_path / "nan.jsonl", costly_every=1, capture_crashes=False) as rec:
+        for step in range(4):
+            if step == 2:
+                with torch.no_grad():
+                    model[0].weight[2] = float("nan")  # one unit of layer 0 turns NaN
+            opt.zero_grad()
+            loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            opt.step()
+            rec.record(loss)
+    trace = load_trace(tmp_path / "nan.jsonl")
+    counts = trace.layer_matrix("activations.nonfinite").values
+    # Step 2: one of layer 0's 8 units on 16 rows, and every output of layer 2, which mixes it in;
+    # step 3: the NaN gradient has reached every parameter.
+    assert counts.tolist() == [[0, 0], [0, 0], [16, 48], [128, 48]]
+    (event,) = trace.events_of("nonfinite")
+    assert (event.step, event.tensor, event.layer) == (2, "activation", "0")

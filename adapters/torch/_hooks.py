@@ -12,7 +12,8 @@ import time
 
 import torch
 
-from diag.adapters.torch._layers import LayerPlan, activation_name, main_output
+from diag.adapters.torch import _foreach
+from diag.adapters.torch._layers import SATURATING, ZERO_ACTIVATIONS, LayerPlan, activation_name, main_output
 from diag.adapters.torch._nonfinite import first_nonfinite, watch_modules
 from diag.adapters.torch._stats import activation_counts, grad_layer_sq, per_layer_sq, sums
 from diag.adapters.torch._replay import replay_step
@@ -79,21 +80,48 @@ class Hooks:
             if element is not None:
                 self._output_elements.setdefault(id(module), element)
         if (torch.is_grad_enabled() or self._replaying) and isinstance(output, torch.Tensor):
-            self._outputs[id(module)] = output
-            self._last_layer = id(module)
+            key = id(module)
+            self._last_layer = key
+            row = None
             if self.is_costly_step() and not self._replaying:
                 # Measured now, before an in-place nonlinearity (ReLU(inplace=True)) overwrites it.
                 with torch.no_grad():
-                    self._output_rows[id(module)] = (sums(output), output.numel())
+                    row = sums(output)
+                self._output_rows[key] = (row, output.numel())
+            if self._keeps(row, (0, 1)):
+                self._outputs[key] = output
 
     def _on_activation_output(self, module, args, output) -> None:
-        if self._last_layer is not None and (torch.is_grad_enabled() or self._replaying) and isinstance(output, torch.Tensor):
-            self._act_outputs[self._last_layer] = output
+        key = self._last_layer
+        if key is not None and (torch.is_grad_enabled() or self._replaying) and isinstance(output, torch.Tensor):
+            name = activation_name(module)
+            row = None
             if self.is_costly_step() and not self._replaying:
                 with torch.no_grad():
-                    self._act_rows[self._last_layer] = (activation_counts(output, activation_name(module)),
-                                                        output.numel())
+                    row = activation_counts(output, name, self._scratch)
+                self._act_rows[key] = (row, output.numel())
+            # Only the count this activation measures says whether its output is finite; for the
+            # others, a finite input (its layer's output) gives a finite output.
+            measured = (0,) if name in ZERO_ACTIVATIONS else (1,) if name in SATURATING else ()
+            if key in self._outputs or self._keeps(row, measured):
+                self._act_outputs[key] = output
         self._last_layer = None
+
+    def _keeps(self, row: torch.Tensor | None, columns: tuple[int, ...]) -> bool:
+        """Whether a layer's (or its nonlinearity's) output is kept until ``record``.
+
+        Always where outputs are held for localization, during a replay, and where reading
+        ``row`` would stall an accelerator. Otherwise (the CPU, where reading a few numbers is
+        free) only when one of the statistics ``row[columns]`` is not finite: then ``record``
+        counts its non-finite entries and may localize with it; finite outputs are never looked
+        at again. Keeping every output past its last use made the allocator fault in fresh pages
+        for the backward pass and the optimizer step (~10% of a small CNN's step when every step
+        is recorded).
+        """
+        if self._hold_outputs or self._replaying or not self._host_reads_free or row is None:
+            return True
+        values = row.tolist()
+        return not all(math.isfinite(values[i]) for i in columns)
 
     def _before_step(self, optimizer, args, kwargs) -> None:
         plan = self._ensure_plan()
@@ -107,7 +135,7 @@ class Hooks:
             if not self._hold_outputs and not self._nonfinite_reported and not math.isfinite(grad_sq.sum().item()):
                 # The step is about to write NaN into the parameters: keep them as they were, so
                 # that record() can replay this step's forward pass to find where the NaN began.
-                self._pre_step_params = torch._foreach_mul(plan.params, 1.0)
+                self._pre_step_params = _foreach.copies(plan.params)
             if self.is_costly_step():
                 self._pending["param_sq"] = per_layer_sq(plan.params, self._segment, len(plan.layers))
                 self._meter.before_step()

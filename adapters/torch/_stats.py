@@ -1,8 +1,8 @@
 """Device-side statistics: fused norms per layer, activation and batch statistics.
 
 Everything here returns tensors on the model's device and never calls ``.item()``: the recorder
-stacks the results and copies them to the host once per step. Per-parameter work goes through
-``torch._foreach_norm`` (one call for all tensors); per-layer sums come from one ``index_add_``.
+stacks the results and copies them to the host once per step. Per-parameter norms come from one
+fused call (``_foreach.norms``); per-layer sums from one ``index_add_``.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import math
 
 import torch
 
+from diag.adapters.torch import _foreach
 from diag.adapters.torch._layers import SATURATING, ZERO_ACTIVATIONS
 
 # Within this distance of a bound counts as saturated (the schema's definition).
@@ -34,7 +35,7 @@ def per_layer_sq(tensors: list[torch.Tensor], segment: torch.Tensor, num_layers:
       >>> per_layer_sq(t, torch.tensor([0, 0, 1]), 2).tolist()
       [13.0, 1.0]
     """
-    norms = torch.stack(torch._foreach_norm(tensors, 2, dtype=torch.float32))
+    norms = torch.stack(_foreach.norms(tensors))
     out = torch.zeros(num_layers, dtype=torch.float32, device=norms.device)
     return out.index_add_(0, segment, norms * norms)
 
@@ -78,23 +79,46 @@ def nonfinite_count(x: torch.Tensor) -> int:
     return int(x.numel() - torch.count_nonzero(torch.isfinite(x.detach())))
 
 
-def activation_counts(output: torch.Tensor, activation: str | None) -> torch.Tensor:
+class Scratch:
+    """One float32 buffer reused for the full-size temporaries of activation statistics.
+
+    On the CPU a freed temporary the size of a layer's output goes back to the operating system,
+    and the next one is faulted in again page by page, which cost more than the statistic itself:
+    a persistent buffer, as large as the largest output measured, is written in place instead.
+    """
+
+    def __init__(self):
+        self._buffer: torch.Tensor | None = None
+
+    def like(self, t: torch.Tensor) -> torch.Tensor:
+        """A float32 tensor of ``t``'s shape and device to write into (overwritten by the next call)."""
+        n = t.numel()
+        if self._buffer is None or self._buffer.numel() < n or self._buffer.device != t.device:
+            self._buffer = torch.empty(n, dtype=torch.float32, device=t.device)
+        return self._buffer[:n].view(t.shape)
+
+
+def activation_counts(output: torch.Tensor, activation: str | None, scratch: Scratch | None = None) -> torch.Tensor:
     """``(2,)`` float32 of a nonlinearity's output: how many entries are exactly zero (ReLU-like)
-    and how many lie within 1e-3 of a bound (sigmoid/tanh); NaN where a column does not apply."""
+    and how many lie within 1e-3 of a bound (sigmoid/tanh); NaN where a column does not apply.
+    With ``scratch``, the full-size temporary is written into its buffer instead of allocated."""
     t = output.detach().float()
     n = t.numel()
     nan = torch.full((), float("nan"), device=t.device)
+    tmp = scratch.like(t) if scratch is not None and (activation in ZERO_ACTIVATIONS or activation in SATURATING) else None
     zero = nan
     if activation in ZERO_ACTIVATIONS:
         # ReLU outputs are >= 0: sign() is 1 or 0, so its sum counts the non-zeros. About 3x
         # cheaper than count_nonzero or a boolean comparison on the CPU.
-        zero = n - torch.sign(t).sum()
+        zero = n - (torch.sign(t) if tmp is None else torch.sign(t, out=tmp)).sum()
     saturation = nan
     if activation in SATURATING:
         low, high = SATURATING[activation]
         middle, half = (low + high) / 2, (high - low) / 2 - SATURATION_MARGIN
         # sign(|t - middle| - half) is 1 when saturated, -1 when not (0 exactly at the margin).
-        saturation = (torch.sign((t - middle).abs_().sub_(half)).sum() + n) / 2
+        shifted = t - middle if tmp is None else torch.sub(t, middle, out=tmp)
+        distance = shifted.abs_().sub_(half)
+        saturation = (distance.sign_().sum() + n) / 2
     return torch.stack([zero, saturation])
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import torch
 
+from diag.adapters.torch import _foreach
 from diag.adapters.torch._stats import per_layer_sq
 
 _FULL_PRECISION = (torch.float32, torch.float64)
@@ -48,9 +49,13 @@ class UpdateMeter:
       params: the plan's parameters (forward order).
       segment: layer index of each parameter (int64 tensor on the parameters' device).
       num_layers: number of layers.
+      keep_snapshot: keep the ``snapshot`` method's copy between steps and overwrite it in place
+        (for a recorder that measures every step: the copy is in use every step anyway, and
+        allocating it afresh each time makes the CPU allocator hand back and re-fault its pages,
+        which slowed the optimizer's own temporaries too).
     """
 
-    def __init__(self, optimizer, params, segment, num_layers):
+    def __init__(self, optimizer, params, segment, num_layers, *, keep_snapshot=False):
         self.optimizer = optimizer
         self.params = params
         self.segment = segment
@@ -59,14 +64,20 @@ class UpdateMeter:
         group_of = {id(p): i for i, g in enumerate(optimizer.param_groups) for p in g["params"]}
         # Parameters the optimizer does not own never move: their learning rate is 0.
         self._group = [group_of.get(id(p)) for p in params]
+        self.keep_snapshot = keep_snapshot
         self._snapshot: list[torch.Tensor] | None = None
+        self._kept: list[torch.Tensor] | None = None
         self._had_grad: list[bool] = []
 
     def before_step(self) -> None:
         """Called by the optimizer's step pre-hook on a recording step."""
         if self.method == "snapshot":
             # One fused call copies every parameter (no per-tensor clone loop).
-            self._snapshot = torch._foreach_mul(self.params, 1.0)
+            if self._kept is not None:
+                _foreach.copy_(self._kept, self.params)
+                self._snapshot = self._kept
+            else:
+                self._snapshot = _foreach.copies(self.params)
         else:
             self._had_grad = [p.grad is not None for p in self.params]
 
@@ -74,7 +85,9 @@ class UpdateMeter:
         """Per-layer update sum of squares, called by the step post-hook."""
         if self.method == "snapshot":
             snapshot, self._snapshot = self._snapshot, None
-            torch._foreach_sub_(snapshot, self.params)
+            _foreach.sub_(snapshot, self.params)
+            if self.keep_snapshot:
+                self._kept = snapshot
             return per_layer_sq(snapshot, self.segment, self.num_layers)
         lrs = self._param_lrs()
         if self.method == "sgd_grad":
@@ -102,7 +115,7 @@ def _scaled_layer_sq(tensors, lrs, segment, num_layers) -> torch.Tensor:
     if not present:
         return out
     index = torch.tensor(present, device=segment.device)
-    norms = torch.stack(torch._foreach_norm([tensors[i] for i in present], 2, dtype=torch.float32))
+    norms = torch.stack(_foreach.norms([tensors[i] for i in present]))
     scaled = norms * lrs[index]
     return out.index_add_(0, segment[index], scaled * scaled)
 

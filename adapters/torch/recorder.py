@@ -37,7 +37,7 @@ from diag.adapters.torch._hooks import Hooks
 from diag.adapters.torch._layers import LayerPlan, find_layers, plan_layers
 from diag.adapters.torch._lifecycle import CrashCapture, CrashEvents
 from diag.adapters.torch._packed import PackedStep
-from diag.adapters.torch._stats import batch_stats, grad_layer_sq, label_stats
+from diag.adapters.torch._stats import Scratch, batch_stats, grad_layer_sq, label_stats
 from diag.adapters.torch._steprecord import activation_columns, step_record
 from diag.adapters.torch._updates import UpdateMeter
 from diag.adapters._guard import GuardHook, ended_on_purpose
@@ -181,6 +181,8 @@ class TorchRecorder(Evaluations, Hooks, CrashEvents, GuardHook):
         self._hold_outputs = False
         self._replaying = False
         self._pre_step_params: list[torch.Tensor] | None = None
+        self._host_reads_free = False
+        self._scratch: Scratch | None = None
         self._update_layer_hooks()
         if self.scaler is not None:
             self._wrap_scaler(self.scaler)
@@ -393,8 +395,11 @@ class TorchRecorder(Evaluations, Hooks, CrashEvents, GuardHook):
             self._call_order = None
             device = self._plan.params[0].device if self._plan.params else torch.device("cpu")
             self._segment = torch.tensor(self._plan.param_layer, dtype=torch.int64, device=device)
-            self._meter = UpdateMeter(self.optimizer, self._plan.params, self._segment, len(self._plan.layers))
+            self._meter = UpdateMeter(self.optimizer, self._plan.params, self._segment, len(self._plan.layers),
+                                      keep_snapshot=self.costly_every == 1)
             self._hold_outputs = self.localize == "hold" or (self.localize == "auto" and device.type != "cpu")
+            self._host_reads_free = device.type == "cpu"
+            self._scratch = Scratch() if device.type == "cpu" else None
             self._update_layer_hooks()
         return self._plan
 
