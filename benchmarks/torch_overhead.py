@@ -26,11 +26,13 @@ and, to show what each statistic costs when computed every step, the plain loop 
                            the full cheap path including JSON encoding and the file write
 
 Run:  .venv/bin/python benchmarks/torch_overhead.py [--rounds 10] [--steps 25] [--threads 1] [--clock process]
+                                                  [--variants default "everything every step"]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import statistics
 import tempfile
@@ -158,24 +160,31 @@ class BatchStats(_Component):
             torch.cat([batch_stats(x), label_stats(y, 10)[1]]).tolist()
 
 
-def variants(build, state, folder):
+def variants(build, state, folder, only=None):
     big = 10**9
-    return [
-        Variant("none", build, state, folder),
-        Variant("default", build, state, folder, recorder={}),
-        Variant("default, grad_every=5", build, state, folder, recorder={"grad_every": 5}),
-        Variant("cheap only", build, state, folder, recorder={"costly_every": big, "activations": False}),
-        Variant("costly every 25, no act", build, state, folder, recorder={"activations": False}),
-        Variant("everything every step", build, state, folder, recorder={"costly_every": 1}),
-        Variant("+ grad norms (fused)", build, state, folder, extra=GradNorms),
-        Variant("+ param norms", build, state, folder, extra=ParamNorms),
-        Variant("+ update snapshot", build, state, folder, extra=UpdateSnapshot),
-        Variant("+ activation stats", build, state, folder, extra=ActivationStats),
-        Variant("+ batch/label stats", build, state, folder, extra=BatchStats),
+    specs = [
+        ("none", {}),
+        ("default", {"recorder": {}}),
+        ("default, grad_every=5", {"recorder": {"grad_every": 5}}),
+        ("cheap only", {"recorder": {"costly_every": big, "activations": False}}),
+        ("costly every 25, no act", {"recorder": {"activations": False}}),
+        ("everything every step", {"recorder": {"costly_every": 1}}),
+        ("+ grad norms (fused)", {"extra": GradNorms}),
+        ("+ param norms", {"extra": ParamNorms}),
+        ("+ update snapshot", {"extra": UpdateSnapshot}),
+        ("+ activation stats", {"extra": ActivationStats}),
+        ("+ batch/label stats", {"extra": BatchStats}),
     ]
+    if only:
+        unknown = set(only) - {name for name, _ in specs}
+        if unknown:
+            raise SystemExit(f"unknown variant(s): {', '.join(sorted(unknown))}")
+        specs = [(name, kw) for name, kw in specs if name == "none" or name in only]
+    return [Variant(name, build, state, folder, **kw) for name, kw in specs]
 
 
-def bench(model_name: str, rounds: int, steps: int, clock=time.process_time, seed: int = 0) -> dict[str, list[float]]:
+def bench(model_name: str, rounds: int, steps: int, clock=time.process_time, seed: int = 0,
+          only=None) -> dict[str, list[float]]:
     build, make_x, batch = MODELS[model_name]
     torch.manual_seed(seed)
     state = build().state_dict()
@@ -184,7 +193,7 @@ def bench(model_name: str, rounds: int, steps: int, clock=time.process_time, see
     ratios: dict[str, list[float]] = {}
     baseline_ms: list[float] = []
     with tempfile.TemporaryDirectory() as folder:
-        vs = variants(build, state, folder)
+        vs = variants(build, state, folder, only)
         for v in vs:  # warm-up: allocator, first-forward tracing, header
             for i in range(5):
                 v.step(*batches[i % 4])
@@ -222,11 +231,15 @@ def main() -> None:
                         help="process: CPU time of this process (robust on a shared machine); wall: perf_counter")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: less noise on a shared box)")
     parser.add_argument("--models", default="mlp,cnn")
+    parser.add_argument("--variants", nargs="+", default=None,
+                        help='only these variants (and the plain loop), e.g. --variants default "everything every step"')
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     names = args.models.split(",")
     clock = time.process_time if args.clock == "process" else time.perf_counter
-    results = {name: bench(name, args.rounds, args.steps, clock) for name in names}
+    load = os.getloadavg()
+    results = {name: bench(name, args.rounds, args.steps, clock, only=args.variants) for name in names}
+    print(f"load average {load[0]:.2f} before, {os.getloadavg()[0]:.2f} after")
     print(f"torch {torch.__version__}, {args.threads} thread(s), {args.rounds} rounds x {args.steps} steps, "
           f"{args.clock} time; median over rounds of (mean step time / plain loop's), interleaved step by step")
     head = "| variant | " + " | ".join(f"{n} step time ratio" for n in names) + " |"
