@@ -17,7 +17,7 @@ Variants (each its own model and optimizer, same initial weights):
   everything every step    costly_every=1
 
 and, to show what each statistic costs when computed every step, the plain loop plus one of:
-  grad norms (fused)       per-layer gradient norms via torch._foreach_norm, fetched
+  grad norms (fused)       per-layer gradient norms (one fused norm call), fetched
   param norms              per-layer parameter norms, fetched
   update snapshot          fused parameter copy before the step, subtract + norms after
   activation stats         forward hooks: sum and sum of squares of each layer output, ReLU zeros
@@ -45,7 +45,10 @@ from torch.nn import functional as F
 
 from diag.adapters.torch import TorchRecorder
 from diag.adapters.torch._layers import find_layers, plan_layers
-from diag.adapters.torch._stats import activation_counts, batch_stats, grad_layer_sq, label_stats, per_layer_sq, sums
+from diag.adapters.torch import _foreach
+from diag.adapters.torch._stats import (
+    Scratch, batch_stats, grad_norms, label_stats, layer_sums, norms_vector, sign_sum, sums,
+)
 
 
 def mlp() -> nn.Module:
@@ -105,7 +108,7 @@ class _Component:
     def __init__(self, variant):
         plan = plan_layers(find_layers(variant.model), None)
         self.params = plan.params
-        self.segment = torch.tensor(plan.param_layer)
+        self.layer_of = plan.param_layer
         self.L = len(plan.layers)
 
     def before_step(self, x, y):
@@ -118,39 +121,39 @@ class _Component:
 class GradNorms(_Component):
     def before_step(self, x, y):
         with torch.no_grad():
-            grad_layer_sq(self.params, self.segment, self.L).tolist()
+            layer_sums(grad_norms(self.params).tolist(), self.layer_of, self.L)
 
 
 class ParamNorms(_Component):
     def before_step(self, x, y):
         with torch.no_grad():
-            per_layer_sq(self.params, self.segment, self.L).tolist()
+            layer_sums(norms_vector(self.params).tolist(), self.layer_of, self.L)
 
 
 class UpdateSnapshot(_Component):
     def before_step(self, x, y):
         with torch.no_grad():
-            self.snap = torch._foreach_mul(self.params, 1.0)
+            self.snap = _foreach.copies(self.params)
 
     def after_step(self):
         with torch.no_grad():
-            torch._foreach_sub_(self.snap, self.params)
-            per_layer_sq(self.snap, self.segment, self.L).tolist()
+            _foreach.sub_(self.snap, self.params)
+            layer_sums(norms_vector(self.snap).tolist(), self.layer_of, self.L)
 
 
 class ActivationStats(_Component):
     def __init__(self, variant):
         super().__init__(variant)
         self.rows = []
+        scratch = Scratch()
         for module in variant.model.modules():
             if isinstance(module, (nn.Linear, nn.Conv2d)):
-                module.register_forward_hook(lambda m, a, out: self.rows.append(sums(out)))
+                module.register_forward_hook(lambda m, a, out: self.rows.extend(sums(out)))
             elif isinstance(module, nn.ReLU):
-                module.register_forward_hook(lambda m, a, out: self.rows.append(activation_counts(out, "relu")))
+                module.register_forward_hook(lambda m, a, out: self.rows.append(sign_sum(out, "relu", scratch)))
 
     def before_step(self, x, y):
-        with torch.no_grad():
-            torch.cat(self.rows).tolist()
+        torch.stack(self.rows).tolist()
         self.rows.clear()
 
 

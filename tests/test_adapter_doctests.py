@@ -7,7 +7,8 @@ import pytest
 
 MODULES = ["diag.adapters.crash_site", "diag.trace.shards", "diag.trace.measured",
            "diag.adapters.flax.header", "diag.adapters.flax.loss_scale", "diag.adapters.flax.origin"]
-TORCH_MODULES = ["diag.adapters.torch._accuracy", "diag.adapters.torch._nonfinite", "diag.adapters.torch._layers"]
+TORCH_MODULES = ["diag.adapters.torch._accuracy", "diag.adapters.torch._nonfinite", "diag.adapters.torch._layers",
+                 "diag.adapters.torch._stats", "diag.adapters.torch._foreach"]
 
 
 @pytest.mark.parametrize("name", MODULES + TORCH_MODULES)

@@ -13,9 +13,9 @@ import time
 import torch
 
 from diag.adapters.torch import _foreach
-from diag.adapters.torch._layers import SATURATING, ZERO_ACTIVATIONS, LayerPlan, activation_name, main_output
+from diag.adapters.torch._layers import LayerPlan, activation_name, main_output
 from diag.adapters.torch._nonfinite import first_nonfinite, watch_modules
-from diag.adapters.torch._stats import activation_counts, grad_layer_sq, per_layer_sq, sums
+from diag.adapters.torch._stats import grad_norms, norms_vector, sign_sum, sums
 from diag.adapters.torch._replay import replay_step
 from diag.trace.records import NonFiniteEvent, NonFiniteReplayEvent
 
@@ -82,71 +82,68 @@ class Hooks:
         if (torch.is_grad_enabled() or self._replaying) and isinstance(output, torch.Tensor):
             key = id(module)
             self._last_layer = key
-            row = None
+            total_sq = None
             if self.is_costly_step() and not self._replaying:
                 # Measured now, before an in-place nonlinearity (ReLU(inplace=True)) overwrites it.
-                with torch.no_grad():
-                    row = sums(output)
-                self._output_rows[key] = (row, output.numel())
-            if self._keeps(row, (0, 1)):
+                total, total_sq = sums(output)
+                self._output_rows[key] = (total, total_sq, output.numel())
+            if self._keeps(total_sq):
                 self._outputs[key] = output
 
     def _on_activation_output(self, module, args, output) -> None:
         key = self._last_layer
         if key is not None and (torch.is_grad_enabled() or self._replaying) and isinstance(output, torch.Tensor):
-            name = activation_name(module)
-            row = None
+            count = None
             if self.is_costly_step() and not self._replaying:
-                with torch.no_grad():
-                    row = activation_counts(output, name, self._scratch)
-                self._act_rows[key] = (row, output.numel())
-            # Only the count this activation measures says whether its output is finite; for the
-            # others, a finite input (its layer's output) gives a finite output.
-            measured = (0,) if name in ZERO_ACTIVATIONS else (1,) if name in SATURATING else ()
-            if key in self._outputs or self._keeps(row, measured):
+                name = activation_name(module)
+                count = sign_sum(output, name, self._scratch)
+                self._act_rows[key] = (name, count, output.numel())
+            # Where the activation has no count, a finite input (its layer's output) gave a
+            # finite output: the layer's decision stands for both.
+            if key in self._outputs or self._keeps(count):
                 self._act_outputs[key] = output
         self._last_layer = None
 
-    def _keeps(self, row: torch.Tensor | None, columns: tuple[int, ...]) -> bool:
+    def _keeps(self, statistic: torch.Tensor | None) -> bool:
         """Whether a layer's (or its nonlinearity's) output is kept until ``record``.
 
-        Always where outputs are held for localization, during a replay, and where reading
-        ``row`` would stall an accelerator. Otherwise (the CPU, where reading a few numbers is
-        free) only when one of the statistics ``row[columns]`` is not finite: then ``record``
-        counts its non-finite entries and may localize with it; finite outputs are never looked
-        at again. Keeping every output past its last use made the allocator fault in fresh pages
-        for the backward pass and the optimizer step (~10% of a small CNN's step when every step
-        is recorded).
+        Always where outputs are held for localization, during a replay, and where reading a
+        statistic would stall an accelerator. Otherwise (the CPU, where reading a number is
+        free) only when ``statistic`` (the output's sum of squares, or its nonlinearity's sign
+        count) is not finite: then ``record`` counts its non-finite entries and may localize with
+        it; finite outputs are never looked at again. Keeping every output past its last use made
+        the allocator fault in fresh pages for the backward pass and the optimizer step (~10% of
+        a small CNN's step when every step is recorded).
         """
-        if self._hold_outputs or self._replaying or not self._host_reads_free or row is None:
+        if self._hold_outputs or self._replaying or not self._host_reads_free:
             return True
-        values = row.tolist()
-        return not all(math.isfinite(values[i]) for i in columns)
+        return statistic is not None and not math.isfinite(statistic.item())
 
     def _before_step(self, optimizer, args, kwargs) -> None:
         plan = self._ensure_plan()
         self._stepped = True
         self._step_lrs = [float(g["lr"]) for g in optimizer.param_groups]
+        if not self._measures_grads(self.step):
+            return
         with torch.no_grad():
-            if not self._measures_grads(self.step):
-                return
-            grad_sq = grad_layer_sq(plan.params, self._segment, len(plan.layers))
-            self._pending["grad_sq"] = grad_sq
-            if not self._hold_outputs and not self._nonfinite_reported and not math.isfinite(grad_sq.sum().item()):
+            norms = grad_norms(plan.params)
+            self._pending["grad_norms"] = norms
+            if not self._hold_outputs and not self._nonfinite_reported and not math.isfinite(norms.sum().item()):
                 # The step is about to write NaN into the parameters: keep them as they were, so
                 # that record() can replay this step's forward pass to find where the NaN began.
                 self._pre_step_params = _foreach.copies(plan.params)
             if self.is_costly_step():
-                self._pending["param_sq"] = per_layer_sq(plan.params, self._segment, len(plan.layers))
+                self._pending["param_norms"] = norms_vector(plan.params)
                 self._meter.before_step()
 
     def _measures_grads(self, step: int) -> bool:
         return step % self.grad_every == 0 or self.is_costly_step(step)
 
     def _after_step(self, optimizer, args, kwargs) -> None:
-        if self.is_costly_step() and "param_sq" in self._pending:
+        if self.is_costly_step() and "param_norms" in self._pending:
             with torch.no_grad():
-                self._pending["update_sq"] = self._meter.after_step()
+                self._pending["update_norms"] = self._meter.after_step(self._pending["grad_norms"])
+                self._update_scales = self._meter.scales
 
     def _wrap_scaler(self, scaler) -> None:
         original = scaler.scale
@@ -162,18 +159,28 @@ class Hooks:
 
     # ------------------------------------------------------------------ localization
 
-    def _activation_table(self, plan: LayerPlan) -> torch.Tensor:
-        """``(L, 4)``: sum and sum of squares of each layer's output, then the zero and saturated
-        counts of the nonlinearity that follows it (NaN where not measured)."""
-        device = self._segment.device
-        nan2 = torch.full((2,), float("nan"), device=device)
-        rows = []
-        for layer in plan.layers:
+    def _activation_values(self, plan: LayerPlan) -> tuple[torch.Tensor, list[tuple[int, str]]]:
+        """This step's activation statistics as one vector, in layer order, and what each part is:
+        ``(layer index, 'out')`` for the sum and sum of squares of its output (two entries),
+        ``(layer index, 'act')`` for its nonlinearity's sign count (one entry), ``'act?'`` for a
+        nonlinearity that has no count (no entry). See :func:`activation_columns`."""
+        device = self._device
+        parts, order = [], []
+        for i, layer in enumerate(plan.layers):
             key = id(layer.module)
             out = self._output_rows.get(key)
+            if out is not None:
+                parts += out[:2]
+                order.append((i, "out"))
             act = self._act_rows.get(key) if layer.activation else None
-            rows.append(torch.cat([nan2 if out is None else out[0].to(device), nan2 if act is None else act[0].to(device)]))
-        return torch.stack(rows)
+            if act is not None:
+                if act[1] is None:
+                    order.append((i, "act?"))
+                else:
+                    parts.append(act[1])
+                    order.append((i, "act"))
+        parts = [p if p.device == device else p.to(device) for p in parts]
+        return torch.stack(parts), order
 
     def _replay(self, x: torch.Tensor) -> None:
         """Run this step's forward pass again, with the parameters it used and copies of the

@@ -2,7 +2,8 @@
 
 Everything here returns tensors on the model's device and never calls ``.item()``: the recorder
 stacks the results and copies them to the host once per step. Per-parameter norms come from one
-fused call (``_foreach.norms``); per-layer sums from one ``index_add_``.
+fused call (``_foreach.norms``); the host adds them up per layer (:func:`layer_sums`): a few
+float additions there cost less than three more operations dispatched on the device.
 """
 
 from __future__ import annotations
@@ -18,51 +19,71 @@ from diag.adapters.torch._layers import SATURATING, ZERO_ACTIVATIONS
 SATURATION_MARGIN = 1e-3
 
 
-def per_layer_sq(tensors: list[torch.Tensor], segment: torch.Tensor, num_layers: int) -> torch.Tensor:
-    """Sum of squares of each layer's tensors, shape ``(num_layers,)``, float32.
-
-    Args:
-      tensors: one tensor per parameter, in the plan's parameter order.
-      segment: the layer index of each tensor (int64, same device).
-      num_layers: number of layers.
-
-    Returns:
-      Per-layer sums of squares; a NaN or Inf anywhere in a layer makes its entry non-finite, so
-      no separate ``isfinite`` pass is needed.
+def norms_vector(tensors: list[torch.Tensor | None]) -> torch.Tensor:
+    """The float32 L2 norm of each tensor as one vector (one fused call); ``None`` (a parameter
+    without a gradient) counts as 0. A NaN or Inf anywhere in a tensor makes its norm non-finite,
+    so no separate ``isfinite`` pass is needed.
 
     Example:
-      >>> t = [torch.ones(4), torch.ones(9), torch.ones(1)]
-      >>> per_layer_sq(t, torch.tensor([0, 0, 1]), 2).tolist()
-      [13.0, 1.0]
+      >>> norms_vector([torch.ones(4), None, torch.full((9,), 2.0)]).tolist()
+      [2.0, 0.0, 6.0]
     """
-    norms = torch.stack(_foreach.norms(tensors))
-    out = torch.zeros(num_layers, dtype=torch.float32, device=norms.device)
-    return out.index_add_(0, segment, norms * norms)
+    present = [t for t in tensors if t is not None]
+    norms = _foreach.norms(present)
+    if len(present) < len(tensors):
+        device = present[0].device if present else torch.device("cpu")
+        zero = torch.zeros((), dtype=torch.float32, device=device)
+        found = iter(norms)
+        norms = [zero if t is None else next(found) for t in tensors]
+    return torch.stack(norms) if norms else torch.zeros(0)
 
 
-def grad_layer_sq(params: list[torch.Tensor], segment: torch.Tensor, num_layers: int) -> torch.Tensor:
-    """Per-layer gradient sum of squares; a parameter without a gradient counts as zero."""
-    grads = [p.grad for p in params]
-    if all(g is not None for g in grads):
-        return per_layer_sq(grads, segment, num_layers)
-    present = [i for i, g in enumerate(grads) if g is not None]
-    out = torch.zeros(num_layers, dtype=torch.float32, device=segment.device)
-    if present:
-        index = torch.tensor(present, device=segment.device)
-        out = per_layer_sq([grads[i] for i in present], segment[index], num_layers)
+def grad_norms(params: list[torch.Tensor]) -> torch.Tensor:
+    """Per-parameter gradient norms (:func:`norms_vector`); a parameter without a gradient counts as 0."""
+    return norms_vector([p.grad for p in params])
+
+
+def layer_sums(norms: list[float], layer_of: list[int], num_layers: int,
+               scales: list[float] | None = None) -> list[float]:
+    """Per-layer sums of squares from per-parameter norms fetched to the host (in float64).
+
+    Args:
+      norms: one norm per parameter, in the plan's parameter order.
+      layer_of: the layer index of each parameter.
+      num_layers: number of layers.
+      scales: a factor per parameter applied to its norm first (the learning rate, for an update
+        measured as ``lr * |grad|``), or None.
+
+    Example:
+      >>> layer_sums([3.0, 4.0, 1.0], [0, 0, 1], 2)
+      [25.0, 1.0]
+      >>> layer_sums([3.0, 4.0, 1.0], [0, 0, 1], 2, scales=[0.1, 0.1, 0.0])
+      [0.25000000000000006, 0.0]
+    """
+    out = [0.0] * num_layers
+    if scales is None:
+        for norm, layer in zip(norms, layer_of):
+            out[layer] += norm * norm
+    else:
+        for norm, layer, scale in zip(norms, layer_of, scales):
+            scaled = norm * scale
+            out[layer] += scaled * scaled
     return out
 
 
-def sums(x: torch.Tensor) -> torch.Tensor:
-    """``(2,)`` float32: sum and sum of squares of a tensor, two cheap passes.
+def sums(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sum and sum of squares of a tensor as float32 0-d tensors, two cheap passes.
 
     Mean and std follow on the host (:func:`moments`). ``torch.std_mean`` and ``isfinite`` counts
     cost 30-100x more on the CPU (1.4 ms and 0.5 ms for 131k floats against 5 us for a sum and
-    7 us for a dot product); a NaN or Inf shows up in the sums, and only then is the exact count
-    of non-finite entries worth a pass (:func:`nonfinite_count`).
+    7 us for a dot product); a NaN or Inf shows up in the sum of squares, and only then is the
+    exact count of non-finite entries worth a pass (:func:`nonfinite_count`).
     """
-    t = x.detach().float().reshape(-1)
-    return torch.stack([t.sum(), torch.dot(t, t)])
+    t = x.detach()
+    if t.dtype != torch.float32:
+        t = t.float()
+    t = t.reshape(-1)
+    return t.sum(), torch.dot(t, t)
 
 
 def moments(total: float, total_sq: float, n: int) -> tuple[float, float]:
@@ -89,37 +110,53 @@ class Scratch:
 
     def __init__(self):
         self._buffer: torch.Tensor | None = None
+        self._views: dict = {}  # (shape, device) -> a view of the buffer, made once
 
     def like(self, t: torch.Tensor) -> torch.Tensor:
         """A float32 tensor of ``t``'s shape and device to write into (overwritten by the next call)."""
-        n = t.numel()
-        if self._buffer is None or self._buffer.numel() < n or self._buffer.device != t.device:
-            self._buffer = torch.empty(n, dtype=torch.float32, device=t.device)
-        return self._buffer[:n].view(t.shape)
+        key = (t.shape, t.device)
+        view = self._views.get(key)
+        if view is None:
+            n = t.numel()
+            if self._buffer is None or self._buffer.numel() < n or self._buffer.device != t.device:
+                self._buffer = torch.empty(n, dtype=torch.float32, device=t.device)
+                self._views = {}
+            view = self._views[key] = self._buffer[:n].view(t.shape)
+        return view
 
 
-def activation_counts(output: torch.Tensor, activation: str | None, scratch: Scratch | None = None) -> torch.Tensor:
-    """``(2,)`` float32 of a nonlinearity's output: how many entries are exactly zero (ReLU-like)
-    and how many lie within 1e-3 of a bound (sigmoid/tanh); NaN where a column does not apply.
-    With ``scratch``, the full-size temporary is written into its buffer instead of allocated."""
-    t = output.detach().float()
-    n = t.numel()
-    nan = torch.full((), float("nan"), device=t.device)
-    tmp = scratch.like(t) if scratch is not None and (activation in ZERO_ACTIVATIONS or activation in SATURATING) else None
-    zero = nan
+def sign_sum(output: torch.Tensor, activation: str | None, scratch: Scratch | None = None) -> torch.Tensor | None:
+    """A float32 0-d tensor from which the host counts a nonlinearity's zero or saturated outputs
+    (:func:`activation_fraction`); None for an activation without such a count.
+
+    ReLU-like (outputs >= 0): ``sum(sign(t))``, the number of non-zero entries; about 3x cheaper
+    than ``count_nonzero`` or a boolean comparison on the CPU. Sigmoid/tanh-like:
+    ``sum(sign(|t - middle| - half))``, saturated minus unsaturated entries (within 1e-3 of a
+    bound counts as saturated). A NaN output makes it NaN. With ``scratch``, the full-size
+    temporary is written into its buffer instead of allocated.
+    """
+    if activation not in ZERO_ACTIVATIONS and activation not in SATURATING:
+        return None
+    t = output.detach()
+    if t.dtype != torch.float32:
+        t = t.float()
+    tmp = scratch.like(t) if scratch is not None else None
     if activation in ZERO_ACTIVATIONS:
-        # ReLU outputs are >= 0: sign() is 1 or 0, so its sum counts the non-zeros. About 3x
-        # cheaper than count_nonzero or a boolean comparison on the CPU.
-        zero = n - (torch.sign(t) if tmp is None else torch.sign(t, out=tmp)).sum()
-    saturation = nan
-    if activation in SATURATING:
-        low, high = SATURATING[activation]
-        middle, half = (low + high) / 2, (high - low) / 2 - SATURATION_MARGIN
-        # sign(|t - middle| - half) is 1 when saturated, -1 when not (0 exactly at the margin).
-        shifted = t - middle if tmp is None else torch.sub(t, middle, out=tmp)
-        distance = shifted.abs_().sub_(half)
-        saturation = (distance.sign_().sum() + n) / 2
-    return torch.stack([zero, saturation])
+        return (torch.sign(t) if tmp is None else torch.sign(t, out=tmp)).sum()
+    low, high = SATURATING[activation]
+    middle, half = (low + high) / 2, (high - low) / 2 - SATURATION_MARGIN
+    shifted = t - middle if tmp is None else torch.sub(t, middle, out=tmp)
+    return shifted.abs_().sub_(half).sign_().sum()
+
+
+def activation_fraction(activation: str, measured_as: str | None, value: float, n: int) -> float:
+    """The zero fraction (ReLU-like) or saturated fraction (sigmoid/tanh-like) of ``n`` outputs
+    from :func:`sign_sum`'s value; NaN when it was measured as another kind of activation."""
+    if activation in ZERO_ACTIVATIONS:
+        count = n - value if measured_as in ZERO_ACTIVATIONS else float("nan")
+    else:
+        count = (value + n) / 2 if measured_as in SATURATING else float("nan")
+    return count / n
 
 
 def batch_stats(x: torch.Tensor) -> torch.Tensor:

@@ -7,7 +7,7 @@ import math
 
 from diag.adapters.torch._encode import jfloat, jfloats
 from diag.adapters.torch._layers import SATURATING, ZERO_ACTIVATIONS, LayerPlan
-from diag.adapters.torch._stats import batch_summary, moments, nonfinite_count
+from diag.adapters.torch._stats import activation_fraction, batch_summary, moments, nonfinite_count
 from diag.trace.measured import measured_fields
 
 
@@ -63,36 +63,39 @@ def step_record(step: int, now: float, got: dict[str, list[float]], *, epoch, lr
     return record
 
 
-def activation_columns(plan: LayerPlan, table: list[float], output_rows: dict, act_rows: dict, outputs: dict) -> dict:
-    """The step record's ``activations`` object from the fetched ``(L, 4)`` table.
+def activation_columns(plan: LayerPlan, values: list[float], order: list[tuple[int, str]], output_rows: dict,
+                       act_rows: dict, outputs: dict) -> dict:
+    """The step record's ``activations`` object from the fetched activation statistics.
 
     Args:
       plan: layers in forward order.
-      table: per layer: sum and sum of squares of its output, zero and saturated counts of its
-        nonlinearity's output.
-      output_rows, act_rows: ``id(module) -> (tensor, entries)`` as measured by the hooks (which
-        layers were measured, over how many entries).
+      values: the fetched vector: per entry of ``order``, the sum and sum of squares of a layer's
+        output ('out') or its nonlinearity's sign count ('act'); 'act?' has no value.
+      order: ``(layer index, 'out' | 'act' | 'act?')`` in the order of ``values``.
+      output_rows: ``id(module) -> (sum, sum of squares, entries)`` as measured by the hooks.
+      act_rows: ``id(module) -> (activation name, sign count, entries)`` as measured by the hooks.
       outputs: ``id(module) -> output`` held this step (for an exact non-finite count), if any.
     """
-    mean, std, zero, saturation, nonfinite = [], [], [], [], []
-    for i, layer in enumerate(plan.layers):
+    size = len(plan.layers)
+    mean, std, zero, saturation, nonfinite = ([None] * size for _ in range(5))
+    fetched = iter(values)
+    for i, what in order:
+        layer = plan.layers[i]
         key = id(layer.module)
-        total, total_sq, zeros, saturated = table[4 * i : 4 * i + 4]
-        out = output_rows.get(key)
-        if out is None:
-            mean.append(None), std.append(None), nonfinite.append(None)
-        else:
-            m, sd = moments(total, total_sq, out[1])
-            mean.append(jfloat(m)), std.append(jfloat(sd))
+        if what == "out":
+            total, total_sq = next(fetched), next(fetched)
+            m, sd = moments(total, total_sq, output_rows[key][2])
+            mean[i], std[i] = jfloat(m), jfloat(sd)
             finite = math.isfinite(total) and math.isfinite(total_sq)
             held = outputs.get(key)
-            nonfinite.append(0 if finite else (nonfinite_count(held) if held is not None else "NaN"))
-        act = act_rows.get(key) if layer.activation else None
-        n_act = act[1] if act is not None else 0
-        zero.append(jfloat(zeros / n_act) if act is not None and layer.activation in ZERO_ACTIVATIONS else None)
-        saturation.append(jfloat(saturated / n_act) if act is not None and layer.activation in SATURATING else None)
+            nonfinite[i] = 0 if finite else (nonfinite_count(held) if held is not None else "NaN")
+            continue
+        measured_as, _, n = act_rows[key]
+        value = next(fetched) if what == "act" else float("nan")
+        if layer.activation in ZERO_ACTIVATIONS:
+            zero[i] = jfloat(activation_fraction(layer.activation, measured_as, value, n))
+        elif layer.activation in SATURATING:
+            saturation[i] = jfloat(activation_fraction(layer.activation, measured_as, value, n))
     columns = {"mean": mean, "std": std, "zero_fraction": zero, "saturation_fraction": saturation,
                "nonfinite": nonfinite}
     return {name: values for name, values in columns.items() if any(v is not None for v in values)}
-
-

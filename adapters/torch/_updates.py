@@ -3,7 +3,8 @@
 Three methods, chosen once from the optimizer:
 
 * ``sgd_grad``: plain SGD (no momentum, no weight decay) moves each parameter by exactly
-  ``lr * grad``, so the update norm is ``lr`` times the gradient norm already measured: free.
+  ``lr * grad``, so the update norm is ``lr`` times the gradient norm already measured before the
+  step (SGD leaves the gradients as they are): free.
 * ``sgd_momentum``: SGD with (non-Nesterov) momentum moves each parameter by ``lr * buf`` where
   ``buf`` is the momentum buffer after the step (weight decay and dampening are already folded into
   it): one fused norm over the buffers, no copy.
@@ -22,7 +23,7 @@ from __future__ import annotations
 import torch
 
 from diag.adapters.torch import _foreach
-from diag.adapters.torch._stats import per_layer_sq
+from diag.adapters.torch._stats import norms_vector
 
 _FULL_PRECISION = (torch.float32, torch.float64)
 
@@ -42,24 +43,20 @@ def choose_method(optimizer: torch.optim.Optimizer, params: list[torch.Tensor]) 
 
 
 class UpdateMeter:
-    """Measures per-layer update sums of squares around one optimizer step.
+    """Measures per-parameter update norms around one optimizer step.
 
     Args:
       optimizer: the optimizer being recorded.
       params: the plan's parameters (forward order).
-      segment: layer index of each parameter (int64 tensor on the parameters' device).
-      num_layers: number of layers.
       keep_snapshot: keep the ``snapshot`` method's copy between steps and overwrite it in place
         (for a recorder that measures every step: the copy is in use every step anyway, and
         allocating it afresh each time makes the CPU allocator hand back and re-fault its pages,
         which slowed the optimizer's own temporaries too).
     """
 
-    def __init__(self, optimizer, params, segment, num_layers, *, keep_snapshot=False):
+    def __init__(self, optimizer, params, *, keep_snapshot=False):
         self.optimizer = optimizer
         self.params = params
-        self.segment = segment
-        self.num_layers = num_layers
         self.method = choose_method(optimizer, params)
         group_of = {id(p): i for i, g in enumerate(optimizer.param_groups) for p in g["params"]}
         # Parameters the optimizer does not own never move: their learning rate is 0.
@@ -68,6 +65,7 @@ class UpdateMeter:
         self._snapshot: list[torch.Tensor] | None = None
         self._kept: list[torch.Tensor] | None = None
         self._had_grad: list[bool] = []
+        self.scales: list[float] | None = None
 
     def before_step(self) -> None:
         """Called by the optimizer's step pre-hook on a recording step."""
@@ -81,43 +79,32 @@ class UpdateMeter:
         else:
             self._had_grad = [p.grad is not None for p in self.params]
 
-    def after_step(self) -> torch.Tensor:
-        """Per-layer update sum of squares, called by the step post-hook."""
+    def after_step(self, grad_norms: torch.Tensor) -> torch.Tensor:
+        """Per-parameter update norms, called by the step post-hook; for the SGD methods they are
+        still to be multiplied by :attr:`scales` (each parameter's learning rate at this step).
+
+        Args:
+          grad_norms: the per-parameter gradient norms measured before this step.
+        """
         if self.method == "snapshot":
             snapshot, self._snapshot = self._snapshot, None
             _foreach.sub_(snapshot, self.params)
             if self.keep_snapshot:
                 self._kept = snapshot
-            return per_layer_sq(snapshot, self.segment, self.num_layers)
-        lrs = self._param_lrs()
+            self.scales = None
+            return norms_vector(snapshot)
+        self.scales = self._param_lrs()
         if self.method == "sgd_grad":
             # SGD leaves the gradients in place: the update is lr * grad, gradient by gradient.
-            return grad_layer_sq_scaled(self.params, lrs, self.segment, self.num_layers, self._had_grad)
+            return grad_norms
         state = self.optimizer.state
         buffers = [state.get(p, {}).get("momentum_buffer") if had else None for p, had in zip(self.params, self._had_grad)]
-        return _scaled_layer_sq(buffers, lrs, self.segment, self.num_layers)
+        return norms_vector(buffers)
 
-    def _param_lrs(self) -> torch.Tensor:
+    def _param_lrs(self) -> list[float]:
+        # Parameters without a gradient at the step did not move.
         groups = self.optimizer.param_groups
-        lr = [float(groups[g]["lr"]) if g is not None else 0.0 for g in self._group]
-        return torch.tensor(lr, dtype=torch.float32, device=self.segment.device)
-
-
-def grad_layer_sq_scaled(params, lrs, segment, num_layers, had_grad) -> torch.Tensor:
-    """Per-layer sum of ``(lr * |grad|)^2`` over the parameters that had a gradient at the step."""
-    grads = [p.grad if had else None for p, had in zip(params, had_grad)]
-    return _scaled_layer_sq(grads, lrs, segment, num_layers)
-
-
-def _scaled_layer_sq(tensors, lrs, segment, num_layers) -> torch.Tensor:
-    present = [i for i, t in enumerate(tensors) if t is not None]
-    out = torch.zeros(num_layers, dtype=torch.float32, device=segment.device)
-    if not present:
-        return out
-    index = torch.tensor(present, device=segment.device)
-    norms = torch.stack(_foreach.norms([tensors[i] for i in present]))
-    scaled = norms * lrs[index]
-    return out.index_add_(0, segment[index], scaled * scaled)
+        return [float(groups[g]["lr"]) if g is not None and had else 0.0 for g, had in zip(self._group, self._had_grad)]
 
 
 __all__ = ["UpdateMeter", "choose_method"]

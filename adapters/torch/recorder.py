@@ -37,7 +37,7 @@ from diag.adapters.torch._hooks import Hooks
 from diag.adapters.torch._layers import LayerPlan, find_layers, plan_layers
 from diag.adapters.torch._lifecycle import CrashCapture, CrashEvents
 from diag.adapters.torch._packed import PackedStep
-from diag.adapters.torch._stats import Scratch, batch_stats, grad_layer_sq, label_stats
+from diag.adapters.torch._stats import Scratch, batch_stats, grad_norms, label_stats, layer_sums
 from diag.adapters.torch._steprecord import activation_columns, step_record
 from diag.adapters.torch._updates import UpdateMeter
 from diag.adapters._guard import GuardHook, ended_on_purpose
@@ -140,7 +140,7 @@ class TorchRecorder(Evaluations, Hooks, CrashEvents, GuardHook):
         self._layers = find_layers(model)
         self._plan: LayerPlan | None = None
         self._meter: UpdateMeter | None = None
-        self._segment: torch.Tensor | None = None
+        self._device: torch.device | None = None  # where the statistics are stacked: the parameters' device
         self._header_written = False
         self._ended = False
         self._signal: str | None = None
@@ -159,9 +159,11 @@ class TorchRecorder(Evaluations, Hooks, CrashEvents, GuardHook):
         self._scale_used: torch.Tensor | None = None
         self._outputs: dict[int, torch.Tensor] = {}
         self._act_outputs: dict[int, torch.Tensor] = {}
-        # On recording steps, per layer: (statistics tensor, number of entries it covers).
-        self._output_rows: dict[int, tuple[torch.Tensor, int]] = {}
-        self._act_rows: dict[int, tuple[torch.Tensor, int]] = {}
+        # On recording steps, per layer: (sum, sum of squares, number of entries) of its output and
+        # (activation name, sign count or None, number of entries) of its nonlinearity's.
+        self._output_rows: dict[int, tuple[torch.Tensor, torch.Tensor, int]] = {}
+        self._act_rows: dict[int, tuple[str | None, torch.Tensor | None, int]] = {}
+        self._act_order: list[tuple[int, str]] = []
         self._last_layer: int | None = None
         self._output_elements: dict[int, str] = {}  # id(module) -> which element of a structured output
         self._call_order: list[nn.Module] | None = None
@@ -181,6 +183,7 @@ class TorchRecorder(Evaluations, Hooks, CrashEvents, GuardHook):
         self._hold_outputs = False
         self._replaying = False
         self._pre_step_params: list[torch.Tensor] | None = None
+        self._update_scales: list[float] | None = None
         self._host_reads_free = False
         self._scratch: Scratch | None = None
         self._update_layer_hooks()
@@ -258,26 +261,27 @@ class TorchRecorder(Evaluations, Hooks, CrashEvents, GuardHook):
         now = time.time()
         perf = time.perf_counter()
         L = len(plan.layers)
-        packed = PackedStep(self._segment.device)
+        packed = PackedStep(self._device)
         add = packed.add
 
         with torch.no_grad():
             loss_t = loss if isinstance(loss, torch.Tensor) else torch.tensor(float(loss))
             add("loss", loss_t)
-            grad_sq = self._pending.pop("grad_sq", None)
-            if grad_sq is None and not self._stepped and self._measures_grads(step):
+            norms = self._pending.pop("grad_norms", None)
+            if norms is None and not self._stepped and self._measures_grads(step):
                 # The optimizer did not step (a GradScaler skip): the gradients as they are now.
-                grad_sq = grad_layer_sq(plan.params, self._segment, L)
-            if grad_sq is not None:
-                add("grad_sq", grad_sq)
-            if "param_sq" in self._pending:
-                add("param_sq", self._pending.pop("param_sq"))
-            if "update_sq" in self._pending:
-                add("update_sq", self._pending.pop("update_sq"))
+                norms = grad_norms(plan.params)
+            if norms is not None:
+                add("grad_norms", norms)
+            if "param_norms" in self._pending:
+                add("param_norms", self._pending.pop("param_norms"))
+            if "update_norms" in self._pending:
+                add("update_norms", self._pending.pop("update_norms"))
             if "clip_norm" in self._pending:
                 add("clip_norm", self._pending.pop("clip_norm"))
             if costly and self.activations and self._output_rows:
-                add("act", self._activation_table(plan))
+                act_values, self._act_order = self._activation_values(plan)
+                add("act", act_values)
             x = inputs if inputs is not None else self._input
             if not (isinstance(x, torch.Tensor) and x.numel()):
                 x = None
@@ -297,6 +301,11 @@ class TorchRecorder(Evaluations, Hooks, CrashEvents, GuardHook):
                     metric_names.append(name)
                     add("metric", value)
             got, metric_values = packed.unpack()  # the one host transfer of this step
+
+        for name in ("grad", "param", "update"):  # per-parameter norms -> per-layer sums of squares
+            if f"{name}_norms" in got:
+                scales = self._update_scales if name == "update" else None
+                got[f"{name}_sq"] = layer_sums(got.pop(f"{name}_norms"), plan.param_layer, L, scales)
 
         finite = math.isfinite(got["loss"][0]) and all(math.isfinite(v) for v in got.get("grad_sq", ()))
         if not finite and x is not None and "input" not in got:
@@ -394,9 +403,8 @@ class TorchRecorder(Evaluations, Hooks, CrashEvents, GuardHook):
             self._plan = plan_layers(self._layers, self._call_order)
             self._call_order = None
             device = self._plan.params[0].device if self._plan.params else torch.device("cpu")
-            self._segment = torch.tensor(self._plan.param_layer, dtype=torch.int64, device=device)
-            self._meter = UpdateMeter(self.optimizer, self._plan.params, self._segment, len(self._plan.layers),
-                                      keep_snapshot=self.costly_every == 1)
+            self._device = device
+            self._meter = UpdateMeter(self.optimizer, self._plan.params, keep_snapshot=self.costly_every == 1)
             self._hold_outputs = self.localize == "hold" or (self.localize == "auto" and device.type != "cpu")
             self._host_reads_free = device.type == "cpu"
             self._scratch = Scratch() if device.type == "cpu" else None
@@ -447,6 +455,7 @@ class TorchRecorder(Evaluations, Hooks, CrashEvents, GuardHook):
         lrs = self._step_lrs if self._stepped else [float(g["lr"]) for g in self.optimizer.param_groups]
         activations = None
         if "act" in got:
-            activations = activation_columns(self._plan, got["act"], self._output_rows, self._act_rows, self._outputs)
+            activations = activation_columns(self._plan, got["act"], self._act_order, self._output_rows, self._act_rows,
+                                             self._outputs)
         return step_record(step, now, got, epoch=epoch, lrs=lrs, stepped=self._stepped, activations=activations,
                            inputs=x, labels=labels, label_kind=label_kind)
