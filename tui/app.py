@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from textual import work
+from textual import events, work
 from textual.app import App
 from textual.binding import Binding
 from textual.worker import get_current_worker
@@ -24,12 +24,14 @@ from diag.trace.builder import TraceBuilder
 
 from diag.tui.diagnosing import DiagnosisOutcome, diagnose_safely
 from diag.tui.follower import TraceFollower
+from diag.tui.idle_gc import IdleCollector
 from diag.tui.messages import DiagnosisReady, TraceUpdated
 from diag.tui.screens.help import HelpScreen
 from diag.tui.screens.main import MainScreen
 
 
 DIAGNOSIS_DUTY = 5.0  # diagnoses start at least this many times their duration apart
+COLLECT_EVERY = 0.2  # seconds between chances for the garbage collector (see IdleCollector)
 
 
 class DiagApp(App):
@@ -69,12 +71,20 @@ class DiagApp(App):
         self._diagnosis_timer = None
         self.last_written_at: float | None = None  # monotonic time of the newest snapshot shown
         self._heap_frozen = False
+        self._collector = IdleCollector()
 
     # ------------------------------------------------------------------ lifecycle
 
     def on_mount(self) -> None:
+        self._collector.start()
+        self.set_interval(COLLECT_EVERY, self._collector.tick)
         self.push_screen(MainScreen())
         self._follow_trace()
+
+    async def on_event(self, event: events.Event) -> None:
+        if isinstance(event, (events.Key, events.MouseDown)):
+            self._collector.input_seen()
+        await super().on_event(event)
 
     @property
     def main(self) -> MainScreen:
@@ -185,8 +195,10 @@ class DiagApp(App):
         gc.freeze()
 
     def on_unmount(self) -> None:
+        # The program that ran the app (a notebook, a test run) collects as before.
+        self._collector.stop()
         if self._heap_frozen:
-            gc.unfreeze()  # the program that ran the app (a notebook, a test run) collects as before
+            gc.unfreeze()
             self._heap_frozen = False
 
     # ------------------------------------------------------------------ actions
