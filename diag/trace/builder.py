@@ -324,7 +324,7 @@ class TraceBuilder:
         while start + count > self._capacity:
             self._grow(self._capacity * 2)
         end = start + count
-        self._steps[start:end] = steps
+        struct.pack_into(f"{count}q", self._steps, start * 8, *steps)  # checked: ints in [0, 2**53]
         self._order_keys[start:end] = self._shard_rank
         self._rows = end
         old_width, self._width = self._width, width
@@ -339,8 +339,7 @@ class TraceBuilder:
                         column = self._column(layer_columns, name, width)
                         created.append((layer_columns, name))
                     touched.setdefault(name, (column, column.measured is not None))
-                    rows = range(start, end) if positions is None else [start + i for i in positions]
-                    _put_rows(column, rows, lists)
+                    _put_rows(column, start, positions, lists)
         except (TypeError, ValueError, OverflowError):
             # A value numpy refuses: undo the block, the caller feeds it record by record.
             for column, had_measured in touched.values():
@@ -358,7 +357,10 @@ class TraceBuilder:
             rows = slice(start, end) if positions is None else np.add(positions, start)
             for name, values in scalar_writes:
                 column = columns.get(name) or self._column(columns, name, None)
-                column.values[rows] = values
+                if positions is None:  # checked: floats and ints, as numpy converts them
+                    struct.pack_into(f"{count}d", column.values, start * 8, *values)
+                else:
+                    column.values[rows] = values
                 column.present[rows] = True
         self.records += count
         return True
@@ -571,15 +573,21 @@ def _same_keys(records: list, group: str) -> list | None:
     return parts
 
 
-def _put_rows(column: ColumnBuffer, rows, lists: list) -> None:
+def _put_rows(column: ColumnBuffer, start: int, positions: list | None, lists: list) -> None:
+    """Rows ``start + i`` (``i`` over ``positions``, or all of them) of ``column`` from ``lists``."""
     pack = row_struct(column.values.shape[1]).pack_into
     values, stride = column.values, column.values.strides[0]
-    for row, entries in zip(rows, lists):
+    if positions is None:
+        offsets = range(start * stride, (start + len(lists)) * stride, stride)
+        column.present[start:start + len(lists)] = True
+    else:
+        offsets = [(start + i) * stride for i in positions]
+        column.present[[start + i for i in positions]] = True
+    for offset, entries in zip(offsets, lists):
         try:
-            pack(values, row * stride, *entries)
+            pack(values, offset, *entries)
         except (struct.error, TypeError, ValueError, OverflowError):
-            column.put_row(row, entries)  # a null or a string: numpy, as record by record
-    column.present[rows if isinstance(rows, list) else slice(rows.start, rows.stop)] = True
+            column.put_row(offset // stride, entries)  # a null or a string: numpy, as record by record
 
 
 def _explain_error(err: dict, raw: dict) -> str:

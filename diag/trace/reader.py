@@ -388,7 +388,9 @@ def _feed_block(path: Path, builder: TraceBuilder, number: int, lines: list[byte
     if kinds.count("step") == len(kinds):
         if watch is not None:
             watch.pending = True
-        _feed_segment(path, builder, number, lines, values, kinds, 0, len(values))
+        if not builder.feed_steps(values):
+            for index, value in enumerate(values):
+                builder.feed(value, number + index, may_hold_null=b"null" in lines[index])
         return True
     # Headers end one stretch of records and may start a run: each is read on its own, in order.
     start = 0
