@@ -347,7 +347,9 @@ def _read_lines(path: Path, handle, builder: TraceBuilder, lines: tuple[int, int
     number = 0
     rest = b""
     while chunk := handle.read(_READ_BYTES):
-        pieces = (rest + chunk).split(b"\n")
+        pieces = chunk.split(b"\n")
+        if rest:  # it holds no newline: only the chunk's first line grows
+            pieces[0] = rest + pieces[0]
         rest = pieces.pop()
         if len(rest) > MAX_LINE_BYTES:  # no newline in sight: do not hold an endless line
             rest = rest[: MAX_LINE_BYTES + 1]
