@@ -8,6 +8,10 @@ which gives the same answer the schema would and the precise error message. The 
 ever accepts what the pydantic model accepts. Other record kinds are few and always go through
 pydantic.
 
+A reader that has parsed a block of lines hands its step records to ``feed_steps``, which checks
+them column by column over the whole block and writes the columns at once; it takes a block only
+when ``_fast_step`` would take every record of it, and writes what ``_fast_step`` would have.
+
 The builder is incremental: ``feed`` parsed records (or ``diag.trace.reader.feed_line`` raw JSONL
 lines) any number of times, ``build()`` whenever a snapshot is wanted (the TUI follows a growing
 file this way).

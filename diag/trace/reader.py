@@ -13,8 +13,12 @@ version of the format starts a new run too; versions compare as versions (``diag
 read by a diag that reads ``diag.trace/1``), and a header of another major version or another
 format is reported and skipped, not a reason to drop the records around it.
 
-Files are read line by line and each record goes straight into a ``TraceBuilder``, so loading a
-large trace never holds the whole file or all of its records in memory.
+Files are read in blocks of lines (256 KiB); each block is parsed and goes into a ``TraceBuilder``
+before the next is read, its step records together (``TraceBuilder.feed_steps``), so loading a
+large trace never holds the whole file or more than a block of its records in memory. A block
+with a line that is not JSON, blank or too long is read line by line, which reports the line. A
+file is read once: the runs it holds are found as it is read, and only a file that holds several
+is read again, the chosen run alone.
 """
 
 from __future__ import annotations
