@@ -329,3 +329,43 @@ def test_a_statistic_the_schema_does_not_know_in_every_record_gives_the_record_b
     fast, slow = load_both(path)
     assert_same_trace(fast, slow)
     assert fast.problems and f"{group}.grad_nrom" not in fast.layer_columns
+
+
+def test_the_line_estimate_of_a_file_of_alike_lines_is_a_little_above_the_count(tmp_path):
+    from diag.trace.reader import count_lines, estimate_lines
+
+    path = tmp_path / "alike.jsonl"
+    write_long_trace(path, 3000, random.Random(3))
+    lines = count_lines(path)
+    estimate = estimate_lines(path)
+    assert estimate is not None and lines <= estimate <= 1.05 * lines + 64
+
+
+def test_a_file_the_samples_cannot_speak_for_is_counted(tmp_path):
+    from diag.trace.reader import estimate_lines
+
+    short = b'{"kind":"step","step":%d,"loss":1.0}\n'
+    path = tmp_path / "light_then_full.jsonl"
+    write_long_trace(path, 3000, random.Random(4))
+    path.write_bytes(b"".join(short % s for s in range(100_000)) + path.read_bytes())  # short lines first
+    assert estimate_lines(path) is None
+    path.write_bytes(short * 10)  # small: counted
+    assert estimate_lines(path) is None
+
+
+def test_a_file_that_fools_the_samples_is_read_whole_all_the_same(tmp_path):
+    """Long lines where the samples look, short ones between them: more rows than the estimate."""
+    from diag.trace.reader import count_lines, estimate_lines
+
+    long_part = tmp_path / "long.jsonl"
+    write_long_trace(long_part, 1200, random.Random(5))
+    head, *steps = long_part.read_bytes().split(b"\n")[:-1]
+    short = [b'{"kind":"step","step":%d,"loss":0.5}' % (10_000 + s) for s in range(20_000)]
+    quarter = len(steps) // 4  # the short lines lie between the first sample and the middle one
+    tail = [line.replace(b'"step":', b'"step":9', 1) for line in steps[quarter:]]  # no step of the short ones
+    path = tmp_path / "fooled.jsonl"
+    path.write_bytes(b"\n".join([head, *steps[:quarter], *short, *tail]) + b"\n")
+    assert estimate_lines(path) is not None and estimate_lines(path) < count_lines(path)
+    fast, slow = load_both(path)
+    assert_same_trace(fast, slow)
+    assert fast.num_steps == 1200 + len(short)
