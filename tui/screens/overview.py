@@ -12,6 +12,7 @@ from textual.widgets import DataTable, Sparkline, Static
 from diag.tui import fmt
 from diag.tui.run_facts import run_facts
 from diag.tui.screens.pane import ALL, Pane, matches, set_text
+from diag.tui.widgets.table import Table
 
 SEVERITY_STYLE = {"critical": "bold red", "high": "red", "medium": "yellow", "low": "cyan", "info": "dim"}
 SPARKLINE_INTERVAL = 0.5
@@ -31,7 +32,7 @@ class OverviewPane(Pane):
     def compose(self) -> ComposeResult:
         yield Static(id="facts")
         yield Static("diagnosis: waiting for the trace", id="diag-line")
-        table = DataTable(id="causes", cursor_type="row", zebra_stripes=True)
+        table = Table(id="causes", cursor_type="row", zebra_stripes=True)
         table.add_column("#", key="rank", width=2)
         table.add_column("cause", key="id", width=16)
         table.add_column("certainty", key="certainty", width=13)
@@ -73,21 +74,23 @@ class OverviewPane(Pane):
     def _draw_causes(self) -> None:
         app = self.app
         line = self.query_one("#diag-line", Static)
-        table = self.query_one("#causes", DataTable)
+        table = self.query_one("#causes", Table)
         outcome = app.outcome
         previous = _row_key_at_cursor(table)
         self._fit_title_column(table)
-        table.clear()
-        set_text(self.query_one("#cause-summary", Static), "")
         if not app.trace.num_steps and not app.trace.events:
-            set_text(line, Text("no records yet: waiting for the run to write its trace" if app.follow
-                             else "the trace holds no steps", style="italic"))
-            return
-        if outcome is None:
-            set_text(line, Text("diagnosis: running the rules…", style="italic"))
-            return
-        if outcome.error:
-            set_text(line, Text(f"diagnosis unavailable: {outcome.error}", style="bold red"))
+            message = Text("no records yet: waiting for the run to write its trace" if app.follow
+                           else "the trace holds no steps", style="italic")
+        elif outcome is None:
+            message = Text("diagnosis: running the rules…", style="italic")
+        elif outcome.error:
+            message = Text(f"diagnosis unavailable: {outcome.error}", style="bold red")
+        else:
+            message = None
+        if message is not None:
+            table.clear()
+            set_text(self.query_one("#cause-summary", Static), "")
+            set_text(line, message)
             return
         diagnosis = outcome.diagnosis
         causes = [c for c in diagnosis.causes if matches(self.filter_text, c.id, c.title)]
@@ -107,15 +110,15 @@ class OverviewPane(Pane):
             summary.append(f" · {len(diagnosis.rules_fired)} rules fired · {len(diagnosis.rules_skipped)} skipped"
                            f" · as of step {outcome.last_step}")
         set_text(line, summary)
+        rows = []
         for cause in causes:
             certainty = Text(f"{cause.certainty:.2f} {cause.bucket or ''}".rstrip(),
                              style=BUCKET_STYLE.get(cause.bucket or "", ""))
-            table.add_row(
+            rows.append(((
                 str(cause.rank), Text(cause.id, style="bold"), certainty,
                 Text(cause.severity, style=SEVERITY_STYLE.get(cause.severity, "")),
-                "-" if cause.first_step is None else str(cause.first_step), cause.title, key=cause.id,
-            )
-        if previous is not None and previous in {c.id for c in causes}:
+                "-" if cause.first_step is None else str(cause.first_step), cause.title), cause.id))
+        if table.show_rows(rows) and previous is not None and previous in {c.id for c in causes}:
             table.move_cursor(row=table.get_row_index(previous), animate=False)
         self._draw_summary()
 

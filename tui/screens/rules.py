@@ -9,6 +9,7 @@ from textual.widgets import DataTable, Static
 
 from diag.tui import fmt
 from diag.tui.screens.pane import ALL, Pane, matches, set_text
+from diag.tui.widgets.table import Table
 
 
 class RulesPane(Pane):
@@ -18,7 +19,7 @@ class RulesPane(Pane):
 
     def compose(self) -> ComposeResult:
         yield Static(id="fired-label", classes="section")
-        fired = DataTable(id="fired", cursor_type="row", zebra_stripes=True)
+        fired = Table(id="fired", cursor_type="row", zebra_stripes=True)
         fired.add_column("rule", key="rule", width=28)
         fired.add_column("concluded", key="fact", width=24)
         fired.add_column("adds", key="adds", width=5)
@@ -26,12 +27,12 @@ class RulesPane(Pane):
         fired.add_column("evidence", key="evidence")
         yield fired
         yield Static(id="skipped-label", classes="section")
-        skipped = DataTable(id="skipped", cursor_type="row")
+        skipped = Table(id="skipped", cursor_type="row")
         skipped.add_column("rule", key="rule", width=28)
         skipped.add_column("missing inputs", key="missing")
         yield skipped
         yield Static(id="events-label", classes="section")
-        events = DataTable(id="events", cursor_type="row")
+        events = Table(id="events", cursor_type="row")
         events.add_column("step", key="step", width=8)
         events.add_column("event", key="event", width=9)
         events.add_column("detail", key="detail")
@@ -45,35 +46,34 @@ class RulesPane(Pane):
     def _draw_rules(self) -> None:
         outcome = self.app.outcome
         diagnosis = outcome.diagnosis if outcome is not None else None
-        fired = self.query_one("#fired", DataTable)
-        skipped = self.query_one("#skipped", DataTable)
-        fired.clear()
-        skipped.clear()
+        fired = self.query_one("#fired", Table)
+        skipped = self.query_one("#skipped", Table)
         if diagnosis is None:
+            fired.clear()
+            skipped.clear()
             reason = outcome.error if outcome is not None and outcome.error else "not diagnosed yet"
             set_text(self.query_one("#fired-label", Static), Text(f"Rules fired: {reason}", style="bold"))
             set_text(self.query_one("#skipped-label", Static), Text("Rules skipped", style="bold"))
         else:
             contributions = _contributions(diagnosis)
-            shown = 0
+            fired_rows = []
             for rule_id in diagnosis.rules_fired:
                 for fact, adds, step, evidence in contributions.get(rule_id, [(None, None, None, "")]):
                     if not matches(self.filter_text, rule_id, fact, evidence):
                         continue
-                    shown += 1
-                    fired.add_row(Text(rule_id, style="bold"), fact or "-",
-                                  "-" if adds is None else f"{adds:+.2f}", "-" if step is None else str(step),
-                                  evidence or "")
+                    fired_rows.append(((Text(rule_id, style="bold"), fact or "-",
+                                        "-" if adds is None else f"{adds:+.2f}", "-" if step is None else str(step),
+                                        evidence or ""), None))
             set_text(self.query_one("#fired-label", Static), Text(
                 f"Rules fired ({len(diagnosis.rules_fired)})" + (f", {len(diagnosis.rule_errors)} failed"
                                                                 if diagnosis.rule_errors else ""), style="bold"))
             for error in diagnosis.rule_errors:
                 if matches(self.filter_text, error.id, error.message):
-                    fired.add_row(Text(error.id, style="bold red"), Text("error", style="red"), "-", "-",
-                                  error.message)
-            rows = [s for s in diagnosis.rules_skipped if matches(self.filter_text, s.id, *s.missing)]
-            for skip in rows:
-                skipped.add_row(skip.id, ", ".join(skip.missing))
+                    fired_rows.append(((Text(error.id, style="bold red"), Text("error", style="red"), "-", "-",
+                                        error.message), None))
+            fired.show_rows(fired_rows)
+            skipped.show_rows([((skip.id, ", ".join(skip.missing)), None) for skip in diagnosis.rules_skipped
+                               if matches(self.filter_text, skip.id, *skip.missing)])
             set_text(self.query_one("#skipped-label", Static), Text(
                 f"Rules skipped for missing inputs ({len(diagnosis.rules_skipped)})", style="bold"))
         self._draw_events()
