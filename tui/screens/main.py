@@ -41,6 +41,8 @@ class MainScreen(Screen):
         super().__init__()
         self._input_purpose = "filter"
         self._panes: dict[str, Pane] = {}
+        self._shown_pane: Pane | None = None  # the pane _show_tab last showed
+        self._live_timer = None  # a redraw for new records, waiting for the pane's LIVE_INTERVAL
 
     def compose(self) -> ComposeResult:
         yield StatusBar(id="status")
@@ -65,9 +67,9 @@ class MainScreen(Screen):
 
     @property
     def busy(self) -> bool:
-        """True while the metrics plot is being built in its worker."""
+        """True while the metrics plot is being built in its worker, or a redraw waits for its turn."""
         metrics = self._panes.get("metrics")
-        return metrics is not None and metrics.busy
+        return (metrics is not None and metrics.busy) or self._live_timer is not None
 
     def panes(self) -> list[Pane]:
         return list(self._panes.values())
@@ -79,7 +81,18 @@ class MainScreen(Screen):
         active = self.active_pane()
         for pane in self.panes():
             pane.mark_stale(what)
-        active.redraw_if_stale()
+        wait = active.live_wait() if what == "trace" and self.app.follow else 0.0
+        if wait > 0:
+            # New records arrive ten times a second; a pane that is slow to draw (the layer table)
+            # shows them at its own pace instead of taking the interface's time from keys.
+            if self._live_timer is None:
+                self._live_timer = self.set_timer(wait, self._redraw_live)
+        else:
+            active.redraw_if_stale()
+
+    def _redraw_live(self) -> None:
+        self._live_timer = None
+        self.active_pane().redraw_if_stale()
 
     def show_trace(self) -> None:
         self.query_one(StatusBar).show(self.app.trace, self.app.fatal, self.app.follow)
@@ -92,8 +105,9 @@ class MainScreen(Screen):
         self._redraw("diagnosis")
 
     def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
-        # A tab chosen on the tab bar (click, arrows); the number keys did all this already.
-        self._show_tab(self._panes[event.pane.id])
+        pane = self._panes[event.pane.id]
+        if pane is not self._shown_pane:  # a tab chosen on the tab bar (click, arrows), not a number key
+            self._show_tab(pane)
 
     def action_tab(self, name: str) -> None:
         self._tabs.active = name
@@ -107,6 +121,7 @@ class MainScreen(Screen):
         (one 60 Hz tick each, and a repaint of what they cover); drawn now, the switch shows in
         one frame. The underline goes under the tab where it is: the tab labels never move.
         """
+        self._shown_pane = pane
         pane.redraw_if_stale()
         pane.focus_main()
         tabs = self._tabs.query_one(ContentTabs)

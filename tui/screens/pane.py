@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from textual.containers import Vertical
 from diag.tui.widgets.static_text import set_text  # noqa: F401 - re-exported for the panes
 
@@ -18,10 +20,12 @@ class Pane(Vertical):
 
     DEPENDS_ON: frozenset[str] = ALL
     MAIN_WIDGET: str | None = None
+    LIVE_INTERVAL = 0.0  # least seconds between two redraws for new records alone while following
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.pending: set[str] = set(ALL)
+        self.drawn_at = float("-inf")  # monotonic time of the last redraw_if_stale
         self.filter_text = ""
 
     def mark_stale(self, what: str) -> None:
@@ -31,7 +35,12 @@ class Pane(Vertical):
     def redraw_if_stale(self) -> None:
         if self.pending and self.is_mounted:
             kinds, self.pending = frozenset(self.pending), set()
+            self.drawn_at = time.monotonic()
             self.redraw(kinds)
+
+    def live_wait(self) -> float:
+        """Seconds until new records alone may redraw this pane again (0: now)."""
+        return max(0.0, self.drawn_at + self.LIVE_INTERVAL - time.monotonic())
 
     def redraw(self, kinds: frozenset[str] = ALL) -> None:  # pragma: no cover - every pane overrides it
         raise NotImplementedError
