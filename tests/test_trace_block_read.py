@@ -369,3 +369,22 @@ def test_a_file_that_fools_the_samples_is_read_whole_all_the_same(tmp_path):
     fast, slow = load_both(path)
     assert_same_trace(fast, slow)
     assert fast.num_steps == 1200 + len(short)
+
+
+def test_the_last_run_of_a_file_is_read_in_one_pass(tmp_path, monkeypatch):
+    """Each run's first line starts the builder afresh: no search for the runs first, no second read."""
+    import diag.trace.reader as reader
+
+    path = tmp_path / "three.jsonl"
+    write_long_trace(path, 300, random.Random(6))
+    one = path.read_bytes()
+    path.write_bytes(one + one.replace(b'"run_id":"r"', b'"run_id":"s"') + one.replace(b'"run_id":"r"', b'"run_id":"t"'))
+    reference_trace = load_both(path)[1]  # searched for the runs, then read the last
+
+    def no_search(path):
+        raise AssertionError("the runs were searched for before reading")
+
+    monkeypatch.setattr(reader, "find_runs", no_search)
+    trace = load_trace(path)
+    assert_same_trace(trace, reference_trace)
+    assert (trace.run, trace.runs, trace.header.run_id, trace.num_steps) == (3, 3, "t", 300)

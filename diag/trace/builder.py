@@ -79,6 +79,7 @@ class TraceBuilder:
 
     def __init__(self, path: str, capacity: int = 1024):
         self.path = str(path)
+        self._initial_capacity = capacity
         self._capacity = max(16, capacity)
         self._rows = 0
         self._steps = np.zeros(self._capacity, dtype=np.int64)
@@ -99,6 +100,12 @@ class TraceBuilder:
         self.records = 0
         self.run = 1  # which run of a file that holds several (set by the reader)
         self.runs = 1
+
+    def reset(self) -> None:
+        """Forget everything fed: the builder is as new (a reader that met the next run of a file)."""
+        source, rank = self._source, self._shard_rank
+        self.__init__(self.path, self._initial_capacity)
+        self.start_shard(source, rank)
 
     @property
     def step_rows(self) -> int:

@@ -17,8 +17,9 @@ Files are read in blocks of lines (256 KiB); each block is parsed and goes into 
 before the next is read, its step records together (``TraceBuilder.feed_steps``), so loading a
 large trace never holds the whole file or more than a block of its records in memory. A block
 with a line that is not JSON, blank or too long is read line by line, which reports the line. A
-file is read once: the runs it holds are found as it is read, and only a file that holds several
-is read again, the chosen run alone.
+file is read once: the runs it holds are found as it is read, and for the last run (the default)
+the builder starts afresh at each run's first line; only ``run=1`` of a file that holds several
+reads it again, after a search for its runs.
 """
 
 from __future__ import annotations
@@ -180,7 +181,10 @@ def read_into(path: str | os.PathLike, builder: TraceBuilder | None = None, *,
         builder = TraceBuilder(str(p), capacity=estimate_lines(p) or count_lines(p))
         builder.start_shard(str(p), 0)
         try:
-            _read_file(p, builder, allow_empty=False, run=run, watch=_RunWatch(stop=run != ALL_RUNS))
+            # The last run (the default): each run's first line starts the builder afresh, so the
+            # records of earlier runs are read but not kept. Run 1: stop at run 2 and read again.
+            watch = _RunWatch(stop=run == 1, restart=builder.reset if run is None else None)
+            _read_file(p, builder, allow_empty=False, run=run, watch=watch)
             return builder
         except _SeveralRuns:
             builder = None
@@ -200,12 +204,17 @@ class _RunWatch:
     A line starts a run when it is a header (at most ``MAX_LINE_BYTES``, holds the bytes
     ``"header"``, parses to an object whose kind is ``"header"``) and a record line (any other
     line that is not blank) came since the last header or the top.
+
+    Args:
+      stop: raise ``_SeveralRuns`` at the second run's first line.
+      restart: called at each run's first line after the first, before the line is fed.
     """
 
-    def __init__(self, stop: bool):
+    def __init__(self, stop: bool = False, restart=None):
         self.starts = [1]
         self.pending = False  # a record line since the last header (or the top)
-        self.stop = stop  # raise _SeveralRuns at the second run's first line
+        self.stop = stop
+        self.restart = restart
 
     def header(self, number: int, line: bytes, raw) -> bool:
         """Note a parsed line; True when it is a header by find_runs' definition."""
@@ -214,6 +223,8 @@ class _RunWatch:
                 if self.stop:
                     raise _SeveralRuns
                 self.starts.append(number)
+                if self.restart is not None:
+                    self.restart()
             self.pending = False
             return True
         self.pending = True
@@ -301,6 +312,8 @@ def _read_file(path: Path, builder: TraceBuilder, *, allow_empty: bool, run: int
             _read_lines(path, handle, builder, watch=watch)
             builder.runs = len(watch.starts)
             builder.run = builder.runs if run is None else (run or 1)
+            if run is None and builder.runs > 1:  # where the other reading puts it: first
+                builder.problems.insert(problems_before, _runs_warning(path, watch.starts, builder.runs))
         else:
             handle.seek(0)
             lines = _choose_run(path, builder, run)
@@ -339,12 +352,18 @@ def _choose_run(path: Path, builder: TraceBuilder, run: int | None) -> tuple[int
     builder.run = chosen
     first = starts[chosen - 1]
     last = starts[chosen] - 1 if chosen < len(starts) else None
+    builder.problems.append(_runs_warning(path, starts, chosen))
+    return first, last
+
+
+def _runs_warning(path: Path, starts: list[int], chosen: int) -> Problem:
+    first = starts[chosen - 1]
+    last = starts[chosen] - 1 if chosen < len(starts) else None
     span = f"lines {first}-{last}" if last else f"from line {first}"
     which = "the last" if chosen == len(starts) else f"run {chosen}"
-    builder.problems.append(Problem(
+    return Problem(
         str(path), f"the file holds {len(starts)} runs (starting at lines {', '.join(map(str, starts))}): a run was "
-        f"recorded again to the same path; read {which}, {span} (--run N reads another)", severity="warning"))
-    return first, last
+        f"recorded again to the same path; read {which}, {span} (--run N reads another)", severity="warning")
 
 
 def _as_document(path: Path, head: bytes, handle, size: int):
