@@ -11,6 +11,8 @@ pydantic.
 A reader that has parsed a block of lines hands its step records to ``feed_steps``, which checks
 them column by column over the whole block and writes the columns at once; it takes a block only
 when ``_fast_step`` would take every record of it, and writes what ``_fast_step`` would have.
+Beside it: ``step_plan`` (which column each key of a step goes to), ``step_block`` (a block's
+checks, column by column) and ``record_errors`` (pydantic's errors in a reader's words).
 
 The builder is incremental: ``feed`` parsed records (or ``diag.trace.reader.feed_line`` raw JSONL
 lines) any number of times, ``build()`` whenever a snapshot is wanted (the TUI follows a growing
@@ -20,54 +22,19 @@ file this way).
 from __future__ import annotations
 
 import struct
-from operator import itemgetter
 
 import numpy as np
 from pydantic import TypeAdapter, ValidationError
 
 from diag.errors import Problem
-from diag.trace.columnar import ColumnBuffer, Trace, row_struct
-from diag.trace.limits import MAX_INTEGER, MAX_RAW_INTEGER, check_value, excerpt
-from diag.trace.records import (
-    RECORD_KINDS, ActivationStats, BatchStats, Check, Data, Eval, Header, LayerStats, Record, Step, _Event,
-)
+from diag.trace.columnar import ColumnBuffer, Trace
+from diag.trace.limits import MAX_INTEGER, MAX_RAW_INTEGER, check_value
+from diag.trace.record_errors import short_repr, validation_problems
+from diag.trace.records import Check, Data, Eval, Header, Record, Step, _Event
+from diag.trace.step_block import block_writes, put_rows
+from diag.trace.step_plan import BATCH_FLOAT_FIELDS, FLOAT_FIELDS, GROUP_FIELDS, step_plan
 
 _RECORD = TypeAdapter(Record)
-
-_FLOAT_FIELDS = frozenset({
-    "time", "step_time", "data_wait_time", "loss", "lr", "grad_norm", "grad_norm_before_clip", "update_norm", "param_norm",
-    "loss_scale", "memory_bytes",
-})
-# Derived from the record models, so a field added to the schema is a column without a second edit.
-_GROUP_FIELDS = {
-    "layers": frozenset(LayerStats.model_fields),
-    "activations": frozenset(ActivationStats.model_fields),
-}
-_BATCH_FLOAT_FIELDS = frozenset(BatchStats.model_fields) - {"distinct_labels"}
-_STEP_KEYS = frozenset(Step.model_fields) | {"kind"}
-
-
-def _step_plan(keys: tuple) -> tuple | bool:
-    """How the fast path reads a step record with these keys, in this order; False: the model path.
-
-    ``(scalar keys, batch groups, metrics?, per-layer groups)``, each in the order the columns are
-    created (scalars in the record's order, then input, labels, metrics, then layers, activations),
-    so a trace's columns come out in the same order whatever path a record took.
-    """
-    if not set(keys) <= _STEP_KEYS:
-        return False
-    scalars, batch, groups = [], [], []
-    for key in keys:
-        if key in _FLOAT_FIELDS or key in ("epoch", "skipped"):
-            scalars.append(key)
-        elif key in ("kind", "step"):
-            continue
-        elif key not in _GROUP_FIELDS and key not in ("input", "labels", "metrics"):
-            return False  # lists of replicas/groups, memory: the model path handles them
-    batch = [g for g in ("input", "labels") if g in keys]
-    groups = [g for g in _GROUP_FIELDS if g in keys]
-    return tuple(scalars), tuple(batch), "metrics" in keys, tuple(groups)
-
 
 class TraceBuilder:
     """Accumulates records of one trace (one file, or several shards fed one after another).
@@ -138,7 +105,7 @@ class TraceBuilder:
             try:
                 record = _RECORD.validate_python(raw)
             except ValidationError as e:
-                self._report(e, raw, number, where)
+                self.problems.extend(validation_problems(e, raw, self._source, number, where))
                 return
             except (RecursionError, OverflowError, ValueError) as e:
                 reason = f"cannot read the record ({type(e).__name__})"
@@ -188,7 +155,7 @@ class TraceBuilder:
         keys = tuple(raw)
         plan = self._plans.get(keys)
         if plan is None:
-            plan = self._plans[keys] = _step_plan(keys)
+            plan = self._plans[keys] = step_plan(keys)
         if plan is False:
             return False
         scalar_keys, batch_groups, has_metrics, layer_groups = plan
@@ -217,7 +184,7 @@ class TraceBuilder:
             for name, value in part.items():
                 if value is None:
                     continue
-                if name in _BATCH_FLOAT_FIELDS:
+                if name in BATCH_FLOAT_FIELDS:
                     if type(value) is not float and type(value) is not int:
                         return False
                 elif name == "distinct_labels":
@@ -244,7 +211,7 @@ class TraceBuilder:
                 if part is not None and type(part) is not dict:
                     return False
                 continue
-            if type(part) is not dict or not part.keys() <= _GROUP_FIELDS[group]:
+            if type(part) is not dict or not part.keys() <= GROUP_FIELDS[group]:
                 return False
             for name, values in part.items():
                 if values is None:
@@ -302,33 +269,8 @@ class TraceBuilder:
         """
         if type(self)._fast_step is not TraceBuilder._fast_step or not raws:
             return False
-        try:
-            steps = list(map(_STEP, raws))
-        except KeyError:
-            return False
-        if set(map(type, steps)) != {int} or min(steps) < 0 or max(steps) > MAX_INTEGER:
-            return False
-        orders = list(map(tuple, raws))
-        groups: dict[tuple, list] = {orders[0]: raws} if orders.count(orders[0]) == len(orders) else {}
-        if not groups:  # several key orders: each is read on its own, at its rows
-            for position, keys in enumerate(orders):
-                groups.setdefault(keys, []).append(position)
-        width = self._width
-        planned = []  # per key order: (rows or None, layer writes, scalar writes)
-        for keys, members in groups.items():
-            plan = self._plans.get(keys)
-            if plan is None:
-                plan = self._plans[keys] = _step_plan(keys)
-            if plan is False:
-                return False
-            positions = None if members is raws else members
-            records = raws if positions is None else [raws[i] for i in positions]
-            taken = _block_columns(records, plan, width)
-            if taken is None:
-                return False
-            width, layer_writes, scalar_writes = taken
-            planned.append((positions, layer_writes, scalar_writes))
-        return self._write_block(steps, planned, width)
+        writes = block_writes(raws, self._plans, self._width)
+        return writes is not None and self._write_block(*writes)
 
     def _write_block(self, steps: list, planned: list, width: int | None) -> bool:
         start, count = self._rows, len(steps)
@@ -350,7 +292,7 @@ class TraceBuilder:
                         column = self._column(layer_columns, name, width)
                         created.append((layer_columns, name))
                     touched.setdefault(name, (column, column.measured is not None))
-                    _put_rows(column, start, positions, lists)
+                    put_rows(column, start, positions, lists)
         except (TypeError, ValueError, OverflowError):
             # A value numpy refuses: undo the block, the caller feeds it record by record.
             for column, had_measured in touched.values():
@@ -388,12 +330,12 @@ class TraceBuilder:
             column.values[row_index] = float(value)
             column.present[row_index] = True
 
-        for name in ("epoch", "skipped", *_FLOAT_FIELDS):
+        for name in ("epoch", "skipped", *FLOAT_FIELDS):
             put(name, getattr(record, name))
         for group in ("input", "labels"):
             part = getattr(record, group)
             if part is not None:
-                for name in (*_BATCH_FLOAT_FIELDS, "distinct_labels"):
+                for name in (*BATCH_FLOAT_FIELDS, "distinct_labels"):
                     put(f"{group}.{name}", getattr(part, name))
         for name, value in record.metrics.items():
             put(f"metrics.{name}", value)
@@ -401,11 +343,11 @@ class TraceBuilder:
             put(f"loss_per_replica.{i}", value)
         for i, value in enumerate(record.lr_per_group or ()):
             put(f"lr_per_group.{i}", value)
-        for group in _GROUP_FIELDS:
+        for group in GROUP_FIELDS:
             part = getattr(record, group)
             if part is None:
                 continue
-            for name in _GROUP_FIELDS[group]:
+            for name in GROUP_FIELDS[group]:
                 values = getattr(part, name)
                 if values is None:
                     continue
@@ -447,21 +389,6 @@ class TraceBuilder:
         if column is None:
             column = store[name] = ColumnBuffer(self._capacity, width)
         return column
-
-    def _report(self, error: ValidationError, raw: dict, number: int, where: str | None) -> None:
-        for err in error.errors(include_url=False)[:5]:
-            loc = [str(part) for part in err["loc"]]
-            if loc and loc[0] == raw.get("kind"):
-                loc = loc[1:]  # pydantic puts the union tag first
-            if loc and loc[0] == raw.get("event"):
-                loc = loc[1:]
-            name = ".".join(loc) or "kind"
-            if where:
-                name = f"{where}.{name}"
-            if len(name) > 80 or not name.isprintable():  # a field name is the file's text too
-                name = excerpt(name, 80)
-            self.problems.append(Problem(self._source, f"{_explain_error(err, raw)}; record skipped",
-                                         line=number, field=name))
 
     # ------------------------------------------------------------------ result
 
@@ -512,115 +439,4 @@ class TraceBuilder:
         )
 
 
-_STEP = itemgetter("step")
-_NUMBER_TYPES = ({float}, {int}, {float, int})
-
-
-def _block_columns(records: list, plan: tuple, width: int | None):
-    """What ``_fast_step`` would write for records of one key order, column by column, or None.
-
-    Returns ``(width, layer writes, scalar writes)``: the per-layer width (set by the first array
-    when the builder had none), ``[(column, per-record lists)]`` in the order ``_fast_step``
-    creates the columns, and ``[(column, values)]`` likewise. None when any record would leave
-    the fast path or skip a value (a null, a string, a bool where a number goes, an empty group,
-    a width that differs), so that columns are created in the order record-by-record reading
-    creates them.
-    """
-    scalar_keys, batch_groups, has_metrics, layer_groups = plan
-    scalars = []
-    for key in scalar_keys:
-        values = list(map(itemgetter(key), records))
-        kinds = set(map(type, values))
-        if key == "epoch":
-            if kinds != {int} or min(values) < 0 or max(values) > MAX_INTEGER:
-                return None
-        elif key == "skipped":
-            if kinds != {bool}:
-                return None
-            values = list(map(float, values))
-        elif kinds not in _NUMBER_TYPES:
-            return None
-        scalars.append((key, values))
-    for group in (*batch_groups, *(("metrics",) if has_metrics else ())):
-        parts = _same_keys(records, group)
-        if parts is None:
-            return None
-        for name in parts[0]:
-            if group != "metrics" and name not in _BATCH_FLOAT_FIELDS and name != "distinct_labels":
-                return None
-            values = list(map(itemgetter(name), parts))
-            kinds = set(map(type, values))
-            if name == "distinct_labels" and group != "metrics":
-                if kinds != {int} or min(values) < 0 or max(values) > MAX_INTEGER:
-                    return None
-            elif kinds not in _NUMBER_TYPES:
-                return None
-            scalars.append((f"{group}.{name}", values))
-    arrays = []
-    for group in layer_groups:
-        parts = _same_keys(records, group)
-        if parts is None or not parts[0] or not parts[0].keys() <= _GROUP_FIELDS[group]:
-            return None
-        for name in parts[0]:
-            lists = list(map(itemgetter(name), parts))
-            if set(map(type, lists)) != {list}:
-                return None
-            if width is None:
-                width = len(lists[0])
-            if set(map(len, lists)) != {width}:
-                return None
-            arrays.append((f"{group}.{name}", lists))
-    return width, arrays, scalars
-
-
-def _same_keys(records: list, group: str) -> list | None:
-    """The ``group`` objects of the records when all are dicts with the same keys in the same order."""
-    parts = list(map(itemgetter(group), records))
-    if set(map(type, parts)) != {dict}:
-        return None
-    first = tuple(parts[0])
-    if len(parts) > 1 and set(map(tuple, parts)) != {first}:
-        return None
-    return parts
-
-
-def _put_rows(column: ColumnBuffer, start: int, positions: list | None, lists: list) -> None:
-    """Rows ``start + i`` (``i`` over ``positions``, or all of them) of ``column`` from ``lists``."""
-    pack = row_struct(column.values.shape[1]).pack_into
-    values, stride = column.values, column.values.strides[0]
-    if positions is None:
-        offsets = range(start * stride, (start + len(lists)) * stride, stride)
-        column.present[start:start + len(lists)] = True
-    else:
-        offsets = [(start + i) * stride for i in positions]
-        column.present[[start + i for i in positions]] = True
-    for offset, entries in zip(offsets, lists):
-        try:
-            pack(values, offset, *entries)
-        except (struct.error, TypeError, ValueError, OverflowError):
-            column.put_row(offset // stride, entries)  # a null or a string: numpy, as record by record
-
-
-def _explain_error(err: dict, raw: dict) -> str:
-    kind = err["type"]
-    if kind in ("union_tag_invalid", "union_tag_not_found"):
-        tag = "event" if raw.get("kind") == "event" else "kind"
-        allowed = err.get("ctx", {}).get("expected_tags") or (", ".join(RECORD_KINDS) if tag == "kind" else "")
-        got = raw.get(tag)
-        if got is None:
-            return (f"missing '{tag}' (a trace record says what it is: 'kind' is one of {allowed})" if tag == "kind"
-                    else f"missing '{tag}'; expected one of {allowed}")
-        return f"unknown {tag} {excerpt(got)}; expected one of {allowed}"
-    if kind == "extra_forbidden":
-        return "unknown field (check its spelling against `diag schema`)"
-    if kind == "missing":
-        return "required field is missing"
-    return f"{err['msg']} (got {short_repr(err.get('input'))})"
-
-
-def short_repr(value, limit: int = 60) -> str:
-    """A bounded, escaped excerpt of a value for a message (never the whole of a huge value)."""
-    if isinstance(value, Exception):
-        value = str(value)[:limit]
-    return excerpt(value, limit)
-
+__all__ = ["TraceBuilder", "short_repr"]
