@@ -23,7 +23,8 @@ READ_BYTES = 1 << 18  # lines are read, parsed and fed this many bytes at a time
 
 
 def read_lines(path: Path, handle, builder: TraceBuilder, lines: tuple[int, int | None] = (1, None),
-                watch: RunWatch | None = None) -> None:
+               watch: RunWatch | None = None) -> None:
+    """Feed lines ``first`` to ``last`` (1-based, None: to the end) of the open file ``handle``."""
     # Large reads split on newlines: cheaper than iterating the file line by line, and only one
     # chunk is held at a time. The piece after the last newline is the (possibly torn) last line.
     first, last = lines
