@@ -66,20 +66,16 @@ def copies(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
 
 def copy_(targets: list[torch.Tensor], sources: list[torch.Tensor]) -> None:
     """Overwrite each target with its source, in place (no allocation)."""
-    fused = _fused("_foreach_copy_")
-    if fused is not None and targets:
-        try:
-            fused(targets, sources)
-            return
-        except TypeError:
-            pass
-    for target, source in zip(targets, sources):
-        target.copy_(source)
+    _pairwise_in_place("_foreach_copy_", "copy_", targets, sources)
 
 
 def sub_(targets: list[torch.Tensor], sources: list[torch.Tensor]) -> None:
     """``target -= source`` for each pair, in place."""
-    fused = _fused("_foreach_sub_")
+    _pairwise_in_place("_foreach_sub_", "sub_", targets, sources)
+
+
+def _pairwise_in_place(fused_name: str, method: str, targets: list[torch.Tensor], sources: list[torch.Tensor]) -> None:
+    fused = _fused(fused_name)
     if fused is not None and targets:
         try:
             fused(targets, sources)
@@ -87,4 +83,4 @@ def sub_(targets: list[torch.Tensor], sources: list[torch.Tensor]) -> None:
         except TypeError:
             pass
     for target, source in zip(targets, sources):
-        target.sub_(source)
+        getattr(target, method)(source)

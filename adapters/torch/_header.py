@@ -15,6 +15,21 @@ from diag.trace.records import Header, LayerInfo, OptimizerInfo, ParamInfo
 OPTIMIZER_NAMES = {"SGD": "sgd", "Adam": "adam", "AdamW": "adamw", "RMSprop": "rmsprop", "Adagrad": "adagrad"}
 
 
+def recording_settings(grad_every: int, costly_every: int, update_method: str, *, activations: bool,
+                       hold_outputs: bool) -> dict:
+    """The header's ``recording`` block: what the recorder measures, how often, and how."""
+    return {
+        "adapter": "diag.adapters.torch",
+        "every": 1,
+        "grad_every": grad_every,
+        "costly_every": costly_every,
+        "update_method": update_method,
+        "activations": "module hooks" if activations else "off",
+        "localize": "hold" if hold_outputs else "replay",
+        "activation_stats": "mean/std/nonfinite of the layer output; zero/saturation of its nonlinearity",
+    }
+
+
 def build_header(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,

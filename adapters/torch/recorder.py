@@ -32,7 +32,7 @@ from torch import nn
 from diag.adapters.torch._clip import ClipWatch
 from diag.adapters.torch._encode import encode_line, jfloat
 from diag.adapters.torch._evaluation import Evaluations
-from diag.adapters.torch._header import build_header
+from diag.adapters.torch._header import build_header, recording_settings
 from diag.adapters.torch._hooks import Hooks
 from diag.adapters.torch._layers import LayerPlan, find_layers, plan_layers
 from diag.adapters.torch._lifecycle import CrashCapture, CrashEvents
@@ -425,30 +425,19 @@ class TorchRecorder(Evaluations, Hooks, CrashEvents, GuardHook):
                 self.writer.write(self._header())
 
     def _header(self) -> Header:
-        header = self._build_header()
+        header = build_header(
+            self.model, self.optimizer, self._ensure_plan(), self._header_fields,
+            created_at=self._created_at,
+            autocast_dtype=self._autocast_dtype,
+            loss_scaling="dynamic" if self.scaler is not None else None,
+            recording=recording_settings(self.grad_every, self.costly_every, self._meter.method,
+                                         activations=self.activations, hold_outputs=self._hold_outputs),
+        )
         if self._clip_max is not None and header.optimizer is not None:
             header.optimizer.hyperparameters["grad_clip"] = self._clip_max
         for info, layer in zip(header.layers, self._plan.layers):
             info.output_element = self._output_elements.get(id(layer.module))
         return header
-
-    def _build_header(self) -> Header:
-        return build_header(
-            self.model, self.optimizer, self._ensure_plan(), self._header_fields,
-            created_at=self._created_at,
-            autocast_dtype=self._autocast_dtype,
-            loss_scaling="dynamic" if self.scaler is not None else None,
-            recording={
-                "adapter": "diag.adapters.torch",
-                "every": 1,
-                "grad_every": self.grad_every,
-                "costly_every": self.costly_every,
-                "update_method": self._meter.method,
-                "activations": "module hooks" if self.activations else "off",
-                "localize": "hold" if self._hold_outputs else "replay",
-                "activation_stats": "mean/std/nonfinite of the layer output; zero/saturation of its nonlinearity",
-            },
-        )
 
     def _step_dict(self, step, now, got, epoch, x, labels, label_kind) -> dict:
         # The learning rates the step used: a scheduler may have moved them since.
