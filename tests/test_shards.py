@@ -40,6 +40,9 @@ WORKER = textwrap.dedent('''
             loss.backward()
             opt.step()
             rec.record(loss, labels=y)
+    # Both ranks reach the end before either tears gloo down: a rank that destroys the group while
+    # the other is still connected can abort the other in gloo's threads on a loaded machine.
+    dist.barrier()
     dist.destroy_process_group()
 ''')
 
