@@ -49,3 +49,20 @@ def test_directions_inside_jit_and_vmap_are_the_same_bits():
         got = np.asarray(draw(jnp.arange(8, dtype=jnp.uint32), np.uint32(5)))
     for k in range(8):
         np.testing.assert_array_equal(got[k], reference_signs(5, k, 320, (30, 32)))
+
+
+@pytest.mark.parametrize("seed", [0, 12345])
+def test_directions_of_all_leaves_at_once_are_each_leafs_own_bits(seed):
+    """One hash over the leaves' joint range, as the check's program draws them, in each leaf's own dtype."""
+    shapes = [(300, 320), (320,), (), (320, 10)]
+    dtypes = [jnp.float64, jnp.float64, jnp.float32, jnp.float64]
+    with jax.enable_x64(True):
+        leaves = [jnp.zeros(s, d) for s, d in zip(shapes, dtypes)]
+        draw = jax.jit(jax.vmap(lambda k: D.unit_signs_of_leaves(D.stream(np.uint32(seed), k), leaves)))
+        got = draw(jnp.arange(4, dtype=jnp.uint32))
+        starts = np.cumsum([0] + [int(np.prod(s)) for s in shapes[:-1]])
+        for leaf, start, shape, dtype, directions in zip(leaves, starts, shapes, dtypes, got):
+            assert directions.dtype == dtype and directions.shape == (4, *shape)
+            for k in range(4):
+                np.testing.assert_array_equal(np.asarray(directions[k], np.float64),
+                                              reference_signs(seed, k, int(start), shape).astype(dtype))

@@ -132,11 +132,10 @@ def _program(fn: Callable, spec: _Spec):
         balanced = jnp.where((rms >= SCREEN_FLOOR * top) & (top > 0), top / jnp.maximum(rms, SCREEN_FLOOR * top), 0.0)
         w = jnp.where(balance, balanced, weights)
         w = w / jnp.maximum(jnp.linalg.norm(w), jnp.finfo(w.dtype).tiny)
-        starts = _starts(diff)
 
         def body(k):
             key = D.stream(seed, k)
-            us = [D.unit_signs(key, s, x.shape, x.dtype) for x, s in zip(diff, starts)]
+            us = D.unit_signs_of_leaves(key, diff)  # leaf l's signs start at _starts(diff)[l]
             parts = jnp.stack([jnp.vdot(g, u) for g, u in zip(grads, us)])
 
             def at(t):
