@@ -1,12 +1,19 @@
 """The trace: typed records on disk (JSONL) and their columnar in-memory form.
 
-The modules form a line, each importing only those before it (tests/test_import_graph.py):
+The modules form a line of layers, each importing only layers before it (tests/test_import_graph.py):
 
-* ``records`` (and ``schema``, its JSON Schema export): the pydantic models of every record kind;
-* ``columnar``: ``Trace``, the in-memory arrays that signals and rules compute on;
-* ``builder``: ``TraceBuilder``, records in, ``Trace`` out, without keeping the records;
-* ``reader`` / ``writer``: files. ``reader`` feeds a builder from JSONL, a JSON document or a folder of
-  shards (``load_trace``); ``writer`` appends records to JSONL.
+1. ``records``: the pydantic models of every record kind; ``limits`` and ``measured``: bounds and
+   the derived step fields, depending on nothing;
+2. ``columnar``: ``Trace``, the in-memory arrays that signals and rules compute on; beside it
+   ``schema`` (the records' JSON Schema export), ``step_plan`` (which fields a plain step record
+   holds), ``record_errors`` (a bad record's problem text) and ``parse`` (JSON text to Python values);
+3. ``step_block``: a block of plain step records checked and packed into column rows;
+4. ``builder``: ``TraceBuilder``, records in, ``Trace`` out, without keeping the records;
+5. what files hold beyond records: ``versions`` (the schema version of a header), ``runs`` (where
+   each run of a file starts), ``line_count`` (sizing the builder), ``shards`` (one file a process);
+6. ``jsonl``: lines of a JSONL file fed to a builder, a block at a time;
+7. ``reader`` / ``writer``: files. ``reader`` feeds a builder from JSONL, a JSON document or a folder of
+   shards (``load_trace``); ``writer`` appends records to JSONL.
 """
 
 from diag.trace.columnar import LayerMatrix, Series, Trace
