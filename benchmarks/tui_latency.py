@@ -43,6 +43,7 @@ from diag.trace import Step, TraceWriter, encode_record, load_trace  # noqa: E40
 from diag.trace.reader import read_records  # noqa: E402
 from diag.tui.app import DiagApp  # noqa: E402
 from diag.tui.widgets.key_bar import KeyBar  # noqa: E402
+from tests.tui_screen import key_bar_text  # noqa: E402
 from tests.tui_traces import write_run  # noqa: E402
 
 RATE = 50.0
@@ -155,18 +156,6 @@ def key_effect_complete(app: DiagApp, tab: str) -> bool:
     if (underline.highlight_start, underline.highlight_end) != span:
         return False
     return main.query_one(KeyBar)._diag_shown.plain == key_bar_text(app, main)
-
-
-def key_bar_text(app: DiagApp, screen) -> str:
-    """The key bar's line for ``screen``'s focus as it is now: one key per action, in order."""
-    text = []
-    seen_actions = set()
-    for active in screen.active_bindings.values():
-        binding = active.binding
-        if binding.show and binding.action not in seen_actions:
-            seen_actions.add(binding.action)
-            text.append(f" {app.get_key_display(binding)} {binding.description} ")
-    return "".join(text)
 
 
 async def measure(path: Path, steps: int, template: list[Step], seconds: float, interval: float = 0.1) -> dict:

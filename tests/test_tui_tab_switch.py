@@ -9,7 +9,7 @@ from textual.geometry import Region
 from textual.widgets import DataTable
 
 from diag.tui import make_app
-from tests.tui_screen import settle
+from tests.tui_screen import key_bar_text, settle
 from tests.tui_traces import write_run
 
 SIZE = (80, 24)
@@ -85,7 +85,7 @@ def test_the_first_frame_after_a_number_key_shows_the_whole_tab_switch(tmp_path)
                             "underline under the tab": (underline.highlight_start, underline.highlight_end) == span,
                             "its main widget focused": main.focused is pane.query_one(pane.MAIN_WIDGET)
                             and main.focused.has_focus,
-                            "key bar for that focus": key_bar._diag_shown.plain == key_bar_for(app, main),
+                            "key bar for that focus": key_bar._diag_shown.plain == key_bar_text(app, main),
                         })
 
                 app.post_display_hook = frame
@@ -97,17 +97,6 @@ def test_the_first_frame_after_a_number_key_shows_the_whole_tab_switch(tmp_path)
     asyncio.run(scenario())
     everything = {"underline under the tab": True, "its main widget focused": True, "key bar for that focus": True}
     assert first_frames == [(tab, everything) for tab in ("metrics", "layers", "rules", "overview")]
-
-
-def key_bar_for(app, screen) -> str:
-    """The key bar's text for ``screen``'s focus as it is now: one key per action, in order."""
-    text, seen_actions = [], set()
-    for active in screen.active_bindings.values():
-        binding = active.binding
-        if binding.show and binding.action not in seen_actions:
-            seen_actions.add(binding.action)
-            text.append(f" {app.get_key_display(binding)} {binding.description} ")
-    return "".join(text)
 
 
 def test_a_table_given_the_same_rows_keeps_them_and_given_a_new_look_redraws():

@@ -28,3 +28,14 @@ async def settle(pilot, timeout: float = 20.0, condition=None) -> None:
             return
         await pilot.pause(0.05)
     raise AssertionError(f"TUI did not settle in {timeout}s; screen:\n{screen_text(app)}")
+
+
+def key_bar_text(app, screen) -> str:
+    """What the key bar should show for ``screen``'s focus as it is now: one key per action, in order."""
+    text, seen_actions = [], set()
+    for active in screen.active_bindings.values():
+        binding = active.binding
+        if binding.show and binding.action not in seen_actions:
+            seen_actions.add(binding.action)
+            text.append(f" {app.get_key_display(binding)} {binding.description} ")
+    return "".join(text)
