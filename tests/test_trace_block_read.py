@@ -1,6 +1,6 @@
 """Reading a file a block of lines at a time gives the trace that reading it record by record gives.
 
-``load_trace`` (``read_into`` without a builder) parses each 1 MiB block of lines before feeding it, hands the block's step
+``load_trace`` (``read_into`` without a builder) parses each 256 KiB block of lines before feeding it, hands the block's step
 records to ``TraceBuilder.feed_steps`` together, and watches for a second run as it reads instead of
 searching the file for headers first. A builder subclass that refuses every block
 (``RecordByRecord``), read through ``read_into`` (which searches for the runs first), is the
@@ -388,3 +388,53 @@ def test_the_last_run_of_a_file_is_read_in_one_pass(tmp_path, monkeypatch):
     trace = load_trace(path)
     assert_same_trace(trace, reference_trace)
     assert (trace.run, trace.runs, trace.header.run_id, trace.num_steps) == (3, 3, "t", 300)
+
+
+def read_line_by_line(path):
+    """The plainest reading of a one-run file: ``split(b"\\n")``, then ``feed_line`` for each line that
+    is not blank; the piece after the last newline is a torn last line. Shares nothing with how
+    ``read_lines`` cuts the file into blocks and lines."""
+    from diag.trace.reader import feed_line
+
+    builder = TraceBuilder(str(path))
+    builder.start_shard(str(path), 0)
+    *lines, rest = path.read_bytes().split(b"\n")
+    for number, line in enumerate(lines, 1):
+        if line.strip():
+            feed_line(path, builder, number, line)
+    if rest.strip():
+        feed_line(path, builder, len(lines) + 1, rest, torn=True)
+    return builder.build()
+
+
+one_run_line = st.one_of(
+    st.builds(lambda record: dumps(record), st.integers(0, 40).flatmap(step_record)),
+    st.sampled_from([b"", b"  ", b"\r", b"\t \x0c", b"not json", b"[1, 2]", b'{"step": 3}', b'{"kind":"st',
+                     b'{"kind":"eval","step":2,"split":"val","loss":1.0}', b'{"kind":"step","step":1,"loss":NaN}']),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(lines=st.lists(one_run_line, max_size=25), crlf=st.booleans(), ending=st.sampled_from([b"\n", b"", b'{"kind":"st']),
+       read_bytes=st.sampled_from([16, 100, 333, 4096, 1 << 18]))
+def test_the_lines_read_lines_cuts_are_the_lines_of_the_file(tmp_path_factory, lines, crlf, ending, read_bytes):
+    """Chunks of any size, lines across chunk boundaries, blank lines, CRLF endings, a torn last line:
+    every line gets what ``feed_line`` gives it, with its number."""
+    import diag.trace.jsonl as jsonl
+    from diag.errors import DiagInputError
+
+    path = tmp_path_factory.mktemp("lines") / "t.jsonl"
+    newline = b"\r\n" if crlf else b"\n"
+    path.write_bytes(newline.join([orjson.dumps(HEADER), *lines]) + newline + ending)
+    before = jsonl.READ_BYTES
+    jsonl.READ_BYTES = read_bytes
+    try:
+        try:
+            trace = read(path)
+        except DiagInputError:
+            return  # nothing usable: the reference has no such error to compare with
+        for builder in (None, RecordByRecord(str(path))):
+            assert_same_trace(read(path, builder), read_line_by_line(path))
+    finally:
+        jsonl.READ_BYTES = before
+    assert trace.num_steps <= len(lines)
