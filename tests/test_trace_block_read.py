@@ -291,7 +291,9 @@ PLACES = {
     "missing": lambda r, v: r.pop("lr"),
     "extra key": lambda r, v: r.__setitem__("lossy", v),
 }
-ODD = [None, True, 0, -1, 2**53 + 1, 2**64 - 1, 2**70, 1.5, "NaN", "1.5", "x", [], [1.0], [1.0, 2.0, 3.0], {}, {"a": 1}]
+ODD = [None, True, 0, -1, 2**53 + 1, 2**64 - 1, 2**70, 1.5, "NaN", "1.5", "x", [], [1.0], [1.0, 2.0, 3.0], {}, {"a": 1},
+       # Three of something that is not three numbers: packing (struct) must refuse each.
+       [1.0, 2.0, 3.0, 4.0], "abc", {"a": 1, "b": 2, "c": 3}, [None, 1.0, "NaN"], [1.0, [2.0], 3.0], [True, 2, 1e308]]
 
 
 @pytest.mark.parametrize("place", sorted(PLACES))

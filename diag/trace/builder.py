@@ -294,7 +294,8 @@ class TraceBuilder:
                     touched.setdefault(name, (column, column.measured is not None))
                     put_rows(column, start, positions, lists)
         except (TypeError, ValueError, OverflowError):
-            # A value numpy refuses: undo the block, the caller feeds it record by record.
+            # A value numpy refuses, or a row that is not a list of the width (NotPlain): undo the
+            # block, the caller feeds it record by record.
             for column, had_measured in touched.values():
                 column.values[start:end] = np.nan
                 column.present[start:end] = False

@@ -2,7 +2,8 @@
 
 Each check runs over a whole column of the block (a set of types, a min and a max), not record by
 record, and a block is taken only when ``TraceBuilder._fast_step`` would take every record of it.
-Rows are packed by struct: the same doubles numpy writes, about twice as fast.
+Rows are packed by struct: the same doubles numpy writes, about twice as fast; packing is also the
+check that each per-layer entry is a list of the layer width (``put_rows``).
 """
 
 from __future__ import annotations
@@ -64,9 +65,9 @@ def _block_columns(records: list, plan: tuple, width: int | None):
     Returns ``(width, layer writes, scalar writes)``: the per-layer width (set by the first array
     when the builder had none), ``[(column, per-record lists)]`` in the order ``_fast_step``
     creates the columns, and ``[(column, values)]`` likewise. None when any record would leave
-    the fast path or skip a value (a null, a string, a bool where a number goes, an empty group,
-    a width that differs), so that columns are created in the order record-by-record reading
-    creates them.
+    the fast path or skip a value (a null, a string, a bool where a number goes, an empty group),
+    so that columns are created in the order record-by-record reading creates them. Per-layer
+    entries are not looked at here: ``put_rows`` refuses one that is not a list of the width.
     """
     scalar_keys, batch_groups, has_metrics, layer_groups = plan
     scalars = []
@@ -105,12 +106,11 @@ def _block_columns(records: list, plan: tuple, width: int | None):
             return None
         for name in parts[0]:
             lists = list(map(itemgetter(name), parts))
-            if set(map(type, lists)) != {list}:
-                return None
             if width is None:
+                if type(lists[0]) is not list:
+                    return None
                 width = len(lists[0])
-            if set(map(len, lists)) != {width}:
-                return None
+            # Each entry being a list of ``width`` numbers is checked as it is packed (put_rows).
             arrays.append((f"{group}.{name}", lists))
     return width, arrays, scalars
 
@@ -126,9 +126,20 @@ def _same_keys(records: list, group: str) -> list | None:
     return parts
 
 
+class NotPlain(ValueError):
+    """A per-layer entry that is not a list of the column's width: the block is read record by record."""
+
+
 def put_rows(column: ColumnBuffer, start: int, positions: list | None, lists: list) -> None:
-    """Rows ``start + i`` (``i`` over ``positions``, or all of them) of ``column`` from ``lists``."""
-    pack = row_struct(column.values.shape[1]).pack_into
+    """Rows ``start + i`` (``i`` over ``positions``, or all of them) of ``column`` from ``lists``.
+
+    Raises NotPlain (a ValueError) for an entry that is not a list of the column's width: packing
+    refuses it (struct packs exactly ``width`` numbers), and only then is it looked at, so a block
+    of plain rows pays no check of its own. A list of the right width that struct refuses (a null,
+    a "NaN" string) goes to numpy, as record by record.
+    """
+    width = column.values.shape[1]
+    pack = row_struct(width).pack_into
     values, stride = column.values, column.values.strides[0]
     if positions is None:
         offsets = range(start * stride, (start + len(lists)) * stride, stride)
@@ -140,4 +151,6 @@ def put_rows(column: ColumnBuffer, start: int, positions: list | None, lists: li
         try:
             pack(values, offset, *entries)
         except (struct.error, TypeError, ValueError, OverflowError):
+            if type(entries) is not list or len(entries) != width:
+                raise NotPlain(f"not a list of {width} values") from None
             column.put_row(offset // stride, entries)  # a null or a string: numpy, as record by record
