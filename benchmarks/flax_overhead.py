@@ -40,6 +40,7 @@ import optax
 from flax import nnx
 
 from diag.adapters.flax import Recorder
+from bench_results import publish
 
 
 class MLP(nnx.Module):
@@ -191,6 +192,7 @@ def bench(name, model_cls, x, y, rounds, block, breakdown=False, only=None):
         med, cmed = np.median(times[k]), np.median(cpu[k])
         q1, q3 = np.percentile(np.array(times[k]) / base, [25, 75])
         print(f"  {k:9s} {med * 1e3:8.2f} {med / base:6.3f} {q1:6.3f}-{q3:.3f}   {cmed * 1e3:7.2f} {cmed / cbase:6.3f}")
+    return {k: (np.median(times[k]) / base, np.median(cpu[k]) / cbase) for k in variants if k != "none"}
 
 
 def main():
@@ -206,15 +208,20 @@ def main():
     print(f"jax {jax.__version__} on {jax.default_backend()}, {os.cpu_count()} CPUs, "
           f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     key = jax.random.key(0)
+    ratios = {}  # model -> variant -> (wall ratio, CPU ratio)
     if "mlp" in args.models:
         x = jax.random.normal(key, (256, 512))
         y = jax.random.randint(key, (256,), 0, 10)
-        bench("MLP 4x512, batch 256", MLP, x, y, args.rounds, args.block, args.breakdown, args.variants)
+        ratios["mlp"] = bench("MLP 4x512, batch 256", MLP, x, y, args.rounds, args.block, args.breakdown, args.variants)
     if "cnn" in args.models:
         x = jax.random.normal(key, (128, 32, 32, 3))
         y = jax.random.randint(key, (128,), 0, 10)
-        bench("CNN 32x32x3, batch 128", CNN, x, y, args.rounds, args.block, args.breakdown, args.variants)
-
+        ratios["cnn"] = bench("CNN 32x32x3, batch 128", CNN, x, y, args.rounds, args.block, args.breakdown, args.variants)
+    if not args.breakdown:
+        publish("flax_overhead", **{f"{model}_{variant}_{clock}": ratio
+                                    for model, by_variant in ratios.items()
+                                    for variant, pair in by_variant.items()
+                                    for clock, ratio in zip(("wall", "cpu"), pair)})
 
 if __name__ == "__main__":
     main()

@@ -35,6 +35,8 @@ import sys
 import tempfile
 import time
 
+from bench_results import publish
+
 SIZES = {  # (inputs, hidden, outputs) -> about 1e3, 1e5, 1e6 parameters
     "1e3": (28, 32, 3),
     "1e5": (300, 320, 10),
@@ -151,7 +153,7 @@ def main() -> None:
     K = args.directions
     print(f"load average {os.getloadavg()[0]:.1f}; jax {jax.__version__} on {jax.default_backend()} ({jax.devices()[0].device_kind}), torch {torch.__version__}, "
           f"{os.cpu_count()} CPUs, K={K} directions, float64")
-    rows = []
+    rows, figures = [], {}
     for size in args.sizes.split(","):
         params, x, y = problem(size)
         w1, b1, w2 = params["l1"]["w"], params["l1"]["b"], params["l2"]["w"]
@@ -216,6 +218,11 @@ def main() -> None:
               f"{cold_cpu['diag-cached']:.2f} s, check_grads {cold_cpu['check_grads']:.2f} s: check_grads / diag = "
               f"{cold_cpu['check_grads'] / cold_cpu['diag']:.1f}x cold, "
               f"{cold_cpu['check_grads'] / cold_cpu['diag-cached']:.1f}x cold with the compile cache")
+        figures.update({f"{size}_cold_cpu_ratio": cold_cpu["check_grads"] / cold_cpu["diag"],
+                        f"{size}_cached_cpu_ratio": cold_cpu["check_grads"] / cold_cpu["diag-cached"],
+                        f"{size}_cold_wall_ratio": row["check_grads_cold"] / row["cold"],
+                        f"{size}_warm_ratio": row["check_grads"] / row["warm"],
+                        f"{size}_diag_cold_cpu_s": cold_cpu["diag"]})
         print(f"  gradcheck         {gc_time * 1e3:9.1f} ms{scaled}")
         print(f"  diag (torch)      {row['torch_diag'] * 1e3:9.1f} ms")
         print(f"  ratios: check_grads / diag = {row['check_grads'] / row['warm']:.1f}x warm, "
@@ -235,6 +242,7 @@ def main() -> None:
               f"{_fmt(r['gradcheck'])} | {_x(r['gradcheck'] / r['warm'])} / {_x(r['gradcheck'] / r['cold'])} | "
               f"{_fmt(r['torch_diag'])} |")
     print(f"\nload average at the end {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    publish("gradcheck", **figures)
 
 
 def _x(ratio: float) -> str:

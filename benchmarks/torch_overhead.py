@@ -43,6 +43,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from bench_results import publish
 from diag.adapters.torch import TorchRecorder
 from diag.adapters.torch._layers import find_layers, plan_layers
 from diag.adapters.torch import _foreach
@@ -256,6 +257,9 @@ def main() -> None:
             cells.append(f"{statistics.median(r):.3f} (IQR {q[0]:.3f}-{q[2]:.3f})")
         print(f"| {variant} | " + " | ".join(cells) + " |")
     print("| plain step, ms | " + " | ".join(f"{statistics.median(results[n]['_baseline_ms']):.2f}" for n in names) + " |")
+    short = {"default": "default", "everything every step": "everything"}  # the names figures.py reads
+    publish("torch_overhead", **{f"{n}_{short.get(variant, variant)}": statistics.median(results[n][variant])
+                                 for n in names for variant in results[n] if variant not in ("none", "_baseline_ms")})
 
 
 if __name__ == "__main__":

@@ -33,6 +33,8 @@ import tracemalloc
 import numpy as np
 import orjson
 
+from bench_results import publish
+
 
 def generate(path: str, steps: int, layers: int, seed: int = 0) -> int:
     """Write a realistic trace (values with float32 precision, like real adapters) and return its size."""
@@ -158,6 +160,8 @@ def main() -> None:
         print(f"columnar arrays                 : {arrays / 1e6:6.0f} MB")
         print(f"peak memory during load         : {peak / 1e6:6.0f} MB")
         print(f"ratio peak / columnar           : {peak / arrays:6.2f}x   (goal <= 1.1x)")
+        publish("trace_load", wall_ratio=load / parse, cpu_ratio=cpu_ratio, peak_ratio=peak / arrays,
+                load_cpu_s=statistics.median(load_cpu), parse_cpu_s=statistics.median(parse_cpu))
 
 
 if __name__ == "__main__":

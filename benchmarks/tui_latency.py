@@ -45,6 +45,7 @@ from diag.tui.app import DiagApp  # noqa: E402
 from diag.tui.widgets.key_bar import KeyBar  # noqa: E402
 from tests.tui_screen import key_bar_text  # noqa: E402
 from tests.tui_traces import write_run  # noqa: E402
+from bench_results import publish  # noqa: E402
 
 RATE = 50.0
 CPU_PER_KEY: list[float] = []
@@ -273,6 +274,8 @@ def main() -> None:
         a, b = pct(pooled("A", key), q), pct(pooled("B", key), q)
         print(f"  ratio B/A {label}: {b / a:.2f}")
     lat_b, keys_b = pooled("B", "latency"), pooled("B", "keys")
+    publish("tui_latency", key_p95_ms=pct(keys_b, .95) * 1e3, record_p95_ms=pct(lat_b, .95) * 1e3,
+            key_p50_ms=pct(keys_b, .5) * 1e3, record_p50_ms=pct(lat_b, .5) * 1e3)
     print(f"\ngoals at {sizes['B']} steps: new steps visible within 250 ms: p95 {pct(lat_b, .95) * 1e3:.0f} ms "
           f"({'met' if pct(lat_b, .95) <= 0.25 else 'missed'}); keys within 100 ms: p95 "
           f"{pct(keys_b, .95) * 1e3:.0f} ms ({'met' if pct(keys_b, .95) <= 0.1 else 'missed'})")
