@@ -84,16 +84,29 @@ def unit_signs_of_leaves(key, leaves) -> list:
     the number of elements before the leaf, from one hash over the joint range: one hash in the
     compiled check instead of one per leaf, about a fifth less XLA compile time at 1e5 parameters.
     """
+    return signs_of_leaves(key, leaves)[1]
+
+
+def signs_of_leaves(key, leaves) -> tuple:
+    """The joint signs and :func:`unit_signs_of_leaves` from the same hash.
+
+    Returns:
+      ``(signs, directions)``: ``signs`` of shape ``(total,)`` and the first leaf's dtype, entries
+      ``+-1`` (leaf ``l``'s block, scaled by ``1/sqrt(size_l)``, is its direction), and the
+      per-leaf unit directions.
+    """
     sizes = [int(np.prod(x.shape)) if x.shape else 1 for x in leaves]
     total = sum(sizes)
     index = lax.iota(jnp.uint32, total)
     keys = lax.broadcast(lax.convert_element_type(key, jnp.uint32), (total,))
     bits = _mix(lax.add(_mix(lax.bitwise_xor(index, keys)), keys))
     positive = lax.eq(lax.shift_right_logical(bits, _u32(31, bits)), _u32(1, bits))
+    one = lax.full((total,), 1.0, leaves[0].dtype)
+    signs = lax.select(positive, one, lax.neg(one))
     directions, start = [], 0
     for leaf, n in zip(leaves, sizes):
         scale = lax.full((n,), 1.0 / np.sqrt(n), leaf.dtype)
-        signs = lax.slice(positive, (start,), (start + n,))
-        directions.append(lax.reshape(lax.select(signs, scale, lax.neg(scale)), tuple(leaf.shape)))
+        block = lax.slice(positive, (start,), (start + n,))
+        directions.append(lax.reshape(lax.select(block, scale, lax.neg(scale)), tuple(leaf.shape)))
         start += n
-    return directions
+    return signs, directions

@@ -2,9 +2,11 @@
 
 Along K random unit directions ``v``, the reverse-mode gradient dotted with ``v`` (``jax.jvp``
 refuses ``custom_vjp`` functions, reverse mode does not) is compared with finite differences of
-the function along ``v``, in float64 by default. One compiled program computes the gradient and
-the 2*K perturbed function values (``jax.vmap`` over directions and steps); its inputs say which
-leaves the directions cover, so every stage below reuses it and a check compiles once:
+the function along ``v``, in float64 by default. One compiled program computes the gradient, once
+per point; a second computes its K directional derivatives and the 2*K perturbed function values
+(``jax.vmap`` over directions and steps). The second one's inputs say which leaves the directions
+cover (per-leaf weights, chosen on the host from the gradient), so every stage below reuses it
+and a check compiles twice, whatever it finds:
 
 1. Joint screen (float64): one set of K directions over all parameter leaves together, each
    leaf's block weighted by the inverse of its RMS gradient so that every leaf weighs alike in
@@ -112,43 +114,49 @@ def _scalar(fn: Callable, spec: _Spec):
 
 
 @cache_if_hashable()
-def _program(fn: Callable, spec: _Spec):
-    """The compiled check for one function and argument structure (cached: repeated checks reuse it).
+def _gradient(fn: Callable, spec: _Spec):
+    """The compiled function value and reverse-mode gradient at the point (cached, like :func:`_program`)."""
+    scalar_f = _scalar(fn, spec)
 
-    ``run(diff, args, seed, weights, balance, offsets, h)`` evaluates the function at
+    def run(diff, args, seed):
+        return jax.value_and_grad(scalar_f)(diff, args, jax.random.key(seed))
+
+    return U.jit_check_program(run)
+
+
+@cache_if_hashable()
+def _program(fn: Callable, spec: _Spec):
+    """The compiled directional check for one function and argument structure (cached: repeated
+    checks reuse it).
+
+    ``run(diff, args, seed, grads, weights, offsets, h)`` evaluates the function at
     ``x + t*h*v_k`` for each direction ``k`` and offset ``t``, where ``v_k`` covers every leaf
-    ``l`` with weight ``w_l`` (``balance``: the inverse RMS gradient, leaves under the floor left
-    out; otherwise ``weights``), and returns the per-leaf parts of the analytic derivative so the
-    host can combine them with the weights used.
+    ``l`` with weight ``w_l`` (unit norm over leaves, chosen on the host), and returns the
+    gradient ``grads`` (from :func:`_gradient`) dotted with each ``v_k`` and the function values.
+    The dot is one product over all leaves at once (``grads`` scaled per leaf, concatenated once):
+    a reduction per leaf per direction is an XLA:CPU kernel of its own to compile.
     """
     scalar_f = _scalar(fn, spec)
     k_total = spec.directions
 
-    def run(diff, args, seed, weights, balance, offsets, h):
+    def run(diff, args, seed, grads, weights, offsets, h):
         out_key = jax.random.key(seed)  # only drawn from when the output is not a scalar
-        f0, grads = jax.value_and_grad(scalar_f)(diff, args, out_key)
-        rms = jnp.stack([jnp.sqrt(jnp.mean(jnp.square(g))) for g in grads])
-        top = jnp.max(rms)
-        balanced = jnp.where((rms >= SCREEN_FLOOR * top) & (top > 0), top / jnp.maximum(rms, SCREEN_FLOOR * top), 0.0)
-        w = jnp.where(balance, balanced, weights)
-        w = w / jnp.maximum(jnp.linalg.norm(w), jnp.finfo(w.dtype).tiny)
+        # v_k restricted to leaf l is w_l * s_l / sqrt(n_l) with s the joint signs.
+        scaled = jnp.concatenate([(g * (weights[i] / np.sqrt(np.size(g)))).ravel() for i, g in enumerate(grads)])
 
         def body(k):
-            key = D.stream(seed, k)
-            us = D.unit_signs_of_leaves(key, diff)  # leaf l's signs start at _starts(diff)[l]
-            parts = jnp.stack([jnp.vdot(g, u) for g, u in zip(grads, us)])
+            signs, us = D.signs_of_leaves(D.stream(seed, k), diff)  # leaf l's signs start at _starts(diff)[l]
 
             def at(t):
-                moved = [x + (t * h * w[i]).astype(x.dtype) * u for i, (x, u) in enumerate(zip(diff, us))]
+                moved = [x + (t * h * weights[i]).astype(x.dtype) * u for i, (x, u) in enumerate(zip(diff, us))]
                 return scalar_f(moved, args, out_key)
 
-            return parts, jax.vmap(at)(offsets)
+            return jnp.dot(scaled, signs), jax.vmap(at)(offsets)
 
         total = sum(int(np.size(x)) for x in diff)
         budget = MAX_BATCH_ELEMENTS.get(jax.default_backend(), DEFAULT_BATCH_ELEMENTS)
         batch = max(1, budget // max(1, 2 * total))
-        parts, values = _map(body, jnp.arange(k_total, dtype=jnp.uint32), batch, k_total)
-        return f0, parts, values, rms, w, grads
+        return _map(body, jnp.arange(k_total, dtype=jnp.uint32), batch, k_total)
 
     return U.jit_check_program(run)
 
@@ -187,45 +195,53 @@ def _localizer(fn: Callable, spec: _Spec, leaf_index: int, candidates: int):
 
 class _Run(NamedTuple):
     f0: float
-    parts: np.ndarray  # (K, L): each leaf's gradient dotted with its unit sign direction
+    analytic: np.ndarray  # (K,): the gradient dotted with each direction
     values: np.ndarray  # (K, 2): the function at the two offsets
-    rms: np.ndarray  # (L,) RMS gradient per leaf
-    weights: np.ndarray  # (L,) leaf weights the directions used (unit norm)
-    grads: Any  # device arrays, for the element search
 
 
 class _Checker:
-    """Calls of one compiled program for one point: the joint screen, per-leaf checks, kinks."""
+    """Calls of the compiled programs for one point: the gradient once, then the joint screen,
+    per-leaf checks and kinks along directions weighted per leaf."""
 
     def __init__(self, fn, spec, diff, leaves, seed: int, h: float, dtype: str):
         self.program = _program(fn, spec)
         self.diff, self.leaves, self.h, self.dtype = diff, leaves, h, dtype
         self.np_dtype = np.dtype(diff[0].dtype)
         self.seed = np.uint32(seed % 2**32)
-        self.f0: float | None = None
+        f0, self.grads = _gradient(fn, spec)(diff, leaves, self.seed)
+        self.f0 = float(f0)
+        # RMS gradient per leaf, on the host: a reduction per leaf in the program costs more
+        # compile time than these sums take here.
+        self.rms = np.array([np.sqrt(np.mean(np.square(np.asarray(g, np.float64)))) for g in self.grads])
 
-    def run(self, offsets, weights=None) -> _Run:
-        """One call: ``weights`` per leaf, or ``None`` for the balanced joint directions."""
-        n = len(self.diff)
-        w = np.zeros(n, self.np_dtype) if weights is None else np.asarray(weights, self.np_dtype)
-        out = self.program(
-            self.diff, self.leaves, self.seed, w, np.bool_(weights is None),
+    def balanced(self) -> np.ndarray:
+        """Leaf weights for the joint screen: the inverse RMS gradient, so that every leaf weighs
+        alike; leaves under ``SCREEN_FLOOR`` of the largest are left out (weight 0)."""
+        top = float(np.max(self.rms))
+        if not top > 0:
+            return np.zeros_like(self.rms)
+        floor = SCREEN_FLOOR * top
+        return np.where(self.rms >= floor, top / np.maximum(self.rms, floor), 0.0)
+
+    def run(self, offsets, weights) -> tuple[_Run, np.ndarray]:
+        """One call along directions with leaf ``weights`` (normalized here); with the weights used."""
+        w = np.asarray(weights, np.float64)
+        w = w / max(float(np.linalg.norm(w)), float(np.finfo(self.np_dtype).tiny))
+        analytic, values = self.program(
+            self.diff, self.leaves, self.seed, self.grads, w.astype(self.np_dtype),
             np.asarray(offsets, self.np_dtype), np.asarray(self.h, self.np_dtype),
         )
-        f0, parts, values, rms, w, grads = out
-        self.f0 = float(f0)
-        return _Run(self.f0, np.asarray(parts, np.float64), np.asarray(values, np.float64),
-                    np.asarray(rms, np.float64), np.asarray(w, np.float64), grads)
+        return _Run(self.f0, np.asarray(analytic, np.float64), np.asarray(values, np.float64)), w
 
-    def stats(self, analytic, weights, loose: float) -> tuple[DirectionStats, _Run]:
+    def stats(self, weights, loose: float) -> tuple[DirectionStats, np.ndarray]:
         """Directional errors along the directions of ``weights``: central differences, then, if
         their error exceeds ``loose`` (a kink or a bug), one-sided differences from +-2h; with the
-        first call's outputs."""
-        first = self.run(CENTRAL, weights)
+        weights used (unit norm)."""
+        first, w = self.run(CENTRAL, weights)
         fp1, fm1 = first.values.T
-        stats = kink_robust_stats(analytic(first), fp1, fm1, lambda: tuple(self.run(ONE_SIDED, weights).values.T),
+        stats = kink_robust_stats(first.analytic, fp1, fm1, lambda: tuple(self.run(ONE_SIDED, weights)[0].values.T),
                                   f0=first.f0, step=self.h, dtype=self.dtype, loose=loose)
-        return stats, first
+        return stats, w
 
 
 def _select_leaves(args: tuple, argnums: int | Sequence[int]):
@@ -306,12 +322,10 @@ def check_gradients(
         n = len(diff)
         # stats per leaf index: (DirectionStats, how it was checked)
         verdicts: dict[int, tuple[DirectionStats, str]] = {}
-        grads, rms = None, None
         if effective == "float64" and n > 1:
             screen = tol / (SCREEN_MARGIN * np.sqrt(n))
-            joint, first = checker.stats(lambda r: r.parts @ r.weights, None, screen)
-            grads, rms = first.grads, first.rms
-            covered = np.flatnonzero(first.weights > 0)
+            joint, weights = checker.stats(checker.balanced(), screen)
+            covered = np.flatnonzero(weights > 0)
             if joint.error <= screen and len(covered) > 1:
                 how = f"joint directions over {len(covered)} leaves, screen {screen:.0e}"
                 for i in covered:
@@ -323,16 +337,14 @@ def check_gradients(
         for i in range(n):
             if i in verdicts:
                 continue
-            onehot = np.eye(n)[i]
-            stats, first = checker.stats(lambda r, i=i: r.parts[:, i], onehot, 0.01 * tol)
-            grads, rms = first.grads, first.rms
+            stats, _ = checker.stats(np.eye(n)[i], 0.01 * tol)
             verdicts[i] = (stats, "per leaf")
         for i, leaf_name in enumerate(names):
             stats, how = verdicts[i]
             shape = tuple(int(s) for s in diff[i].shape)
 
             def search(stats, i=i, shape=shape):
-                return _localize(fn, spec, i, checker, grads[i], stats.signed_errors, tol, float(rms[i]), shape)
+                return _localize(fn, spec, i, checker, checker.grads[i], stats.signed_errors, tol, float(checker.rms[i]), shape)
 
             report.results.append(leaf_result(
                 leaf_name, shape, stats, threshold=tol, dtype=effective, directions=int(settings.directions),
