@@ -129,20 +129,20 @@ def _program(fn: Callable, spec: _Spec):
     """The compiled directional check for one function and argument structure (cached: repeated
     checks reuse it).
 
-    ``run(diff, args, seed, grads, weights, offsets, h)`` evaluates the function at
+    ``run(diff, args, seed, scaled, weights, offsets, h)`` evaluates the function at
     ``x + t*h*v_k`` for each direction ``k`` and offset ``t``, where ``v_k`` covers every leaf
     ``l`` with weight ``w_l`` (unit norm over leaves, chosen on the host), and returns the
-    gradient ``grads`` (from :func:`_gradient`) dotted with each ``v_k`` and the function values.
-    The dot is one product over all leaves at once (``grads`` scaled per leaf, concatenated once):
-    a reduction per leaf per direction is an XLA:CPU kernel of its own to compile.
+    gradient dotted with each ``v_k`` and the function values. ``v_k`` restricted to leaf ``l``
+    is ``w_l * s_l / sqrt(n_l)`` with ``s`` the joint signs, so the dot is one product of ``s``
+    with ``scaled``, the gradient's leaves times ``w_l / sqrt(n_l)``, concatenated (on the host,
+    :meth:`_Checker.scaled`): a reduction per leaf per direction would be an XLA:CPU kernel of
+    its own to compile.
     """
     scalar_f = _scalar(fn, spec)
     k_total = spec.directions
 
-    def run(diff, args, seed, grads, weights, offsets, h):
+    def run(diff, args, seed, scaled, weights, offsets, h):
         out_key = jax.random.key(seed)  # only drawn from when the output is not a scalar
-        # v_k restricted to leaf l is w_l * s_l / sqrt(n_l) with s the joint signs.
-        scaled = jnp.concatenate([(g * (weights[i] / np.sqrt(np.size(g)))).ravel() for i, g in enumerate(grads)])
 
         def body(k):
             signs, us = D.signs_of_leaves(D.stream(seed, k), diff)  # leaf l's signs start at _starts(diff)[l]
@@ -210,9 +210,10 @@ class _Checker:
         self.seed = np.uint32(seed % 2**32)
         f0, self.grads = _gradient(fn, spec)(diff, leaves, self.seed)
         self.f0 = float(f0)
-        # RMS gradient per leaf, on the host: a reduction per leaf in the program costs more
+        # The gradient's per-leaf sums on the host: in a program, a reduction per leaf costs more
         # compile time than these sums take here.
-        self.rms = np.array([np.sqrt(np.mean(np.square(np.asarray(g, np.float64)))) for g in self.grads])
+        self.host_grads = [np.asarray(g) for g in self.grads]
+        self.rms = np.array([np.sqrt(np.mean(np.square(g, dtype=np.float64))) for g in self.host_grads])
 
     def balanced(self) -> np.ndarray:
         """Leaf weights for the joint screen: the inverse RMS gradient, so that every leaf weighs
@@ -223,12 +224,18 @@ class _Checker:
         floor = SCREEN_FLOOR * top
         return np.where(self.rms >= floor, top / np.maximum(self.rms, floor), 0.0)
 
+    def scaled(self, w: np.ndarray) -> np.ndarray:
+        """The gradient's leaves times ``w_l / sqrt(n_l)``, flat and concatenated (see :func:`_program`)."""
+        dt = self.np_dtype
+        return np.concatenate([(g * dt.type(w[i] / np.sqrt(g.size))).astype(dt, copy=False).ravel()
+                               for i, g in enumerate(self.host_grads)])
+
     def run(self, offsets, weights) -> tuple[_Run, np.ndarray]:
         """One call along directions with leaf ``weights`` (normalized here); with the weights used."""
         w = np.asarray(weights, np.float64)
         w = w / max(float(np.linalg.norm(w)), float(np.finfo(self.np_dtype).tiny))
         analytic, values = self.program(
-            self.diff, self.leaves, self.seed, self.grads, w.astype(self.np_dtype),
+            self.diff, self.leaves, self.seed, self.scaled(w), w.astype(self.np_dtype),
             np.asarray(offsets, self.np_dtype), np.asarray(self.h, self.np_dtype),
         )
         return _Run(self.f0, np.asarray(analytic, np.float64), np.asarray(values, np.float64)), w
