@@ -121,7 +121,7 @@ def _gradient(fn: Callable, spec: _Spec):
     def run(diff, args, seed):
         return jax.value_and_grad(scalar_f)(diff, args, jax.random.key(seed))
 
-    return U.jit_check_program(run)
+    return U.jit_check_program(run, runs_once=True)
 
 
 @cache_if_hashable()
