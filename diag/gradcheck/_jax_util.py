@@ -40,7 +40,9 @@ def jit_check_program(run, runs_once: bool = False):
     between versions) compiles with XLA's defaults instead.
     """
     plain = jax.jit(run)
-    options = {**CPU_COMPILE_OPTIONS, **CPU_RUN_ONCE_OPTIONS} if runs_once and CPU_COMPILE_OPTIONS else CPU_COMPILE_OPTIONS
+    options = CPU_COMPILE_OPTIONS
+    if runs_once and options:
+        options = {**options, **CPU_RUN_ONCE_OPTIONS}
     if jax.default_backend() != "cpu" or not options:
         return plain
     tuned = jax.jit(run, compiler_options=options)

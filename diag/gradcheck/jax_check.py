@@ -351,7 +351,7 @@ def check_gradients(
             shape = tuple(int(s) for s in diff[i].shape)
 
             def search(stats, i=i, shape=shape):
-                return _localize(fn, spec, i, checker, checker.grads[i], stats.signed_errors, tol, float(checker.rms[i]), shape)
+                return _localize(fn, spec, i, checker, stats.signed_errors, tol, shape)
 
             report.results.append(leaf_result(
                 leaf_name, shape, stats, threshold=tol, dtype=effective, directions=int(settings.directions),
@@ -362,16 +362,16 @@ def check_gradients(
     return report
 
 
-def _localize(fn, spec, i, checker: _Checker, g, signed, tol, rms, shape) -> list[list[int]]:
+def _localize(fn, spec, i, checker: _Checker, signed, tol, shape) -> list[list[int]]:
     size = int(np.prod(shape)) if shape else 1
     m = min(CANDIDATES, size)
     dt = checker.np_dtype
     errs = np.where(np.isfinite(signed), signed, 0).astype(dt)
     h, f0 = checker.h, checker.f0
     idx, analytic, values = _localizer(fn, spec, i, m)(
-        checker.diff, checker.leaves, checker.seed, errs, g, np.asarray(h, dt))
-    return confirm_coordinates(idx, analytic, values, f0=f0, step=h, dtype=checker.dtype, threshold=tol, rms=rms,
-                               shape=shape)
+        checker.diff, checker.leaves, checker.seed, errs, checker.grads[i], np.asarray(h, dt))
+    return confirm_coordinates(idx, analytic, values, f0=f0, step=h, dtype=checker.dtype, threshold=tol,
+                               rms=float(checker.rms[i]), shape=shape)
 
 
 @cache_if_hashable()
