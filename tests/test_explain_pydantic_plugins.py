@@ -65,3 +65,21 @@ def test_explain_does_not_look_up_pydantic_plugins_and_prints_the_same(tmp_path)
                           PYDANTIC_DISABLE_PLUGINS="some_other_plugin")
     assert loaded
     assert chosen.stdout == done.stdout and '"causes"' in done.stdout
+
+
+def test_explain_does_not_import_the_plugin_loader_and_leaves_the_real_one_for_later(tmp_path):
+    # The loader's import of importlib.metadata is most of what looking plugins up cost; in-process,
+    # a model built after explain still gets the real loader (and the plugin).
+    script = f'''
+import sys
+import pydantic
+from diag.cli import main
+main(["explain", {str(EXAMPLE)!r}, "--output", {str(tmp_path / "out.txt")!r}])
+print("during:", "importlib.metadata" in sys.modules, "pydantic.plugin._loader" in sys.modules)
+class M(pydantic.BaseModel):
+    x: int = 0
+print("after:", hasattr(sys.modules["pydantic.plugin._loader"], "entry_points"))
+'''
+    done, loaded = _run(["-c", script], tmp_path)
+    assert done.stdout.splitlines() == ["during: False False", "after: True"]
+    assert loaded

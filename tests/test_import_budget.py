@@ -22,6 +22,7 @@ NEVER_FOR_EXPLAIN = {
     "jax", "jaxlib", "flax", "optax", "torch", "keras", "tensorflow", "textual", "textual_plotext", "plotext", "rich",
     "scipy", "pandas", "matplotlib", "tensorboard", "mlflow", "dask", "distributed", "lightning", "transformers",
     "optuna", "sqlite3",
+    "importlib.metadata",  # pydantic's plugin loader imports it; explain looks up no plugins
     "yaml",  # rule files come from the cache on a second run
     "numpy.ma", "numpy.f2py", "numpy.testing",  # pulled in by np.median and scipy
     "diag.engine.conditions.models",  # clause models: built only for a clause the quick check cannot pass
