@@ -179,3 +179,47 @@ def test_find_runs_agrees_with_reading_line_by_line(tmp_path_factory, lines, fin
     path = tmp_path_factory.mktemp("runs") / "t.jsonl"
     path.write_bytes(data)
     assert find_runs(path) == _runs_line_by_line(data)
+
+
+_RECORDS = [
+    {"kind": "header", "run_id": "r", "framework": "flax", "layers": [{"name": "a", "params": [{"name": "w", "shape": [2], "dtype": "float32"}]}]},
+    {"kind": "header", "run_id": "r"},  # framework missing
+    {"kind": "header", "schema": "diag.trace/1", "run_id": "r", "framework": "torch", "task": "translation"},
+    {"kind": "step", "step": 3, "loss": "NaN", "layers": {"grad_norm": [1.0, None]}},
+    {"kind": "step", "step": -1},
+    {"kind": "eval", "step": 1, "split": "val", "metrics": {"accuracy": 0.5}, "model_mode": "eval"},
+    {"kind": "eval", "step": 1, "split": "val", "extra": 1},
+    {"kind": "data", "split": "train", "size": 3, "feature_scores": [{"feature": "x", "score": 0.1}]},
+    {"kind": "check", "name": "gradient", "passed": True, "worst_elements": [[1, 2]]},
+    {"kind": "event", "event": "run_end", "status": "completed", "steps": 10},
+    {"kind": "event", "event": "run_end", "status": "exploded"},
+    {"kind": "event", "event": "exception", "type": "ValueError", "input_shapes": [[2, 3], None]},
+    {"kind": "event", "event": "nonfinite_replay", "tool": "jax.debug_nans"},
+    {"kind": "event", "event": "boom"},
+    {"kind": "event", "event": ["run_end"]},
+    {"kind": "event"},
+    {"kind": ["step"], "step": 1},
+    {"kind": {"a": 1}},
+    {"kind": "nope"},
+    {"step": 1},
+]
+
+
+@pytest.mark.parametrize("raw", _RECORDS, ids=range(len(_RECORDS)))
+def test_a_record_is_read_by_its_own_model_exactly_as_by_the_union_of_every_kind(raw):
+    # The reader validates a record with the model its tags name (built on first use); the union of
+    # every kind is the reference: same record, or the same errors.
+    from pydantic import TypeAdapter, ValidationError
+
+    from diag.trace.builder import validate_record
+    from diag.trace.records import Record
+
+    try:
+        expected = TypeAdapter(Record).validate_python(raw)
+    except ValidationError as e:
+        with pytest.raises(ValidationError) as got:
+            validate_record(raw)
+        assert got.value.errors() == e.errors()
+    else:
+        record = validate_record(raw)
+        assert type(record) is type(expected) and record.model_dump_json() == expected.model_dump_json()

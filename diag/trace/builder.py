@@ -30,11 +30,39 @@ from diag.errors import Problem
 from diag.trace.columnar import ColumnBuffer, Trace
 from diag.trace.limits import MAX_INTEGER, MAX_RAW_INTEGER, check_value
 from diag.trace.record_errors import short_repr, validation_problems
-from diag.trace.records import Check, Data, Eval, Header, Record, Step, _Event
+from diag.trace.records import (Check, Data, Eval, ExceptionEvent, Header, NonFiniteEvent, NonFiniteReplayEvent, NoteEvent,
+                                Record, RunEndEvent, SignalEvent, Step, _Event)
 from diag.trace.step_block import block_writes, put_rows
 from diag.trace.step_plan import BATCH_FLOAT_FIELDS, FLOAT_FIELDS, GROUP_FIELDS, step_plan
 
-_RECORD = TypeAdapter(Record)
+# A record is validated by the model its tags name, built on first use (diag.trace.records): explain
+# builds the four or five models a trace holds, not all twenty. Anything else (an unknown or
+# missing tag, or a record its model refuses) goes through the discriminated union of every kind,
+# whose errors (their locations start with the tag) are what a reader reports.
+_KINDS = {"header": Header, "step": Step, "eval": Eval, "data": Data, "check": Check}
+_EVENTS = {cls.model_fields["event"].default: cls for cls in
+           (NonFiniteEvent, NonFiniteReplayEvent, ExceptionEvent, RunEndEvent, SignalEvent, NoteEvent)}
+_RECORD: TypeAdapter | None = None  # TypeAdapter(Record), built the first time a record needs it
+
+
+def validate_record(raw: dict):
+    """The record model of a parsed JSON object; raises pydantic's ``ValidationError`` as
+    ``TypeAdapter(Record).validate_python(raw)`` would, with the same errors."""
+    global _RECORD
+    kind = raw.get("kind")
+    model = None
+    if type(kind) is str:
+        event = raw.get("event") if kind == "event" else None
+        model = _EVENTS.get(event) if type(event) is str else _KINDS.get(kind)
+    if model is not None:
+        try:
+            return model.model_validate(raw)
+        except ValidationError:
+            pass
+    if _RECORD is None:
+        _RECORD = TypeAdapter(Record)
+    return _RECORD.validate_python(raw)
+
 
 class TraceBuilder:
     """Accumulates records of one trace (one file, or several shards fed one after another).
@@ -103,7 +131,7 @@ class TraceBuilder:
         reason = check_value(raw, MAX_RAW_INTEGER)
         if reason is None:
             try:
-                record = _RECORD.validate_python(raw)
+                record = validate_record(raw)
             except ValidationError as e:
                 self.problems.extend(validation_problems(e, raw, self._source, number, where))
                 return
