@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import os
 import stat
-import tempfile
 from pathlib import Path
 
 CACHE_DIR_ENV = "DIAG_CACHE_DIR"
@@ -82,6 +81,8 @@ def write_json(name: str, value) -> bool:
         return False
     if len(data) > MAX_CACHE_FILE_BYTES:
         return False
+    import tempfile  # only where a cache file is written (a first run)
+
     tmp = None
     try:
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)

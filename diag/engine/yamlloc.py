@@ -16,7 +16,6 @@ Example:
 
 from __future__ import annotations
 
-import difflib
 import os
 import stat
 from dataclasses import dataclass
@@ -221,5 +220,7 @@ def load_yaml_file(path: str) -> Any:
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """`` (did you mean 'x'?)`` for the closest choice, or an empty string."""
+    import difflib  # only for a mistake: a clean start does not import it (with heapq, ~1 ms)
+
     close = difflib.get_close_matches(str(word), sorted(set(choices)), n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""

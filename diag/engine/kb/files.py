@@ -7,7 +7,6 @@ condition and evidence template are compiled; a bad rule is reported and left ou
 from __future__ import annotations
 
 import os
-from importlib import resources
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -32,7 +31,18 @@ RULES_PATH_ENV = "DIAG_RULES_PATH"
 
 
 def builtin_rules_dir() -> Path:
-    """The folder of the built-in knowledge base (installed as ``diag.knowledge_base``)."""
+    """The folder of the built-in knowledge base (installed as ``diag.knowledge_base``).
+
+    Found through the package's ``__init__`` (what ``importlib.resources.files`` returns for a
+    package on disk); ``importlib.resources`` itself, and the reader it imports, only where the
+    package has no file of its own (a namespace package, a zip): ~1% of ``diag explain``.
+    """
+    import diag.knowledge_base as package
+
+    if getattr(package, "__file__", None):
+        return Path(package.__file__).parent
+    from importlib import resources
+
     return Path(str(resources.files("diag.knowledge_base")))
 
 
