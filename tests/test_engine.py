@@ -490,3 +490,18 @@ def test_every_builtin_evidence_sentence_stands_on_its_own():
     fragments = [f"{rule_id}: {rule.spec.evidence}" for rule_id, rule in kb.rules.items()
                  if rule.spec.evidence.split(maxsplit=1)[0].lower() in continuations]
     assert fragments == []
+
+
+def test_an_expression_text_met_again_is_parsed_again_only_when_its_symbols_types_differ():
+    from diag.engine.expressions import FLOAT, STRING, ExpressionError, compile_expression, evaluate
+
+    first = compile_expression("lr > 0.1 and precision == 'fp16'", {"lr": FLOAT, "precision": STRING, "x": FLOAT})
+    # Other symbols around it: the same parse.
+    again = compile_expression("lr > 0.1 and precision == 'fp16'", {"lr": FLOAT, "precision": STRING})
+    assert again.rule is first.rule and again.symbols == first.symbols == {"lr", "precision"}
+    assert evaluate(again, {"lr": 0.3, "precision": "fp16"}) is True
+    # A symbol of another type: parsed again, and refused as a fresh parse would refuse it.
+    with pytest.raises(ExpressionError):
+        compile_expression("lr > 0.1 and precision == 'fp16'", {"lr": STRING, "precision": STRING})
+    with pytest.raises(ExpressionError, match="unknown name"):
+        compile_expression("lr > 0.1 and precision == 'fp16'", {"lr": FLOAT})
