@@ -505,3 +505,23 @@ def test_an_expression_text_met_again_is_parsed_again_only_when_its_symbols_type
         compile_expression("lr > 0.1 and precision == 'fp16'", {"lr": STRING, "precision": STRING})
     with pytest.raises(ExpressionError, match="unknown name"):
         compile_expression("lr > 0.1 and precision == 'fp16'", {"lr": FLOAT})
+
+
+def test_a_missing_attribute_at_evaluation_fails_with_the_same_message_and_no_suggestion_lookup(monkeypatch):
+    # rule-engine's "did you mean" (Jaro-Winkler over every attribute name) is skipped while diag
+    # evaluates: the error's message never held it. Parsing still suggests.
+    import rule_engine.suggestions
+
+    from diag.engine.conditions.syntax import expression_types
+    from diag.engine.expressions import EvaluationFailed, ExpressionError, compile_expression, evaluate
+
+    types = expression_types({"fit"})
+    with pytest.raises(ExpressionError, match=r"unknown attribute 'lastt' in 'fit.lastt > 1' \(did you mean 'last'\?\)"):
+        compile_expression("fit.lastt > 1", types)
+    expression = compile_expression("fit.last > 1", types)
+    looked_up = []
+    monkeypatch.setattr(rule_engine.suggestions, "_suggest", lambda *args: looked_up.append(args))
+    with pytest.raises(EvaluationFailed) as failed:
+        evaluate(expression, {"fit": None})
+    assert str(failed.value) == "'fit.last > 1': unknown attribute: 'last'" and looked_up == []
+    assert evaluate(expression, {"fit": {"last": 2.0}}) is True
