@@ -25,6 +25,7 @@ NEVER_FOR_EXPLAIN = {
     "importlib.metadata",  # pydantic's plugin loader imports it; explain looks up no plugins
     "importlib.resources", "importlib.readers",  # the built-in rules are found through their package's __init__
     "difflib", "tempfile",  # did-you-mean suggestions and cache writes: a clean warm start needs neither
+    "shutil",  # argparse's terminal width, measured only when help is printed
     "yaml",  # rule files come from the cache on a second run
     "numpy.ma", "numpy.f2py", "numpy.testing",  # pulled in by np.median and scipy
     "diag.engine.conditions.models",  # clause models: built only for a clause the quick check cannot pass

@@ -51,7 +51,33 @@ EXAMPLES_HEADING = "Examples:"
 
 
 class _HelpFormatter(argparse.HelpFormatter):
-    """Fills prose to the terminal's width but keeps indented lines (tables, examples) as written."""
+    """Fills prose to the terminal's width but keeps indented lines (tables, examples) as written.
+
+    The terminal is measured when help is first laid out, not when the formatter is made: argparse
+    makes one for every ``add_argument`` (to check its metavar) and, left to itself, measures the
+    terminal in each, importing shutil (with bz2, lzma and zlib) for it, ~0.5% of a ``diag explain``
+    that prints no help. The width and help position are argparse's own formulas.
+    """
+
+    def __init__(self, prog, indent_increment=2, max_help_position=24, width=None):
+        self._wanted = (indent_increment, max_help_position, width)
+        super().__init__(prog, indent_increment, max_help_position, width=0)  # 0: not measured (see _layout)
+
+    def _layout(self) -> tuple[int, int]:
+        """(width, max help position), measured once."""
+        layout = self.__dict__.get("_measured")
+        if layout is None:
+            indent_increment, max_help_position, width = self._wanted
+            if width is None:
+                import shutil
+
+                width = shutil.get_terminal_size().columns - 2
+            layout = self.__dict__["_measured"] = (width, min(max_help_position, max(width - 20, indent_increment * 2)))
+        return layout
+
+    # argparse's __init__ assigns both from the placeholder width; they are read from _layout.
+    _width = property(lambda self: self._layout()[0], lambda self, value: None)
+    _max_help_position = property(lambda self: self._layout()[1], lambda self, value: None)
 
     def _fill_text(self, text: str, width: int, indent: str) -> str:
         blocks: list[str] = []
