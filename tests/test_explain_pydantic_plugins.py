@@ -83,3 +83,18 @@ print("after:", hasattr(sys.modules["pydantic.plugin._loader"], "entry_points"))
     done, loaded = _run(["-c", script], tmp_path)
     assert done.stdout.splitlines() == ["during: False False", "after: True"]
     assert loaded
+
+
+def test_the_stand_in_loader_hands_what_it_does_not_know_to_pydantics_own(tmp_path):
+    # pydantic's loader is private: a version that asks it for another name gets the real one.
+    script = f'''
+import os, sys
+from diag.cli.explain_cmd import PLUGIN_LOADER, _no_pydantic_plugins
+with _no_pydantic_plugins():
+    loader = sys.modules[PLUGIN_LOADER]
+    print(list(loader.get_plugins()), "importlib.metadata" in sys.modules)
+    from pydantic.plugin._loader import entry_points
+    print(sys.modules[PLUGIN_LOADER].get_plugins.__module__, sys.modules[PLUGIN_LOADER] is not loader)
+'''
+    done, _ = _run(["-c", script], tmp_path)
+    assert done.stdout.splitlines() == ["[] False", "pydantic.plugin._loader True"]

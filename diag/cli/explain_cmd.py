@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 import types
@@ -89,14 +90,33 @@ def _no_pydantic_plugins():
     os.environ[PLUGINS_ENV] = "__all__"
     stand_in = None
     if PLUGIN_LOADER not in sys.modules:
-        stand_in = sys.modules[PLUGIN_LOADER] = types.ModuleType(PLUGIN_LOADER, "No pydantic plugins (diag explain).")
-        stand_in.get_plugins = tuple
+        stand_in = sys.modules[PLUGIN_LOADER] = _stand_in_loader()
     try:
         yield
     finally:
         os.environ.pop(PLUGINS_ENV, None)
         if stand_in is not None and sys.modules.get(PLUGIN_LOADER) is stand_in:
             del sys.modules[PLUGIN_LOADER]
+
+
+def _stand_in_loader() -> types.ModuleType:
+    """A module in place of pydantic's plugin loader whose ``get_plugins`` returns no plugins.
+
+    The loader is private to pydantic: should a version ask it for anything else, the stand-in
+    steps aside and the real loader answers (imported then, as it would have been).
+    """
+    stand_in = types.ModuleType(PLUGIN_LOADER, "No pydantic plugins (diag explain).")
+    stand_in.get_plugins = tuple
+
+    def __getattr__(name: str):
+        if name.startswith("__"):  # the import system's own questions (``__path__``: a package?)
+            raise AttributeError(name)
+        if sys.modules.get(PLUGIN_LOADER) is stand_in:
+            del sys.modules[PLUGIN_LOADER]
+        return getattr(importlib.import_module(PLUGIN_LOADER), name)
+
+    stand_in.__getattr__ = __getattr__
+    return stand_in
 
 
 def _explain(args, started) -> int:
