@@ -58,11 +58,15 @@ def test_directions_of_all_leaves_at_once_are_each_leafs_own_bits(seed):
     dtypes = [jnp.float64, jnp.float64, jnp.float32, jnp.float64]
     with jax.enable_x64(True):
         leaves = [jnp.zeros(s, d) for s, d in zip(shapes, dtypes)]
-        draw = jax.jit(jax.vmap(lambda k: D.unit_signs_of_leaves(D.stream(np.uint32(seed), k), leaves)))
-        got = draw(jnp.arange(4, dtype=jnp.uint32))
+        draw = jax.jit(jax.vmap(lambda k: D.signs_of_leaves(D.stream(np.uint32(seed), k), leaves)))
+        signs, got = draw(jnp.arange(4, dtype=jnp.uint32))
         starts = np.cumsum([0] + [int(np.prod(s)) for s in shapes[:-1]])
         for leaf, start, shape, dtype, directions in zip(leaves, starts, shapes, dtypes, got):
             assert directions.dtype == dtype and directions.shape == (4, *shape)
+            n = int(np.prod(shape))
             for k in range(4):
-                np.testing.assert_array_equal(np.asarray(directions[k], np.float64),
-                                              reference_signs(seed, k, int(start), shape).astype(dtype))
+                expected = reference_signs(seed, k, int(start), shape)
+                np.testing.assert_array_equal(np.asarray(directions[k], np.float64), expected.astype(dtype))
+                # The joint signs (what the check dots the scaled gradient with) are the same bits.
+                np.testing.assert_array_equal(np.asarray(signs[k, start:start + n], np.float64) / np.sqrt(n),
+                                              expected.astype(np.float64).ravel())

@@ -95,6 +95,31 @@ def test_gross_bug_is_found_in_float32(point, bug):
     assert {r.name for r in report.failures} == {"dense2/w"}, report.format()
 
 
+@jax.custom_vjp
+def scale_shift(x, a, b):
+    return x * a + b
+
+
+def _scale_shift_fwd(x, a, b):
+    return x * a + b, (x, a)
+
+
+def _scale_shift_bwd(res, g):
+    x, a = res
+    return g * a, jnp.sum(g * x, axis=0), jnp.full(g.shape[1:], jnp.nan)  # b's gradient: NaN
+
+
+scale_shift.defvjp(_scale_shift_fwd, _scale_shift_bwd)
+
+
+def test_a_nan_gradient_in_one_leaf_fails_that_leaf_and_only_that_leaf():
+    x = jax.random.normal(jax.random.key(3), (8, 4))
+    params = {"a": jnp.linspace(0.5, 1.5, 4), "b": jnp.linspace(-0.2, 0.2, 4)}
+    report = check_gradients(lambda p, x: jnp.mean(scale_shift(x, p["a"], p["b"]) ** 2), params, x)
+    assert {r.name for r in report.failures} == {"b"}, report.format()
+    assert report.by_name("a").passed
+
+
 def test_one_element_bug_points_at_that_element(point):
     result = check_gradients(two_layer_loss, *point, jnp.float32(FACTOR)).by_name("dense2/w")
     assert result.worst_elements[0] == [0, 0]

@@ -77,18 +77,13 @@ def unit_signs(key, offset: int, shape: tuple[int, ...], dtype):
     return lax.reshape(lax.select(positive, scale, lax.neg(scale)), tuple(shape))
 
 
-def unit_signs_of_leaves(key, leaves) -> list:
-    """:func:`unit_signs` of every leaf at once: the leaves' index ranges are consecutive from 0.
-
-    Bit for bit the directions ``unit_signs(key, start, leaf.shape, leaf.dtype)`` with ``start``
-    the number of elements before the leaf, from one hash over the joint range: one hash in the
-    compiled check instead of one per leaf, about a fifth less XLA compile time at 1e5 parameters.
-    """
-    return signs_of_leaves(key, leaves)[1]
-
-
 def signs_of_leaves(key, leaves) -> tuple:
-    """The joint signs and :func:`unit_signs_of_leaves` from the same hash.
+    """:func:`unit_signs` of every leaf at once, and the joint signs they are cut from.
+
+    The leaves' index ranges are consecutive from 0: leaf ``l``'s direction is bit for bit
+    ``unit_signs(key, start, leaf.shape, leaf.dtype)`` with ``start`` the number of elements before
+    the leaf, from one hash over the joint range (one hash in the compiled check instead of one per
+    leaf, about a fifth less XLA compile time at 1e5 parameters).
 
     Returns:
       ``(signs, directions)``: ``signs`` of shape ``(total,)`` and the first leaf's dtype, entries

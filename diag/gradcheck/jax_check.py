@@ -6,7 +6,7 @@ the function along ``v``, in float64 by default. One compiled program computes t
 per point; a second computes its K directional derivatives and the 2*K perturbed function values
 (``jax.vmap`` over directions and steps). The second one's inputs say which leaves the directions
 cover (per-leaf weights, chosen on the host from the gradient), so every stage below reuses it
-and a check compiles twice, whatever it finds:
+and a passing check compiles twice (a failed leaf's element search, step 4, compiles a third):
 
 1. Joint screen (float64): one set of K directions over all parameter leaves together, each
    leaf's block weighted by the inverse of its RMS gradient so that every leaf weighs alike in
@@ -225,10 +225,14 @@ class _Checker:
         return np.where(self.rms >= floor, top / np.maximum(self.rms, floor), 0.0)
 
     def scaled(self, w: np.ndarray) -> np.ndarray:
-        """The gradient's leaves times ``w_l / sqrt(n_l)``, flat and concatenated (see :func:`_program`)."""
+        """The gradient's leaves times ``w_l / sqrt(n_l)``, flat and concatenated (see :func:`_program`).
+
+        A leaf the directions leave out (``w_l`` = 0) is zeros, not its gradient times 0: a NaN or
+        infinite gradient in that leaf would make every other leaf's derivative NaN.
+        """
         dt = self.np_dtype
-        return np.concatenate([(g * dt.type(w[i] / np.sqrt(g.size))).astype(dt, copy=False).ravel()
-                               for i, g in enumerate(self.host_grads)])
+        return np.concatenate([(g * dt.type(w[i] / np.sqrt(g.size))).astype(dt, copy=False).ravel() if w[i] != 0
+                               else np.zeros(g.size, dt) for i, g in enumerate(self.host_grads)])
 
     def run(self, offsets, weights) -> tuple[_Run, np.ndarray]:
         """One call along directions with leaf ``weights`` (normalized here); with the weights used."""
