@@ -507,6 +507,20 @@ def test_an_expression_text_met_again_is_parsed_again_only_when_its_symbols_type
         compile_expression("lr > 0.1 and precision == 'fp16'", {"lr": FLOAT})
 
 
+@pytest.mark.parametrize("text, values, result", [
+    ("$abs(lr) > 0.1", {"lr": -0.3}, True),  # a built-in: a symbol no table holds
+    ("[n for n in names if n != 'fc'] == ['conv']", {"names": ["conv", "fc"]}, True),  # a comprehension's variable
+])
+def test_an_expression_with_names_no_table_holds_compiles_again_from_the_shared_parse(text, values, result):
+    from diag.engine.expressions import FLOAT, STRINGS, compile_expression, evaluate
+
+    types = {"lr": FLOAT, "names": STRINGS}
+    first = compile_expression(text, types)
+    again = compile_expression(text, dict(types))
+    assert again.rule is first.rule
+    assert evaluate(first, values) is result and evaluate(again, values) is result
+
+
 def test_a_missing_attribute_at_evaluation_fails_with_the_same_message_and_no_suggestion_lookup(monkeypatch):
     # rule-engine's "did you mean" (Jaro-Winkler over every attribute name) is skipped while diag
     # evaluates: the error's message never held it. Parsing still suggests.

@@ -226,15 +226,21 @@ def _context_for(types: dict):
 # depends on nothing but the text and the types of the symbols it reads (rule-engine resolves no
 # other name). A text met again, with the same type object for each symbol the first parse read,
 # shares that parse (16 of the 72 an explain of a small trace makes).
+# rule-engine's symbols also name what no table holds (``$abs``, a comprehension's variable): those
+# are matched as absent. Bounded, for a process that reloads edited rule files again and again.
 _PARSED: dict[str, list[tuple[dict, Expression]]] = {}
+_PARSED_TEXTS_KEPT = 4096
+_ABSENT = object()
 
 
 def _compile_now(text: str, types: dict) -> Expression:
     for seen_types, parsed in _PARSED.get(text, ()):
-        if all(name in types and types[name] is seen_types[name] for name in parsed._symbols):
+        if all(types.get(name, _ABSENT) is seen_types[name] for name in parsed._symbols):
             return Expression(text, rule=parsed._rule, symbols=parsed._symbols)
     parsed = _parse(text, types)
-    _PARSED.setdefault(text, []).append(({name: types[name] for name in parsed._symbols}, parsed))
+    if len(_PARSED) >= _PARSED_TEXTS_KEPT:
+        _PARSED.clear()
+    _PARSED.setdefault(text, []).append(({name: types.get(name, _ABSENT) for name in parsed._symbols}, parsed))
     return parsed
 
 
@@ -296,16 +302,19 @@ def evaluate(expression: Expression, values: dict):
 # ``evaluate`` turns into "no value" (its message does not hold the suggestion). While diag
 # evaluates, that lookup returns none; parsing still gets rule-engine's suggestions, which name a
 # rule file's misspelt attribute.
+# The module is rule-engine's own, not its API: where a version lays it out otherwise, nothing is
+# changed and evaluation keeps its suggestions (slower, same results).
 _EVALUATING = contextvars.ContextVar("diag_evaluating", default=False)
-_ACCESS = sys.modules["rule_engine.ast.expression.access"]
-_SUGGEST_SYMBOL = _ACCESS.suggest_symbol
+_ACCESS = sys.modules.get("rule_engine.ast.expression.access")
+_SUGGEST_SYMBOL = getattr(_ACCESS, "suggest_symbol", None)
 
 
 def _suggest_unless_evaluating(word, options):
     return None if _EVALUATING.get() else _SUGGEST_SYMBOL(word, options)
 
 
-_ACCESS.suggest_symbol = _suggest_unless_evaluating
+if callable(_SUGGEST_SYMBOL):
+    _ACCESS.suggest_symbol = _suggest_unless_evaluating
 
 
 class EvaluationFailed(RuntimeError):
