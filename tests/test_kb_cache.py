@@ -119,19 +119,42 @@ def test_a_corrupt_cache_is_ignored_and_written_again(cache_dir, monkeypatch, da
     elif damage == "wrong types":
         raw = json.loads(good)
         for entry in raw["entries"].values():
-            entry["doc"] = {"m": ["one", 2], "i": [[1, 2, 3]]}
+            entry["doc"] = {"m": [1, 1], "i": [["id", "1", 1, 1, 1, "x"]]}
         damage = json.dumps(raw).encode()
     elif damage == "nested too deep":
         raw = json.loads(good)
         key = next(iter(raw["entries"]))
-        raw["entries"][key]["doc"] = {"l": [1, 1], "i": []}
-        for _ in range(200):
-            raw["entries"][key]["doc"] = {"l": [1, 1], "i": [[[1, 1], raw["entries"][key]["doc"]]]}
+        raw["entries"][key]["doc"] = _nested_lists(200)
         damage = json.dumps(raw).encode()
     path.write_bytes(damage)
     assert summary(load_knowledge_base(use_env=False)) == expected
     no_yaml(monkeypatch)  # the load above wrote a sound cache again
     assert summary(load_knowledge_base(use_env=False)) == expected
+
+
+def _nested_lists(depth: int) -> dict:
+    """A cached document of lists nested ``depth`` deep, in the cache's format."""
+    doc = {"l": [1, 1], "i": []}
+    for _ in range(depth):
+        doc = {"l": [1, 1], "i": [[1, 1, doc]]}
+    return doc
+
+
+@pytest.mark.parametrize("doc, reason", [
+    ({"m": ["one", 2], "i": []}, "bad position"),
+    ({"m": [1, 1], "i": [["id", "1", 1, 1, 1, "x"]]}, "bad position"),
+    ({"m": [1, 1], "i": [["id", True, 1, 1, 1, "x"]]}, "bad position"),
+    ({"m": [1, 1], "i": [["id", 1, 1, 1, "x"]]}, "bad entry"),
+    ({"m": [1, 1], "i": [["id", 1, 1, 1, 1, "x"], ["id", 2, 1, 2, 1, "y"]]}, "bad key"),
+    ({"l": [1, 1], "i": [[1, "x"]]}, "bad list item"),
+    ({"l": [1, 1], "i": [[1, 1.5, "x"]]}, "bad position"),
+    (_nested_lists(100), "too deep"),
+])
+def test_a_cached_document_encode_could_not_have_made_is_refused(doc, reason):
+    # Each is refused by the check its reason names, not by an earlier one.
+    with pytest.raises(ValueError, match=reason):
+        kb_cache.decode(doc)
+    assert kb_cache.decode(_nested_lists(60)).pos == (1, 1)  # deep, but within the limit: decoded
 
 
 def test_a_hostile_cache_entry_can_do_no_more_than_a_rule_file(cache_dir, tmp_path):
