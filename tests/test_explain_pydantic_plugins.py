@@ -75,13 +75,13 @@ import sys
 import pydantic
 from diag.cli import main
 main(["explain", {str(EXAMPLE)!r}, "--output", {str(tmp_path / "out.txt")!r}])
-print("during:", "importlib.metadata" in sys.modules, "pydantic.plugin._loader" in sys.modules)
+print("after explain:", "importlib.metadata" in sys.modules, "pydantic.plugin._loader" in sys.modules)
 class M(pydantic.BaseModel):
     x: int = 0
-print("after:", hasattr(sys.modules["pydantic.plugin._loader"], "entry_points"))
+print("after a model:", hasattr(sys.modules["pydantic.plugin._loader"], "entry_points"))
 '''
     done, loaded = _run(["-c", script], tmp_path)
-    assert done.stdout.splitlines() == ["during: False False", "after: True"]
+    assert done.stdout.splitlines() == ["after explain: False False", "after a model: True"]
     assert loaded
 
 

@@ -59,15 +59,16 @@ class _HelpFormatter(argparse.HelpFormatter):
     that prints no help. The width and help position are argparse's own formulas.
     """
 
-    def __init__(self, prog, indent_increment=2, max_help_position=24, width=None):
-        self._wanted = (indent_increment, max_help_position, width)
-        super().__init__(prog, indent_increment, max_help_position, width=0)  # 0: not measured (see _layout)
+    def __init__(self, prog, indent_increment=2, max_help_position=24, width=None, **later_options):
+        # later_options: what a newer argparse passes (Python 3.14's color), handed on as it came.
+        self._requested_layout = (indent_increment, max_help_position, width)
+        super().__init__(prog, indent_increment, max_help_position, width=0, **later_options)  # 0: see _layout
 
     def _layout(self) -> tuple[int, int]:
         """(width, max help position), measured once."""
         layout = self.__dict__.get("_measured")
         if layout is None:
-            indent_increment, max_help_position, width = self._wanted
+            indent_increment, max_help_position, width = self._requested_layout
             if width is None:
                 import shutil
 
