@@ -53,6 +53,9 @@ class Hooks:
             # The first forward pass has shown the layer order: the header is complete, write it
             # now (a run killed before its first optimizer step still leaves a readable trace).
             self._ensure_header()
+        if self._plan is not None:
+            # Nothing left to do after the first forward pass: every later forward call skips it.
+            self._root_end_hook.remove()
 
     def _update_layer_hooks(self) -> None:
         """Layer and activation hooks are installed only while they have work to do: on steps that
@@ -127,8 +130,14 @@ class Hooks:
             return
         with torch.no_grad():
             norms = grad_norms(plan.params)
+            if self._host_reads_free:
+                # On the CPU reading the norms costs nothing: read them once, here, and record()
+                # packs nothing more for them (no sum and .item() to test them either).
+                norms = norms.tolist()
+                finite = all(map(math.isfinite, norms))
             self._pending["grad_norms"] = norms
-            if not self._hold_outputs and not self._nonfinite_reported and not math.isfinite(norms.sum().item()):
+            if not self._hold_outputs and not self._nonfinite_reported and not (
+                    finite if self._host_reads_free else math.isfinite(norms.sum().item())):
                 # The step is about to write NaN into the parameters: keep them as they were, so
                 # that record() can replay this step's forward pass to find where the NaN began.
                 self._pre_step_params = _foreach.copies(plan.params)

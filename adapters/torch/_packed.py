@@ -30,7 +30,8 @@ class PackedStep:
     def unpack(self) -> tuple[dict[str, list[float]], list[float]]:
         """``(values by name, metric values in order)``: the one host transfer of the step.
         Tensors added as ``"metric"`` are scalars, kept in the order they were added."""
-        values = torch.cat(self._parts).tolist()
+        parts = self._parts
+        values = (parts[0] if len(parts) == 1 else torch.cat(parts)).tolist()  # one part: no copy
         got: dict[str, list[float]] = {}
         metrics: list[float] = []
         offset = 0

@@ -170,9 +170,10 @@ class TorchRecorder(Evaluations, Hooks, CrashEvents, GuardHook):
         self._trace_handles: list = []
 
         self._step_pre_hook = optimizer.register_step_pre_hook(self._before_step)
+        self._root_end_hook = model.register_forward_hook(self._on_root_end)
         self._handles = [
             model.register_forward_pre_hook(self._on_root_start),
-            model.register_forward_hook(self._on_root_end),
+            self._root_end_hook,
             self._step_pre_hook,
             optimizer.register_step_post_hook(self._after_step),
         ]
@@ -263,6 +264,13 @@ class TorchRecorder(Evaluations, Hooks, CrashEvents, GuardHook):
         L = len(plan.layers)
         packed = PackedStep(self._device)
         add = packed.add
+        fetched: dict[str, list[float]] = {}  # parts already on the host (grad norms on the CPU)
+
+        def put(name, value):
+            if isinstance(value, list):
+                fetched[name] = value
+            else:
+                add(name, value)
 
         with torch.no_grad():
             loss_t = loss if isinstance(loss, torch.Tensor) else torch.tensor(float(loss))
@@ -272,11 +280,11 @@ class TorchRecorder(Evaluations, Hooks, CrashEvents, GuardHook):
                 # The optimizer did not step (a GradScaler skip): the gradients as they are now.
                 norms = grad_norms(plan.params)
             if norms is not None:
-                add("grad_norms", norms)
+                put("grad_norms", norms)
             if "param_norms" in self._pending:
                 add("param_norms", self._pending.pop("param_norms"))
             if "update_norms" in self._pending:
-                add("update_norms", self._pending.pop("update_norms"))
+                put("update_norms", self._pending.pop("update_norms"))
             if "clip_norm" in self._pending:
                 add("clip_norm", self._pending.pop("clip_norm"))
             if costly and self.activations and self._output_rows:
@@ -301,6 +309,7 @@ class TorchRecorder(Evaluations, Hooks, CrashEvents, GuardHook):
                     metric_names.append(name)
                     add("metric", value)
             got, metric_values = packed.unpack()  # the one host transfer of this step
+            got.update(fetched)
 
         for name in ("grad", "param", "update"):  # per-parameter norms -> per-layer sums of squares
             if f"{name}_norms" in got:
@@ -404,7 +413,13 @@ class TorchRecorder(Evaluations, Hooks, CrashEvents, GuardHook):
             self._call_order = None
             device = self._plan.params[0].device if self._plan.params else torch.device("cpu")
             self._device = device
-            self._meter = UpdateMeter(self.optimizer, self._plan.params, keep_snapshot=self.costly_every == 1)
+            # The update snapshot's copy is kept between recording steps where it is in use every
+            # step, and on the CPU, where a fresh copy's pages are faulted in again each time: on
+            # the MLP of benchmarks/torch_overhead.py that cost 1.3-1.6 ms of a recording step
+            # (about 0.4% of every step at the default costly_every=25), for one copy of the
+            # parameters held in memory (Adam already holds two).
+            self._meter = UpdateMeter(self.optimizer, self._plan.params,
+                                      keep_snapshot=self.costly_every == 1 or device.type == "cpu")
             self._hold_outputs = self.localize == "hold" or (self.localize == "auto" and device.type != "cpu")
             self._host_reads_free = device.type == "cpu"
             self._scratch = Scratch() if device.type == "cpu" else None
