@@ -45,6 +45,9 @@ from diag.guard import Guard
 from diag.trace.records import Header
 from diag.trace.writer import TraceWriter
 
+# Largest parameter copy (bytes) the recorder keeps between recording steps on the CPU.
+KEEP_SNAPSHOT_BYTES_ON_CPU = 256 * 2**20
+
 
 class TorchRecorder(Evaluations, Hooks, CrashEvents, GuardHook):
     """Records a PyTorch training run into a diag trace.
@@ -417,9 +420,11 @@ class TorchRecorder(Evaluations, Hooks, CrashEvents, GuardHook):
             # step, and on the CPU, where a fresh copy's pages are faulted in again each time: on
             # the MLP of benchmarks/torch_overhead.py that cost 1.3-1.6 ms of a recording step
             # (about 0.4% of every step at the default costly_every=25), for one copy of the
-            # parameters held in memory (Adam already holds two).
-            self._meter = UpdateMeter(self.optimizer, self._plan.params,
-                                      keep_snapshot=self.costly_every == 1 or device.type == "cpu")
+            # parameters held in memory (Adam already holds two). Not for a model whose copy is
+            # large: there memory counts for more than 0.4%.
+            param_bytes = sum(p.numel() * p.element_size() for p in self._plan.params)
+            self._meter = UpdateMeter(self.optimizer, self._plan.params, keep_snapshot=self.costly_every == 1 or (
+                device.type == "cpu" and param_bytes <= KEEP_SNAPSHOT_BYTES_ON_CPU))
             self._hold_outputs = self.localize == "hold" or (self.localize == "auto" and device.type != "cpu")
             self._host_reads_free = device.type == "cpu"
             self._scratch = Scratch() if device.type == "cpu" else None
