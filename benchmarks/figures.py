@@ -1,6 +1,6 @@
 """The performance goals' table of the README, measured by the benchmark scripts and regenerated from them.
 
-    python benchmarks/figures.py                      # run every benchmark below (~15 min), print the table
+    python benchmarks/figures.py                      # run every benchmark below (~5 min on 2 cores), print the table
     python benchmarks/figures.py --write-readme       # ... keep the figures, rewrite the README's table
     python benchmarks/figures.py --only trace_load engine --write-readme   # re-measure some; keep the rest
     python benchmarks/figures.py --table-only --write-readme               # the table from the kept figures
