@@ -39,8 +39,8 @@ import numpy as np
 import optax
 from flax import nnx
 
-from diag.adapters.flax import Recorder
 from bench_results import publish
+from diag.adapters.flax import Recorder
 
 
 class MLP(nnx.Module):
@@ -188,11 +188,14 @@ def bench(name, model_cls, x, y, rounds, block, breakdown=False, only=None):
     print(f"\n{name}: medians over {rounds} rounds of {block} steps "
           f"(baseline {base * 1e3:.2f} ms wall, {cbase * 1e3:.2f} ms CPU per step)")
     print(f"  {'variant':9s} {'wall ms':>8s} {'ratio':>6s} {'IQR':>13s}   {'CPU ms':>7s} {'ratio':>6s}")
+    ratios = {}  # variant -> (wall ratio, CPU ratio)
     for k in variants:
         med, cmed = np.median(times[k]), np.median(cpu[k])
         q1, q3 = np.percentile(np.array(times[k]) / base, [25, 75])
         print(f"  {k:9s} {med * 1e3:8.2f} {med / base:6.3f} {q1:6.3f}-{q3:.3f}   {cmed * 1e3:7.2f} {cmed / cbase:6.3f}")
-    return {k: (np.median(times[k]) / base, np.median(cpu[k]) / cbase) for k in variants if k != "none"}
+        if k != "none":
+            ratios[k] = (med / base, cmed / cbase)
+    return ratios
 
 
 def main():

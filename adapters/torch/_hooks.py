@@ -132,12 +132,10 @@ class Hooks:
             norms = grad_norms(plan.params)
             if self._host_reads_free:
                 # On the CPU reading the norms costs nothing: read them once, here, and record()
-                # packs nothing more for them (no sum and .item() to test them either).
+                # packs nothing more for them.
                 norms = norms.tolist()
-                finite = all(map(math.isfinite, norms))
             self._pending["grad_norms"] = norms
-            if not self._hold_outputs and not self._nonfinite_reported and not (
-                    finite if self._host_reads_free else math.isfinite(norms.sum().item())):
+            if not self._hold_outputs and not self._nonfinite_reported and not _all_finite(norms):
                 # The step is about to write NaN into the parameters: keep them as they were, so
                 # that record() can replay this step's forward pass to find where the NaN began.
                 self._pre_step_params = _foreach.copies(plan.params)
@@ -239,3 +237,10 @@ class Hooks:
         elif not n_input and not self._outputs and self.activations and isinstance(self._input, torch.Tensor):
             self._replay(self._input)
         return first_nonfinite(self._plan, got, n_input, self._outputs, self._act_outputs, step=step, time=now)
+
+
+def _all_finite(norms) -> bool:
+    """Whether the gradient norms (a list read to the host, or a tensor) are all finite."""
+    if isinstance(norms, list):
+        return all(map(math.isfinite, norms))
+    return math.isfinite(norms.sum().item())

@@ -22,6 +22,7 @@ file this way).
 from __future__ import annotations
 
 import struct
+from typing import get_args
 
 import numpy as np
 from pydantic import TypeAdapter, ValidationError
@@ -30,18 +31,23 @@ from diag.errors import Problem
 from diag.trace.columnar import ColumnBuffer, Trace
 from diag.trace.limits import MAX_INTEGER, MAX_RAW_INTEGER, check_value
 from diag.trace.record_errors import short_repr, validation_problems
-from diag.trace.records import (Check, Data, Eval, ExceptionEvent, Header, NonFiniteEvent, NonFiniteReplayEvent, NoteEvent,
-                                Record, RunEndEvent, SignalEvent, Step, _Event)
+from diag.trace.records import Check, Data, Eval, Event, Header, Record, Step, _Event
 from diag.trace.step_block import block_writes, put_rows
 from diag.trace.step_plan import BATCH_FLOAT_FIELDS, FLOAT_FIELDS, GROUP_FIELDS, step_plan
+
+
+def _by_tag(union, tag: str) -> dict:
+    """The models of a discriminated union (``Annotated[Union[...], Field(...)]``) by their tag."""
+    return {model.model_fields[tag].default: model for model in get_args(get_args(union)[0])
+            if isinstance(model, type)}
+
 
 # A record is validated by the model its tags name, built on first use (diag.trace.records): explain
 # builds the four or five models a trace holds, not all twenty. Anything else (an unknown or
 # missing tag, or a record its model refuses) goes through the discriminated union of every kind,
 # whose errors (their locations start with the tag) are what a reader reports.
-_KINDS = {"header": Header, "step": Step, "eval": Eval, "data": Data, "check": Check}
-_EVENTS = {cls.model_fields["event"].default: cls for cls in
-           (NonFiniteEvent, NonFiniteReplayEvent, ExceptionEvent, RunEndEvent, SignalEvent, NoteEvent)}
+_KINDS = _by_tag(Record, "kind")  # the event models are a union of their own, under "event"
+_EVENTS = _by_tag(Event, "event")
 _RECORD: TypeAdapter | None = None  # TypeAdapter(Record), built the first time a record needs it
 
 
