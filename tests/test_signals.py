@@ -244,10 +244,11 @@ def test_signal_column_attributes_match_a_column_by_column_reading(n, cols, seed
     fired = hold.any(axis=0) & (rng.random(cols) < 0.8)
     start = np.where(fired, np.argmax(hold, axis=0), -1)
     r = SignalResult(steps=np.arange(n), fired=fired, start=start, measured=np.ones(cols, dtype=bool), y=y,
-                     raw=2 * y, hold=hold, fired_at=start)
+                     raw=2 * y, holds=lambda columns=None, rows=slice(None): (hold if columns is None else hold[:, columns])[rows],
+                     fired_at=start)
     every = r.stats()
     for j in range(cols):
-        one = SignalResult(**{k: getattr(r, k) for k in ("steps", "fired", "start", "measured", "y", "raw", "hold",
+        one = SignalResult(**{k: getattr(r, k) for k in ("steps", "fired", "start", "measured", "y", "raw", "holds",
                                                           "fired_at")}).column_stats(j)
         if not fired[j]:
             assert np.isnan(every["peak"][j]) and every["last_true"][j] == -1 and one["last_true"] == -1
@@ -281,3 +282,45 @@ def test_ratio_to_layer_max_and_count_true_match_a_row_by_row_reading(rows, cols
     hold = x > 0
     for view in (hold, hold[::-1], hold[:, ::2]):
         assert count_true(view).tolist() == [int(view[:, j].sum()) for j in range(view.shape[1])]
+
+
+@settings(max_examples=200, deadline=None)
+@given(n=st.integers(1, 60), cols=st.integers(1, 5), seed=st.integers(0, 2**32 - 1), block=st.integers(1, 40),
+       op=st.sampled_from([">", ">=", "<", "<=", "==", "!="]), value=st.sampled_from([-0.5, 0.0, 0.3]),
+       need=st.integers(1, 6), at=st.sampled_from(["any", "all", "last"]), min_frac=st.sampled_from([0.0, 0.3, 0.9]),
+       non_finite_is_true=st.booleans())
+def test_a_signal_read_in_row_blocks_fires_and_describes_as_read_whole(n, cols, seed, block, op, value, need, at,
+                                                                       min_frac, non_finite_is_true):
+    """Runs that straddle blocks, early stops once every layer is settled, and per-block peaks and
+    last rows give what one pass over the whole matrix gives."""
+    from types import SimpleNamespace
+
+    from diag.engine.conditions import windows
+    from diag.engine.conditions.clause import Clause
+
+    rng = np.random.default_rng(seed)
+    y = rng.normal(size=(n, cols))
+    y[rng.random((n, cols)) < 0.05] = np.nan
+    y[rng.random((n, cols)) < 0.05] = np.inf
+    y[rng.random((n, cols)) < 0.2] = 0.0
+    trace = SimpleNamespace(steps=np.arange(n) * 10, layer_columns={"layers.grad_norm": y},
+                            layer_present={"layers.grad_norm": np.ones(n, dtype=bool)},
+                            has=lambda name: name == "layers.grad_norm")
+
+    def read(block_values):
+        clause = Clause(kind="signal", text="t", pos=(0, 0), series="layers.grad_norm", op=op, value=value,
+                        for_=need, at=at, min_frac=min_frac, non_finite_is_true=non_finite_is_true)
+        saved, windows._BLOCK_VALUES = windows._BLOCK_VALUES, block_values
+        try:
+            r = windows.signal_result(clause, SimpleNamespace(trace=trace, cache={}))
+            return r, r.stats(), [r.column_stats(j) for j in range(cols)]
+        finally:
+            windows._BLOCK_VALUES = saved
+
+    whole, whole_stats, whole_columns = read(1 << 30)
+    blocked, blocked_stats, blocked_columns = read(block)
+    for name in ("fired", "start", "fired_at", "measured"):
+        assert np.array_equal(getattr(whole, name), getattr(blocked, name)), name
+    for a, b in [(whole_stats, blocked_stats), *zip(whole_columns, blocked_columns)]:
+        for name in a:
+            assert np.array_equal(a[name], b[name], equal_nan=True), name

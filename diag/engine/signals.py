@@ -270,8 +270,14 @@ def ratio_to_layer_max(x: np.ndarray) -> np.ndarray:
         return np.ones_like(x)
     if not x.shape[1]:
         return x.copy()
-    # max(where=) skips the non-finite values without a filled copy of x (half the time).
-    top = np.max(x, axis=1, where=np.isfinite(x), initial=-np.inf, keepdims=True)
+    # fmax skips NaN but not +-inf: the rows whose largest value is not finite (a NaN-only or
+    # infinite row, rare) are reduced again over their finite values alone, by max(where=),
+    # which skips them without a filled copy of the row but runs ~1.5x slower than fmax.
+    top = np.fmax.reduce(x, axis=1, keepdims=True)
+    again = np.flatnonzero(~np.isfinite(top[:, 0]))
+    if again.size:
+        rows = x[again]
+        top[again] = np.max(rows, axis=1, where=np.isfinite(rows), initial=-np.inf, keepdims=True)
     top[np.isneginf(top)] = np.nan  # a step where no layer has a finite value
     with np.errstate(divide="ignore", invalid="ignore"):
         return x / top

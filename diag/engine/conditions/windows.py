@@ -4,6 +4,7 @@ the comparison, ``within:`` windows and the ``for``/``at``/``min_frac`` runs. Ca
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,7 +30,11 @@ class SignalResult:
     measured: np.ndarray  # (columns,) bool: the column has data
     y: np.ndarray  # (points, columns)
     raw: np.ndarray
-    hold: np.ndarray
+    # Where the comparison holds, for the given columns (all with None): computed again when a
+    # fired column is described rather than kept, so a diagnosis does not hold (and fault in
+    # afresh each run) a points x layers bool matrix per clause (~100 MB over the built-in
+    # knowledge base on 100,000 x 64).
+    holds: Callable[[np.ndarray | None], np.ndarray]
     fired_at: np.ndarray
     _stats: dict | None = None
     _single: dict = field(default_factory=dict)
@@ -50,7 +55,7 @@ class SignalResult:
 
 
 def _column_stats(r: SignalResult, wanted: np.ndarray | None = None) -> dict:
-    """Attributes of the fired columns (of ``wanted``, default all), from the rows where one of them holds."""
+    """Attributes of the fired columns (of ``wanted``, default all), from the rows where each holds."""
     n, cols = r.y.shape
     nan = np.full(cols, np.nan)
     out = {k: nan.copy() for k in ("value", "raw", "peak", "low", "count", "frac", "last")}
@@ -61,23 +66,24 @@ def _column_stats(r: SignalResult, wanted: np.ndarray | None = None) -> dict:
     start = np.clip(r.start[fired], 0, n - 1)
     # Copying most columns costs more than reducing them all: past half, reduce every column and
     # keep the fired ones' results.
-    some = fired.size <= cols // 2
-    hold, y = (r.hold[:, fired], r.y[:, fired]) if some else (r.hold, r.y)
-    # Only these columns decide which rows matter (rows where none of them holds add nothing);
-    # gathering rows costs a copy, worth it only when few rows hold (the usual case).
-    rows = np.flatnonzero(hold.any(axis=1))
-    if rows.size < n // 2:
-        hold, y = hold[rows], y[rows]
-    else:
-        rows = np.arange(n)
-    with np.errstate(invalid="ignore"):
-        peak = np.max(y, axis=0, where=hold, initial=-np.inf)
-        low = np.min(y, axis=0, where=hold, initial=np.inf)
-    count = count_true(hold)
-    # The last row that holds: the first of the reversed rows (a fired column holds somewhere;
-    # a column that does not reads as argmax would, 0).
-    last = len(rows) - 1 - np.maximum(first_true(hold[::-1]), 0)
-    if not some:
+    columns = fired if fired.size <= cols // 2 else None
+    width = fired.size if columns is not None else cols
+    peak, low = np.full(width, -np.inf), np.full(width, np.inf)
+    count, last = np.zeros(width, dtype=np.int64), np.full(width, -1)
+    for rows in row_blocks(n, width):
+        hold = r.holds(columns, rows)
+        held = count_true(hold)
+        if not held.any():  # the usual block: the condition holds nowhere in it
+            continue
+        y = r.y[rows] if columns is None else r.y[rows][:, columns]
+        with np.errstate(invalid="ignore"):
+            np.maximum(peak, np.max(y, axis=0, where=hold, initial=-np.inf), out=peak)
+            np.minimum(low, np.min(y, axis=0, where=hold, initial=np.inf), out=low)
+        count += held
+        # The last row that holds in this block: the first of its reversed rows.
+        some = held > 0
+        last[some] = rows.start + len(hold) - 1 - first_true(hold[::-1])[some]
+    if columns is None:
         peak, low, count, last = peak[fired], low[fired], count[fired], last[fired]
     value = r.y[start, fired]
     out["value"][fired] = value
@@ -87,8 +93,21 @@ def _column_stats(r: SignalResult, wanted: np.ndarray | None = None) -> dict:
     out["count"][fired] = count
     out["frac"][fired] = count / n
     out["last"][fired] = r.y[-1, fired]
-    out["last_true"][fired] = rows[last]
+    out["last_true"][fired] = last
     return out
+
+
+# Per-layer predicates are read in blocks of rows of about this many values (4 MB of float64, a
+# 512 KB bool block): each block's comparison, counts and runs stay in the CPU's cache, where
+# whole-matrix passes wrote a points x layers bool matrix to memory and read it back for each
+# (and faulted it in afresh). A scalar series is one block.
+_BLOCK_VALUES = 1 << 19
+
+
+def row_blocks(n: int, columns: int) -> list[slice]:
+    """Consecutive row slices covering ``n`` rows of ``columns`` columns, each about ``_BLOCK_VALUES``."""
+    size = max(_BLOCK_VALUES // max(columns, 1), 1)
+    return [slice(lo, min(lo + size, n)) for lo in range(0, n, size)]
 
 
 def count_true(hold: np.ndarray) -> np.ndarray:
@@ -111,8 +130,13 @@ def base_columns(env, name: str):
     return series.steps, series.values
 
 
+def _transform_key(clause: Clause) -> tuple:
+    return (clause.series, clause.smooth, clause.fn, tuple(sorted(clause.args.items())), clause.other,
+            clause.other_smooth)
+
+
 def _transform(clause: Clause, env):
-    key = ("y", clause.series, clause.smooth, clause.fn, tuple(sorted(clause.args.items())), clause.other, clause.other_smooth)
+    key = ("y", *_transform_key(clause))
     if key in env.cache:
         return env.cache[key]
     base = base_columns(env, clause.series)
@@ -166,9 +190,70 @@ def _measured(env, clause: Clause, raw: np.ndarray) -> np.ndarray:
     return env.cache[key]
 
 
+def _comparison_holds(clause: Clause, y: np.ndarray, raw: np.ndarray) -> np.ndarray:
+    """Where the clause's comparison holds over ``y`` (``raw``: the recorded values behind it).
+
+    NaN (a NaN value, or missing history at the start of a window) never satisfies a
+    comparison; +-Inf compares as the number it is. With non_finite_is_true, an infinite
+    *recorded* value holds even where the derived value is NaN (inf/inf); a recorded NaN does
+    not (NaN is not a magnitude: a NaN gradient norm is not a spike).
+    """
+    with np.errstate(invalid="ignore"):
+        hold = OPS[clause.op](y, clause.value)
+    if clause.op == "!=":  # the only comparison NaN satisfies
+        hold &= ~np.isnan(y)
+    if clause.non_finite_is_true:
+        hold |= np.isinf(raw)
+    return hold
+
+
+def _scan(clause: Clause, holds, n: int, columns: int) -> tuple[np.ndarray, np.ndarray]:
+    """``fired`` and ``start`` (the first row of the first qualifying run) per column, for ``at:
+    any`` (a run of ``for`` points) or ``at: all``, in one pass over row blocks.
+
+    A run may straddle two blocks: the last ``for - 1`` rows of a block are searched again with
+    the next. The pass stops early once every column is settled, unless ``min_frac`` needs the
+    count of every row.
+    """
+    need = clause.for_
+    counting = clause.min_frac > 0
+    count = np.zeros(columns, dtype=np.int64)
+    every = clause.at == "all"
+    alive = np.ones(columns, dtype=bool)  # at: all: no row has failed yet
+    start = np.full(columns, -1)
+    carry = None  # the previous rows a run may start in
+    for rows in row_blocks(n, columns):
+        hold = holds(None, rows)
+        if counting:
+            count += count_true(hold)
+        if every:
+            alive &= hold.all(axis=0)
+            if not alive.any():
+                break
+            continue
+        todo = np.flatnonzero(start < 0)
+        if todo.size:
+            window = hold if carry is None else np.concatenate([carry, hold])
+            found = signals.first_run(window if todo.size == columns else window[:, todo], need)
+            hit = found >= 0
+            start[todo[hit]] = rows.start - (len(window) - len(hold)) + found[hit]
+            carry = window[max(len(window) - (need - 1), 0):] if need > 1 else None
+        elif not counting:
+            break
+    if every:
+        start = np.where(alive, 0, -1)
+    fired = start >= 0
+    if counting:
+        fired &= count >= clause.min_frac * n
+    return fired, start
+
+
 def signal_result(clause: Clause, env) -> SignalResult | None:
-    """The clause's predicate over all columns, cached per clause for per-layer bindings."""
-    key = ("r", id(clause))
+    """The clause's predicate over all columns, cached for per-layer bindings and for every clause
+    that asks the same (rules share symptoms: the knowledge base has the same predicate in
+    several rules)."""
+    key = ("r", *_transform_key(clause), clause.op, clause.value, clause.for_, clause.at, clause.min_frac,
+           clause.within, clause.non_finite_is_true)
     if key in env.cache:
         return env.cache[key]
     transformed = _transform(clause, env)
@@ -180,45 +265,40 @@ def signal_result(clause: Clause, env) -> SignalResult | None:
     steps, raw, y = steps[window], raw[window], y[window]
     if y.ndim == 1:
         y, raw = y[:, None], raw[:, None]
-    with np.errstate(invalid="ignore"):
-        hold = OPS[clause.op](y, clause.value)
-    # NaN (a NaN value, or missing history at the start of a window) never satisfies a
-    # comparison; +-Inf compares as the number it is. With non_finite_is_true, an infinite
-    # *recorded* value holds even where the derived value is NaN (inf/inf); a recorded NaN does
-    # not (NaN is not a magnitude: a NaN gradient norm is not a spike).
-    if clause.op == "!=":  # the only comparison NaN satisfies
-        hold = hold & ~np.isnan(y)
-    if clause.non_finite_is_true:
-        hold = hold | np.isinf(raw)
+
+    def holds(columns: np.ndarray | None = None, rows: slice = slice(None)) -> np.ndarray:
+        y_rows, raw_rows = y[rows], raw[rows]
+        if columns is None:
+            return _comparison_holds(clause, y_rows, raw_rows)
+        return _comparison_holds(clause, y_rows[:, columns],
+                                 raw_rows[:, columns] if clause.non_finite_is_true else raw_rows)
+
     if clause.is_layer_signal:
         # A per-layer column that is NaN at every point was not measured (null in the trace).
         measured = _measured(env, clause, raw)
     else:
         measured = np.full(y.shape[1], len(raw) > 0)
-    n = len(steps)
+    n, columns = y.shape
     need = clause.for_
     if n == 0:
-        start = np.full(y.shape[1], -1)
-        fired = np.zeros(y.shape[1], dtype=bool)
-    elif clause.at == "all":
-        fired = hold.all(axis=0)
-        start = np.where(fired, 0, -1)
+        start = np.full(columns, -1)
+        fired = np.zeros(columns, dtype=bool)
     elif clause.at == "last":
         # Only the last `need` points decide; the start of the trailing run is searched only
         # for the columns that fired.
-        fired = hold[-need:].all(axis=0) if n >= need else np.zeros(hold.shape[1], dtype=bool)
-        start = np.full(hold.shape[1], -1)
+        fired = holds(None, slice(n - need, n)).all(axis=0) if n >= need else np.zeros(columns, dtype=bool)
+        start = np.full(columns, -1)
         for j in np.flatnonzero(fired):
-            falses = np.flatnonzero(~hold[:, j])
+            falses = np.flatnonzero(~holds(np.array([j]))[:, 0])
             start[j] = falses[-1] + 1 if falses.size else 0
+        if clause.min_frac > 0:
+            fired &= count_true(holds()) >= clause.min_frac * n
     else:
-        start = signals.first_run(hold, need)
-        fired = start >= 0
+        fired, start = _scan(clause, holds, n, columns)
     if clause.min_frac > 0 and n:
-        fired = fired & (count_true(hold) >= clause.min_frac * n)
         start = np.where(fired, start, -1)
     fired &= measured
     fired_at = np.where(fired, np.minimum(start + (need - 1 if clause.at == "any" else 0), max(n - 1, 0)), -1)
-    result = SignalResult(steps, fired, start, measured, y, raw, hold, fired_at)
+    result = SignalResult(steps, fired, start, measured, y, raw, holds, fired_at)
     env.cache[key] = result
     return result
