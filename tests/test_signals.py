@@ -324,3 +324,17 @@ def test_a_signal_read_in_row_blocks_fires_and_describes_as_read_whole(n, cols, 
     for a, b in [(whole_stats, blocked_stats), *zip(whole_columns, blocked_columns)]:
         for name in a:
             assert np.array_equal(a[name], b[name], equal_nan=True), name
+
+
+@settings(max_examples=150, deadline=None)
+@given(rows=st.integers(0, 300), cols=st.integers(0, 70), seed=st.integers(0, 2**32 - 1),
+       density=st.floats(0.0, 1.0), step=st.sampled_from([1, 2]))
+def test_column_reductions_with_rows_side_by_side_equal_numpys_axis_0_reductions(rows, cols, seed, density, step):
+    from diag.engine.conditions.windows import count_true
+    from diag.engine.rolling import column_any, column_reduce
+
+    hold = np.random.default_rng(seed).random((rows, cols)) < density
+    hold = hold[::step]  # every other row: not contiguous, numpy's own reduction
+    assert np.array_equal(column_any(hold), hold.any(axis=0))
+    assert np.array_equal(column_reduce(np.logical_and, hold), hold.all(axis=0))
+    assert np.array_equal(count_true(hold), hold.sum(axis=0))

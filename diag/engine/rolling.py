@@ -27,6 +27,8 @@ import numpy as np
 # ndimage's 2-D filter is the slower one), numpy. Both give the same numbers (tests/test_signals.py).
 SCIPY_MEDIAN_POINTS = 20_000
 _CHUNK_ELEMENTS = 1 << 21  # windows gathered per partition call: about 16 MB of float64
+# Column reductions lay this many values side by side per inner loop (see column_reduce).
+_ROW_VALUES = 1024
 
 
 def shift(x: np.ndarray, k: int, fill: float = np.nan) -> np.ndarray:
@@ -131,12 +133,38 @@ def first_run(hold: np.ndarray, n: int = 1):
         return first_true(hold)
     out = np.full(hold.shape[1], -1)
     # Reducing along rows is contiguous (fast); find the columns with anything true first.
-    cols = np.flatnonzero(hold.any(axis=0))
+    cols = np.flatnonzero(column_any(hold))
     if cols.size == 0:
         return out
     h = hold if cols.size == hold.shape[1] else hold[:, cols]
     out[cols] = first_true(_all_in_window(h, n))
     return out
+
+
+def column_reduce(ufunc: np.ufunc, a: np.ndarray, dtype=None) -> np.ndarray:
+    """``ufunc.reduce(a, axis=0, dtype=dtype)`` for a C-contiguous 2-D array, several times faster
+    when it has few columns.
+
+    numpy reduces along axis 0 one row at a time: one inner-loop call per row, of only as many
+    values as there are columns (64 layers: 64 bytes of bools), so the calls cost more than the
+    work. Read as ``g`` rows side by side (a free reshape), the same data makes ``g`` times fewer,
+    longer calls; the ``g`` partial results are then reduced per column.
+    """
+    rows, cols = a.shape
+    group = min(_ROW_VALUES // max(cols, 1), rows)
+    if group <= 1 or not cols or not a.flags.c_contiguous:
+        return ufunc.reduce(a, axis=0, dtype=dtype)
+    body = rows - rows % group
+    out = ufunc.reduce(ufunc.reduce(a[:body].reshape(-1, group * cols), axis=0, dtype=dtype).reshape(group, cols),
+                       axis=0)
+    if body < rows:
+        out = ufunc(out, ufunc.reduce(a[body:], axis=0, dtype=dtype))
+    return out
+
+
+def column_any(hold: np.ndarray) -> np.ndarray:
+    """``hold.any(axis=0)`` for a 2-D bool array, by :func:`column_reduce`."""
+    return column_reduce(np.logical_or, hold)
 
 
 def first_true(hold: np.ndarray, first_block: int = 64) -> np.ndarray:
@@ -153,7 +181,7 @@ def first_true(hold: np.ndarray, first_block: int = 64) -> np.ndarray:
     start, size = 0, max(int(first_block), 1)
     while start < rows and todo.size:
         block = hold[start:start + size] if todo.size == cols else hold[start:start + size, todo]
-        hit = block.any(axis=0)
+        hit = column_any(block)
         if hit.any():
             out[todo[hit]] = start + np.argmax(block[:, hit], axis=0)
             todo = todo[~hit]

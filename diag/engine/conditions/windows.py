@@ -11,7 +11,7 @@ import numpy as np
 
 from diag.engine import signals
 from diag.engine.conditions.clause import OPS, Clause
-from diag.engine.rolling import first_true
+from diag.engine.rolling import column_reduce, first_true
 
 
 # A binding that names one column (a scalar series, the first layer that fired) gets that column's
@@ -112,8 +112,8 @@ def row_blocks(n: int, columns: int) -> list[slice]:
 
 def count_true(hold: np.ndarray) -> np.ndarray:
     """True points per column: the bools' bytes summed as int32 (count_nonzero(axis=0) sums as
-    intp after a bool pass, ~1.4x slower on 100,000 x 64)."""
-    return hold.view(np.uint8).sum(axis=0, dtype=np.int32)
+    intp after a bool pass, ~1.4x slower on 100,000 x 64), several rows per inner loop."""
+    return column_reduce(np.add, hold.view(np.uint8), dtype=np.int32)
 
 
 def base_columns(env, name: str):
@@ -227,7 +227,7 @@ def _scan(clause: Clause, holds, n: int, columns: int) -> tuple[np.ndarray, np.n
         if counting:
             count += count_true(hold)
         if every:
-            alive &= hold.all(axis=0)
+            alive &= column_reduce(np.logical_and, hold)
             if not alive.any():
                 break
             continue
