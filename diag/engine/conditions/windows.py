@@ -30,11 +30,11 @@ class SignalResult:
     measured: np.ndarray  # (columns,) bool: the column has data
     y: np.ndarray  # (points, columns)
     raw: np.ndarray
-    # Where the comparison holds, for the given columns (all with None): computed again when a
-    # fired column is described rather than kept, so a diagnosis does not hold (and fault in
-    # afresh each run) a points x layers bool matrix per clause (~100 MB over the built-in
-    # knowledge base on 100,000 x 64).
-    holds: Callable[[np.ndarray | None], np.ndarray]
+    # holds(columns=None, rows=slice(None)): where the comparison holds, for those columns (all
+    # with None) and rows. Computed again, block by block, when a fired column is described,
+    # rather than kept: a kept points x layers bool matrix per clause came to ~100 MB over the
+    # built-in knowledge base on 100,000 x 64, faulted in afresh by every diagnosis.
+    holds: Callable[..., np.ndarray]
     fired_at: np.ndarray
     _stats: dict | None = None
     _single: dict = field(default_factory=dict)
