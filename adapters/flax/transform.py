@@ -89,7 +89,7 @@ def applied_change(params, updates):
     once for both, and the sum of squares then reads the new and the old parameters. A sum over the
     updates themselves made XLA:CPU write Adam's direction and the scaled update to memory for it
     (the scaling by the learning rate does not fuse into its reduction): on the README's MLP a
-    1.1 MB temporary arena instead of 31 KB, and 130 kernels instead of 116.
+    1.1 MB temporary arena instead of 31 KB, and 92 compiled kernels (fusions) instead of 78.
     """
     applied = optax.apply_updates(params, updates)
     return jax.tree.map(lambda new, old: new.astype(jnp.float32) - old.astype(jnp.float32), applied, params)
