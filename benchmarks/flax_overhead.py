@@ -110,6 +110,7 @@ def make_partial(model_cls, parts):
     """A plain nnx.jit step plus only some of the recorder's reductions (for --breakdown)."""
     from diag.adapters.flax.forward import captured_outputs
     from diag.adapters.flax.stats import activation_block, sumsq_by_layer
+    from diag.adapters.flax.transform import applied_change
 
     model = model_cls(nnx.Rngs(0))
     opt = nnx.Optimizer(model, optax.adam(1e-4), wrt=nnx.Param)
@@ -131,8 +132,8 @@ def make_partial(model_cls, parts):
             out.append(sumsq_by_layer(nnx.as_pure(grads)))
         if "params" in parts:
             out.append(sumsq_by_layer(params))
-        if "updates" in parts:
-            out.append(sumsq_by_layer(updates))
+        if "updates" in parts:  # the update as the recorder measures it: the change it made
+            out.append(sumsq_by_layer(applied_change(params, updates)))
         if "acts" in parts:
             outs = [z for _, z, _ in captured_outputs(inter)]
             out.append(activation_block(outs, ["relu"] * len(outs)).reshape(-1))
@@ -142,7 +143,8 @@ def make_partial(model_cls, parts):
         if "gnorm" in parts or "gnorms3" in parts:  # the global sums of squares a default step adds
             from diag.adapters.flax.stats import global_sumsq_triple
             which = ("grad",) if "gnorm" in parts else ("grad", "param", "update")
-            out.append(global_sumsq_triple(nnx.as_pure(grads), params, updates, which))
+            change = updates if "gnorm" in parts else applied_change(params, updates)
+            out.append(global_sumsq_triple(nnx.as_pure(grads), params, change, which))
         return jnp.concatenate(out)
 
     return lambda i, x, y: step(model, opt, x, y), None

@@ -79,6 +79,22 @@ def _find_learning_rate(state):
     return found[0] if found else None
 
 
+def applied_change(params, updates):
+    """What the update does to the parameters: ``optax.apply_updates(params, updates) - params``,
+    in float32, the update that is measured.
+
+    It is the update that really happened, rounding included (an update too small to move a
+    bfloat16 parameter measures 0), as the PyTorch recorder measures it. And it is cheaper:
+    ``nnx.Optimizer`` applies the updates with the same ``optax.apply_updates``, which XLA computes
+    once for both, and the sum of squares then reads the new and the old parameters. A sum over the
+    updates themselves made XLA:CPU write Adam's direction and the scaled update to memory for it
+    (the scaling by the learning rate does not fuse into its reduction): on the README's MLP a
+    1.1 MB temporary arena instead of 31 KB, and 92 compiled kernels (fusions) instead of 78.
+    """
+    applied = optax.apply_updates(params, updates)
+    return jax.tree.map(lambda new, old: new.astype(jnp.float32) - old.astype(jnp.float32), applied, params)
+
+
 def find_state(tree, kind):
     """The first node of type ``kind`` in a pytree (an optimizer state), or None."""
     hits = [n for n in jax.tree.leaves(tree, is_leaf=lambda n: isinstance(n, kind)) if isinstance(n, kind)]
@@ -152,11 +168,12 @@ def measure(
             inverse = 1.0 / scaling.scale
             grads = jax.tree.map(lambda g: g * inverse.astype(g.dtype), updates)
         if enabled():
-            layers = sumsq_by_layer_triple(grads, params, new_updates, units)
+            layers = sumsq_by_layer_triple(grads, params, applied_change(params, new_updates), units)
             totals = jnp.sum(layers, axis=0)  # the per-layer sums, reused
         else:
             layers = state.layers
-            totals = global_sumsq_triple(grads, params, new_updates, every_step)
+            change = applied_change(params, new_updates) if "update" in every_step else new_updates
+            totals = global_sumsq_triple(grads, params, change, every_step)
         rows = jnp.stack([jnp.stack([lr, scale, jnp.float32(jnp.nan)]), totals])
         return new_updates, MeasureState(inner_state, jnp.concatenate([layers, rows]))
 
