@@ -10,9 +10,10 @@ Variants (each with its own model and optimizer, same initialization):
   full-dev    every statistic every step, computed on the device but never fetched or written
               (separates device compute from host transfer and writing)
 
-Each round runs every variant for --block steps back to back and times it (the block ends by
-waiting for the device); the ratio of each variant's median step time to the baseline's is
-printed, for wall time and for the process's CPU time (all its threads). On a machine shared with
+Each round runs every variant, in a fresh random order, for --block steps back to back and times
+it (the block ends by waiting for the device); each variant's step time over the plain step's in
+the same round is a ratio, and the median of the rounds' ratios is printed, for wall time and for
+the process's CPU time (all its threads). On a machine shared with
 other work the wall time is noisy (use enough rounds); the CPU time of the process is the steadier
 measure of the work the recorder adds.
 
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import tempfile
 import time
 
@@ -173,8 +175,15 @@ def bench(name, model_cls, x, y, rounds, block, breakdown=False, only=None):
         np.asarray(out)
     times = {k: [] for k in variants}
     cpu = {k: [] for k in variants}
+    # A fresh order each round: in a fixed one, each variant ran after the same other, and found
+    # the heap (and XLA's temporary memory, faulted in again when malloc has returned it to the
+    # system) in the state that one left: a bias of a few percent either way, always the same way.
+    shuffle = random.Random(0).shuffle
     for _ in range(rounds):
-        for k, (fn, _) in variants.items():
+        order = list(variants)
+        shuffle(order)
+        for k in order:
+            fn, _ = variants[k]
             t0, c0 = time.perf_counter(), time.process_time()
             for _ in range(block):
                 out = fn(counters[k], x, y)
@@ -188,15 +197,18 @@ def bench(name, model_cls, x, y, rounds, block, breakdown=False, only=None):
     print(f"  load average after: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     base, cbase = np.median(times["none"]), np.median(cpu["none"])
     print(f"\n{name}: medians over {rounds} rounds of {block} steps "
-          f"(baseline {base * 1e3:.2f} ms wall, {cbase * 1e3:.2f} ms CPU per step)")
-    print(f"  {'variant':9s} {'wall ms':>8s} {'ratio':>6s} {'IQR':>13s}   {'CPU ms':>7s} {'ratio':>6s}")
+          f"(baseline {base * 1e3:.2f} ms wall, {cbase * 1e3:.2f} ms CPU per step); each ratio is the median "
+          "of the rounds' ratios (a variant over the plain step of the same round, so slow drifts cancel)")
+    print(f"  {'variant':9s} {'wall ms':>8s} {'ratio':>6s} {'IQR':>13s}   {'CPU ms':>7s} {'ratio':>6s} {'IQR':>13s}")
     ratios = {}  # variant -> (wall ratio, CPU ratio)
     for k in variants:
-        med, cmed = np.median(times[k]), np.median(cpu[k])
-        q1, q3 = np.percentile(np.array(times[k]) / base, [25, 75])
-        print(f"  {k:9s} {med * 1e3:8.2f} {med / base:6.3f} {q1:6.3f}-{q3:.3f}   {cmed * 1e3:7.2f} {cmed / cbase:6.3f}")
+        wall = np.array(times[k]) / np.array(times["none"])
+        spent = np.array(cpu[k]) / np.array(cpu["none"])
+        (w1, w2, w3), (c1, c2, c3) = np.percentile(wall, [25, 50, 75]), np.percentile(spent, [25, 50, 75])
+        print(f"  {k:9s} {np.median(times[k]) * 1e3:8.2f} {w2:6.3f} {w1:6.3f}-{w3:.3f}   "
+              f"{np.median(cpu[k]) * 1e3:7.2f} {c2:6.3f} {c1:6.3f}-{c3:.3f}")
         if k != "none":
-            ratios[k] = (med / base, cmed / cbase)
+            ratios[k] = (float(w2), float(c2))
     return ratios
 
 
