@@ -96,7 +96,7 @@ class Recorder(JitVariants, Rerun, HeaderLifecycle, GuardHook, IdleDrain):
       flush_seconds: the longest a record waits in memory (what ``kill -9`` can lose).
       global_norms: which global norms every step records: 'grad' (the gradient norm; the
         parameter and update norms on measuring steps, as the PyTorch recorder does) or 'all'
-        (gradient, parameter and update norms; on a CPU the two more cost about 1% of the
+        (gradient, parameter and update norms; on a CPU the two more cost about 2% of the
         README's MLP step: each is a pass over memory XLA cannot fuse into the optimizer's). The
         update is the change the step made to the parameters (``transform.applied_change``).
       guard: ``True`` or a :class:`diag.guard.Guard`: ``record`` raises :class:`diag.TrainingDoomed`
