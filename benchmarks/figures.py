@@ -78,6 +78,14 @@ def _x(value: float) -> str:
     return f"{value:.3f}x"
 
 
+def _plain_again(f: dict) -> str:
+    """The plain step's ratio to itself in the same run (flax_overhead's A/A control), if measured."""
+    if "mlp_none-again_cpu" not in f:
+        return ""
+    return (f"; the plain step against itself {_x(f['mlp_none-again_cpu'])} / {_x(f['cnn_none-again_cpu'])} CPU "
+            f"({_x(f['mlp_none-again_wall'])} / {_x(f['cnn_none-again_wall'])} wall)")
+
+
 ROWS = [
     Row("`diag explain examples/healthy.jsonl`, the whole process (200 steps), median of 21", "<= 0.3 s",
         "cli_start", lambda f: f"{f['wall_s']:.3f} s wall ({f['cpu_s']:.3f} s CPU; `python -c pass` {f['python_s']:.3f} s)",
@@ -85,7 +93,7 @@ ROWS = [
     Row("Flax capture, default settings (loss, lr, gradient norm every step; the rest every 25th), MLP / CNN",
         "<= 1.01x", "flax_default",
         lambda f: f"{_x(f['mlp_default_cpu'])} / {_x(f['cnn_default_cpu'])} CPU "
-                  f"({_x(f['mlp_default_wall'])} / {_x(f['cnn_default_wall'])} wall)",
+                  f"({_x(f['mlp_default_wall'])} / {_x(f['cnn_default_wall'])} wall){_plain_again(f)}",
         lambda f: max(f["mlp_default_cpu"], f["cnn_default_cpu"]) <= 1.01),
     Row("Flax capture, all three global norms every step (`global_norms=\"all\"`), MLP / CNN", "<= 1.01x",
         "flax_default",
