@@ -18,14 +18,22 @@ run before the rounds. The first run after a rule file changed (an empty cache) 
 Both trees are run from copies laid out as an installed package (``diag/``, with the knowledge
 base, adapters and TUI inside it), so neither side pays for the editable install's import hooks.
 
+``--instructions`` also counts the instructions one run of each side executes, under valgrind's
+callgrind with a fixed hash seed (about 15 s a side). On a shared two-core machine the medians of
+one run drift by 10% from one minute to the next, and an A/B of a change that executes the same
+instructions read 0.92x in one run and 1.13x in another; the count repeats to within 0.1%, so it
+judges a change of a few percent in the work done (not in cache or memory effects).
+
     python benchmarks/cli_start.py                          # 7 rounds, this tree vs python -c pass
     python benchmarks/cli_start.py --against main --cold 3  # and a commit, and the cold first run
+    python benchmarks/cli_start.py --against main --instructions
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import resource
 import shutil
 import statistics
@@ -78,6 +86,18 @@ def timed(command: list[str], env: dict, cwd: Path) -> tuple[float, float]:
     return wall, after - before
 
 
+def instructions(command: list[str], env: dict, cwd: Path) -> int | None:
+    """Instructions one run executes, counted by callgrind (None when valgrind is not installed)."""
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        return None
+    done = subprocess.run([valgrind, "--tool=callgrind", "--callgrind-out-file=/dev/null", *command],
+                          env={**env, "PYTHONHASHSEED": "0"}, cwd=cwd, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True)
+    counted = re.search(r"Collected\s*:\s*(\d+)", done.stderr)
+    return int(counted.group(1)) if counted else None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trace", default=str(ROOT / "examples" / "healthy.jsonl"))
@@ -85,6 +105,8 @@ def main() -> None:
     parser.add_argument("--against", metavar="REV", help="also time the command at this commit")
     parser.add_argument("--cold", type=int, default=0, metavar="N",
                         help="also time N first runs with an empty knowledge-base cache")
+    parser.add_argument("--instructions", action="store_true",
+                        help="also count each explain side's instructions with valgrind (callgrind)")
     args = parser.parse_args()
     trace = str(Path(args.trace).resolve())
 
@@ -107,12 +129,13 @@ def main() -> None:
         walls: dict[str, list[float]] = {name: [] for name, _, _ in sides}
         cpus: dict[str, list[float]] = {name: [] for name, _, _ in sides}
         for round_ in range(args.rounds):
-            # Every other round in the reverse order: in one fixed order the same tree against itself
-            # read 0.98x (11 rounds), a bias as large as the changes this benchmark is run to judge.
+            # Every other round in the reverse order, so that neither side always runs right after
+            # the same other side.
             for name, command, env in (sides if round_ % 2 == 0 else sides[::-1]):
                 wall, cpu = timed(command, env, tmp)
                 walls[name].append(wall)
                 cpus[name].append(cpu)
+        counts = {name: instructions(command, env, tmp) for name, command, env in sides[1:]} if args.instructions else {}
         cold_walls = []
         for i in range(args.cold):
             env = {**sides[1][2], "DIAG_CACHE_DIR": str(tmp / f"cold-{i}")}
@@ -129,6 +152,15 @@ def main() -> None:
         now, then = statistics.median(walls["explain (this tree)"]), statistics.median(walls[f"explain ({args.against})"])
         cpu_now, cpu_then = (statistics.median(cpus[f"explain ({side})"]) for side in ("this tree", args.against))
         print(f"  this tree / {args.against}: {now / then:.2f}x wall, {cpu_now / cpu_then:.2f}x CPU")
+    if counts:
+        if None in counts.values():
+            print("  instructions: not counted (valgrind is not installed)")
+        else:
+            for name, count in counts.items():
+                print(f"  {name:28s} {count / 1e6:8.1f} M instructions (callgrind, PYTHONHASHSEED=0)")
+            if args.against:
+                ratio = counts["explain (this tree)"] / counts[f"explain ({args.against})"]
+                print(f"  this tree / {args.against}: {ratio:.3f}x instructions")
     if cold_walls:
         print(f"  first run after a rule change (empty cache), median of {len(cold_walls)}: "
               f"{statistics.median(cold_walls):.3f} s")
