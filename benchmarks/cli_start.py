@@ -87,7 +87,8 @@ def timed(command: list[str], env: dict, cwd: Path) -> tuple[float, float]:
 
 
 def instructions(command: list[str], env: dict, cwd: Path) -> int | None:
-    """Instructions one run executes, counted by callgrind (None when valgrind is not installed)."""
+    """Instructions one run executes, counted by callgrind (None when valgrind is not installed);
+    a run that fails, or that callgrind did not count, stops the benchmark."""
     valgrind = shutil.which("valgrind")
     if valgrind is None:
         return None
@@ -95,7 +96,9 @@ def instructions(command: list[str], env: dict, cwd: Path) -> int | None:
                           env={**env, "PYTHONHASHSEED": "0"}, cwd=cwd, stdout=subprocess.DEVNULL,
                           stderr=subprocess.PIPE, text=True)
     counted = re.search(r"Collected\s*:\s*(\d+)", done.stderr)
-    return int(counted.group(1)) if counted else None
+    if done.returncode not in (0, 1) or counted is None:
+        sys.exit(f"valgrind {' '.join(command)} exited {done.returncode}:\n{done.stderr[-2000:]}")
+    return int(counted.group(1))
 
 
 def main() -> None:
