@@ -155,22 +155,25 @@ def make_partial(model_cls, parts):
 
 
 def bench(name, model_cls, x, y, rounds, block, breakdown=False, only=None):
-    variants = {
-        "none": make_plain(model_cls),
-        "default": make_recorded(model_cls, every=25),
-        "all-norms": make_recorded(model_cls, every=25, global_norms="all"),
-        "every10": make_recorded(model_cls, every=10),
-        "full": make_recorded(model_cls, every=1),
-        "full-dev": make_recorded(model_cls, every=1, fetch=False),
+    # Only the variants that run are built: a recorder left unused would keep its model, its open
+    # trace and its two threads (writer, idle drain) alive through the measurement.
+    builders = {
+        "none": lambda: make_plain(model_cls),
+        "default": lambda: make_recorded(model_cls, every=25),
+        "all-norms": lambda: make_recorded(model_cls, every=25, global_norms="all"),
+        "every10": lambda: make_recorded(model_cls, every=10),
+        "full": lambda: make_recorded(model_cls, every=1),
+        "full-dev": lambda: make_recorded(model_cls, every=1, fetch=False),
     }
     if breakdown:  # each reduction alone, on the device, every step
-        variants = {"none": variants["none"], "full-dev": variants["full-dev"]}
+        builders = {"none": builders["none"], "full-dev": builders["full-dev"]}
         for parts in (("grads",), ("params",), ("updates",), ("acts",), ("batch",), ("gnorm",), ("gnorms3",)):
-            variants["+" + parts[0]] = make_partial(model_cls, parts)
+            builders["+" + parts[0]] = lambda parts=parts: make_partial(model_cls, parts)
     if only:
-        variants = {k: v for k, v in variants.items() if k == "none" or k in only}
+        builders = {k: v for k, v in builders.items() if k == "none" or k in only}
     # Built last: a later model's buffers land elsewhere in memory, as the recorded variants' do.
-    variants["none-again"] = make_plain(model_cls)
+    builders["none-again"] = builders["none"]
+    variants = {k: build() for k, build in builders.items()}
     counters = {k: 0 for k in variants}
     for k, (fn, _) in variants.items():  # compile and warm up (both variants of rec.jit)
         for _ in range(30):
